@@ -1,0 +1,165 @@
+"""The client library: the only code that speaks to coordd's socket.
+
+Blocking and small on purpose: a one-shot ``coordctl`` command imports this, ``json`` and
+``socket`` and nothing else, so it starts fast. Errors come back as the same classes the daemon
+raised (``coordd.errors``), rebuilt from their stable codes; notifications that arrive while a
+call waits for its reply are kept, in order, for ``next_notification``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from coordd import paths
+from coordd.errors import CoorddError, ProtocolError, from_json
+
+
+class NotReachable(CoorddError):
+    """The daemon's socket cannot be reached (not running, wrong path, no permission)."""
+
+    code = -32099
+
+    def __init__(self, socket_path: Path, reason: str) -> None:
+        super().__init__(
+            f"cannot reach coordd at {socket_path}: {reason}. Start it with `coordd` "
+            "(or `systemctl start coordd.socket` for the system service), or point "
+            "--socket / COORDD_SOCKET at the right socket",
+            {"socket": str(socket_path)},
+        )
+        self.socket_path = socket_path
+        self.reason = reason
+
+
+class Client:
+    """A connection to coordd; use as a context manager or call ``close``."""
+
+    def __init__(self, socket_path: Path | str | None = None, timeout: float | None = 60.0):
+        self.socket_path = Path(socket_path) if socket_path else paths.client_socket_path()
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+        self._next_id = 0
+        self.notifications: deque[dict[str, Any]] = deque()
+
+    def connect(self) -> Client:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except FileNotFoundError:
+            sock.close()
+            raise NotReachable(self.socket_path, "no such socket") from None
+        except ConnectionRefusedError:
+            sock.close()
+            raise NotReachable(self.socket_path, "nothing is listening (stale socket)") from None
+        except PermissionError:
+            sock.close()
+            raise NotReachable(
+                self.socket_path, "permission denied (ask to be added to the coordd group)"
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise NotReachable(self.socket_path, exc.strerror or str(exc)) from None
+        self._sock = sock
+        return self
+
+    def __enter__(self) -> Client:
+        if self._sock is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def fileno(self) -> int:
+        assert self._sock is not None
+        return self._sock.fileno()
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def call(self, method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
+        """Call ``method`` and return its result; raise the daemon's error class on error."""
+        if self._sock is None:
+            self.connect()
+        self._next_id += 1
+        request_id = self._next_id
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
+        merged = {**(params or {}), **kw}
+        if merged:
+            message["params"] = merged
+        self.send(message)
+        while True:
+            reply = self._receive(None)
+            if reply is None:
+                raise ProtocolError(f"coordd closed the connection during {method}")
+            if "method" in reply and "id" not in reply:
+                self.notifications.append(reply)
+                continue
+            if reply.get("id") != request_id:
+                if "error" in reply:
+                    raise from_json(reply["error"])
+                continue
+            if "error" in reply:
+                raise from_json(reply["error"])
+            return reply.get("result")
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self._sock is not None
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise ProtocolError(f"lost the connection to coordd: {exc}") from exc
+
+    def next_notification(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next notification, waiting up to ``timeout`` seconds (``None``: forever)."""
+        if self.notifications:
+            return self.notifications.popleft()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            message = self._receive(remaining)
+            if message is None:
+                return None
+            if "method" in message and "id" not in message:
+                return message
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def _receive(self, timeout: float | None) -> dict[str, Any] | None:
+        """One message; ``None`` on timeout. Raises ``ProtocolError`` if the daemon hung up."""
+        assert self._sock is not None
+        while b"\n" not in self._buffer:
+            self._sock.settimeout(timeout if timeout is not None else self.timeout)
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                if timeout is not None:
+                    return None
+                raise ProtocolError("coordd did not answer in time") from None
+            except OSError as exc:
+                raise ProtocolError(f"lost the connection to coordd: {exc}") from exc
+            if not chunk:
+                raise ProtocolError("coordd closed the connection")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        message = json.loads(line)
+        if not isinstance(message, dict):
+            raise ProtocolError("coordd sent something that is not a JSON-RPC message")
+        return message
+
+
+def connect(socket_path: Path | str | None = None, timeout: float | None = 60.0) -> Client:
+    """A connected ``Client`` (raises ``NotReachable`` with the socket path)."""
+    return Client(socket_path or os.environ.get(paths.SOCKET_ENV) or None, timeout).connect()

@@ -1,0 +1,556 @@
+"""The daemon's configuration: embedded defaults, a TOML file, then the command line.
+
+Each setting is resolved in three layers, later ones winning:
+
+1. embedded defaults, which depend on whether the daemon runs as the system service or as
+   a user (:mod:`coordd.paths`), so that coordd runs with no file at all;
+2. the configuration file (``/etc/coordd/coordd.toml`` or
+   ``~/.config/coordd/coordd.toml``, or ``--config FILE``). A missing default file is
+   normal; a missing file named on the command line is an error;
+3. overrides from the command line and the environment (``COORDD_SOCKET``,
+   ``COORDD_STATE_DIR``: :func:`environment_overrides`), keyed by field name.
+
+The file's layout::
+
+    socket = "/run/coordd/coordd.sock"     # ignored when systemd passes the socket
+    state_dir = "/var/lib/coordd"
+    log_level = "info"                     # debug | info | warning | error
+
+    [tasks]
+    heavy_slots = 2                        # heavy operations (sync, publish) at once
+    retention = "7d"                       # seconds, or "7d", "12h", "30m", "45s", "1h30m"
+    max_attempts = 3                       # runs of a restartable task across restarts
+    cancel_grace = "10s"                   # a canceled task's time to stop before it is killed
+    reattach_grace = "30s"
+    progress_persist_interval = "2s"
+
+    [limits]
+    max_frame_bytes = 1048576
+    max_batch = 100
+    max_connections = 256
+    idle_timeout = "5m"
+
+    [access]
+    admin_group = "coordd-admin"           # may mutate (besides root and the daemon's user)
+    read_group = "coordd-read"             # may only read
+    socket_mode = "0660"
+
+A mistake in the file stops the daemon with a message naming the file, the table and the
+key, and what was expected: an unknown key (with the nearest valid one, since a misspelt
+key silently ignored is a setting silently not applied), a wrong type, a value out of
+range, a group that does not exist. All problems are reported at once.
+
+SIGHUP re-reads the file. Most settings take effect at once (:data:`RELOADABLE`); the
+socket, its mode and the state directory are held open and change only at a restart, which
+:meth:`Config.replace_reloadable` says in the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import grp
+import logging
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coordd import paths
+from coordd.log import LEVELS
+
+log = logging.getLogger(__name__)
+
+MINUTE = 60.0
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+MiB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why, one problem a line.
+
+    ``problems`` holds the same lines as a list.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def default_heavy_slots(cpus: int | None = None) -> int:
+    """How many heavy operations may run at once by default: half the CPUs, from 2 to 8.
+
+    A heavy operation is already parallel inside (a sync downloads several packages at
+    once and hashes them as they stream; a publish compresses metadata), so one slot per
+    two CPUs leaves room for the light tasks and the machine's other work. At least 2, so
+    one long sync does not hold up every publish on a small machine; at most 8, because
+    past that the network, the disk and the mirrors' per-client limits are the bottleneck,
+    not the CPU. ``cpus`` defaults to the CPUs this process may run on (which respects
+    affinity and container pinning, unlike ``os.cpu_count``).
+    """
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on Linux
+            cpus = os.cpu_count() or 2
+    return max(2, min(8, cpus // 2))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration of one daemon.
+
+    Build it with :func:`load_config` (or :meth:`defaults`); the constructor does no
+    validation. Durations are seconds (``*_s``).
+    """
+
+    #: The Unix socket the daemon listens on (when it binds one itself).
+    socket_path: Path
+    #: The database and the repositories' content.
+    state_dir: Path
+    #: How many heavy operations (sync, publish) run at once; others wait "server busy".
+    heavy_slots: int = dataclasses.field(default_factory=default_heavy_slots)
+    #: How long ended tasks stay in the history before they are purged.
+    retention_s: float = 7 * DAY
+    #: The largest JSON-RPC message (one line) the daemon reads.
+    max_frame_bytes: int = 1 * MiB
+    #: The most requests in one JSON-RPC batch.
+    max_batch: int = 100
+    #: The most client connections open at once.
+    max_connections: int = 256
+    #: A connection that sends nothing for this long is closed.
+    idle_timeout_s: float = 300.0
+    #: A canceled running task's time to stop on its own before it is stopped hard.
+    cancel_grace_s: float = 10.0
+    #: How long a task held by a client connection (``coordctl run``) survives that
+    #: connection dropping, waiting for the client to come back.
+    reattach_grace_s: float = 30.0
+    #: How many times a restartable task is run in all, across crashes and restarts.
+    max_attempts: int = 3
+    #: How often a running task's progress report is written to the database.
+    progress_persist_interval_s: float = 2.0
+    #: Members may mutate. None: only root and the daemon's own user may.
+    admin_group: str | None = None
+    #: Members may read. None: anyone who can open the socket may read (the socket file's
+    #: permissions are then the gate).
+    read_group: str | None = None
+    #: Permissions of the socket file the daemon binds (0o660 as the system service).
+    socket_mode: int = 0o600
+    #: debug, info, warning or error.
+    log_level: str = "info"
+
+    @classmethod
+    def defaults(cls, system: bool) -> Config:
+        """The embedded defaults for the system service or a user daemon."""
+        where = paths.default_paths(system)
+        return cls(
+            socket_path=where.socket,
+            state_dir=where.state_dir,
+            socket_mode=0o660 if system else 0o600,
+        )
+
+    def to_toml(self) -> str:
+        """The configuration as a TOML file that :func:`load_config` reads back equal."""
+        out = ["# coordd: the configuration in effect", ""]
+        table: str | None = None
+        for spec in _SPECS:
+            if spec.table != table:
+                table = spec.table
+                out += ["", f"[{table}]"]
+            out.append(f"# {spec.doc}")
+            value = getattr(self, spec.field)
+            if value is None:
+                out.append(f'# {spec.key} = ""   (not set)')
+            else:
+                out.append(f"{spec.key} = {spec.kind.to_toml(value)}")
+        return "\n".join(out) + "\n"
+
+    def replace_reloadable(self, new: Config) -> Config:
+        """This configuration with the settings SIGHUP may change taken from ``new``.
+
+        Each applied change is logged; a change to a setting that needs a restart is
+        logged as a warning and not applied.
+        """
+        changes: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            old_value, new_value = getattr(self, field.name), getattr(new, field.name)
+            if old_value == new_value:
+                continue
+            if field.name in RELOADABLE:
+                log.info("configuration: %s is now %r (was %r)", field.name, new_value, old_value)
+                changes[field.name] = new_value
+            else:
+                log.warning(
+                    "configuration: %s changed to %r but stays %r until coordd is restarted",
+                    field.name,
+                    new_value,
+                    old_value,
+                )
+        return dataclasses.replace(self, **changes)
+
+
+#: Settings that need a restart: the socket and the state directory are held open.
+RESTART_REQUIRED = frozenset({"socket_path", "state_dir", "socket_mode"})
+#: Settings SIGHUP changes in a running daemon.
+RELOADABLE = frozenset(f.name for f in dataclasses.fields(Config)) - RESTART_REQUIRED
+
+
+# --- value kinds ---------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value cannot be used; the message completes "<key> ..."."""
+
+
+def _type_name(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names |= {dict: "a table", list: "an array"}
+    for cls, name in names.items():
+        if type(value) is cls:
+            return name
+    return f"a {type(value).__name__}"
+
+
+def _describe(value: object) -> str:
+    shown = _toml_string(value) if isinstance(value, str) else repr(value)
+    return f"{_type_name(value)} ({shown})"
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string. json.dumps is close but escapes non-BMP characters as surrogate
+    pairs, which TOML forbids, and leaves DEL unescaped, which TOML requires escaped."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    parse: Callable[[object, bool], Any]  # (value, from_file) -> parsed; raises _Invalid
+    to_toml: Callable[[Any], str]
+
+
+def _path_kind() -> _Kind:
+    def parse(value: object, from_file: bool) -> Path:
+        if isinstance(value, Path) and not from_file:
+            text = str(value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise _Invalid(f"must be a path (a string), not {_describe(value)}")
+        if not text:
+            raise _Invalid("must be a path, not an empty string")
+        if "\0" in text:
+            raise _Invalid("must not contain a NUL character")
+        path = Path(text)
+        if not path.is_absolute():
+            if from_file:
+                raise _Invalid(f"must be an absolute path, not {text!r}")
+            path = path.absolute()  # a command-line path is relative to where it was typed
+        return path
+
+    return _Kind(parse, lambda value: _toml_string(str(value)))
+
+
+def _int_kind(low: int, high: int) -> _Kind:
+    def parse(value: object, from_file: bool) -> int:
+        if type(value) is not int:
+            raise _Invalid(f"must be an integer, not {_describe(value)}")
+        if not low <= value <= high:
+            raise _Invalid(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return _Kind(parse, str)
+
+
+_DURATION_UNITS = {"w": WEEK, "d": DAY, "h": HOUR, "m": MINUTE, "s": 1.0}
+_NUMBER = r"(?:\d+(?:\.\d+)?)"
+_DURATION = re.compile(rf"(?:{_NUMBER}[wdhms])+")
+_DURATION_PART = re.compile(rf"({_NUMBER})([wdhms])")
+_DURATION_HELP = (
+    'use a number of seconds (e.g. 90) or a string with units w, d, h, m, s (e.g. "7d", '
+    '"12h", "1h30m", "45s")'
+)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number of seconds or a string such as ``"7d"``, ``"1h30m"``, ``"90"``.
+
+    Raises ``ValueError`` saying what is accepted.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"must be a duration, not {_describe(value)}; {_DURATION_HELP}")
+    if isinstance(value, str):
+        text = "".join(value.split()).lower()
+        if re.fullmatch(_NUMBER, text):
+            seconds = float(text)
+        elif _DURATION.fullmatch(text):
+            seconds = sum(
+                float(number) * _DURATION_UNITS[unit]
+                for number, unit in _DURATION_PART.findall(text)
+            )
+        else:
+            raise ValueError(f"cannot read {_toml_string(value)} as a duration; {_DURATION_HELP}")
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A TOML value for a duration: ``"7d"``, ``"1h30m"``, ``"0s"``; a number if fractional.
+
+    Days are the largest unit shown, as people count retention in days, not weeks.
+    """
+    if seconds != int(seconds):
+        return repr(float(seconds))
+    remaining = int(seconds)
+    if remaining == 0:
+        return '"0s"'
+    parts = []
+    for unit in "dhms":
+        count, remaining = divmod(remaining, int(_DURATION_UNITS[unit]))
+        if count:
+            parts.append(f"{count}{unit}")
+    return _toml_string("".join(parts))
+
+
+def _duration_kind(low: float) -> _Kind:
+    def parse(value: object, from_file: bool) -> float:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        if seconds < low:
+            raise _Invalid(f"must be at least {low:g} seconds, got {seconds:g}")
+        return seconds
+
+    return _Kind(parse, format_duration)
+
+
+def _level_parse(value: object, from_file: bool) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, not {_describe(value)}")
+    if value.lower() not in LEVELS:
+        raise _Invalid(f"must be one of {', '.join(LEVELS)}, not {_toml_string(value)}")
+    return value.lower()
+
+
+def _group_parse(value: object, from_file: bool) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a group name (a string), not {_describe(value)}")
+    if not value:
+        raise _Invalid("must be a group name, not an empty string")
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        raise _Invalid(f"names group {value!r}, which does not exist on this system") from None
+    return value
+
+
+def _mode_parse(value: object, from_file: bool) -> int:
+    if type(value) is int:
+        if not 0 <= value <= 0o777:
+            raise _Invalid(
+                f"must be a permission mode from 0 to 0o777, got {value} (decimal); "
+                f'write it as a string such as "0660", or as an octal number 0o660'
+            )
+        return value
+    if isinstance(value, str):
+        text = value.removeprefix("0o")
+        if re.fullmatch("[0-7]{1,4}", text) and int(text, 8) <= 0o777:
+            return int(text, 8)
+        raise _Invalid(f'must be an octal permission mode such as "0660", not {value!r}')
+    raise _Invalid(f'must be an octal permission mode such as "0660", not {_describe(value)}')
+
+
+_LEVEL = _Kind(_level_parse, _toml_string)
+_GROUP = _Kind(_group_parse, _toml_string)
+_MODE = _Kind(_mode_parse, lambda mode: _toml_string(f"{mode:04o}"))
+
+
+@dataclass(frozen=True)
+class _Spec:
+    table: str | None  # None: top level
+    key: str
+    field: str
+    kind: _Kind
+    doc: str
+
+    @property
+    def where(self) -> str:
+        return self.key if self.table is None else f"{self.table}.{self.key}"
+
+
+_SPECS = (
+    _Spec(
+        None, "socket", "socket_path", _path_kind(), "socket path (unused when systemd passes it)"
+    ),
+    _Spec(None, "state_dir", "state_dir", _path_kind(), "database and repository content"),
+    _Spec(None, "log_level", "log_level", _LEVEL, "debug, info, warning or error"),
+    _Spec("tasks", "heavy_slots", "heavy_slots", _int_kind(1, 256), "heavy operations at once"),
+    _Spec("tasks", "retention", "retention_s", _duration_kind(0), "history kept for ended tasks"),
+    _Spec("tasks", "max_attempts", "max_attempts", _int_kind(1, 100), "runs of a restartable task"),
+    _Spec("tasks", "cancel_grace", "cancel_grace_s", _duration_kind(0), "time to stop on cancel"),
+    _Spec(
+        "tasks",
+        "reattach_grace",
+        "reattach_grace_s",
+        _duration_kind(0),
+        "a client-held task's wait for its client to reconnect",
+    ),
+    _Spec(
+        "tasks",
+        "progress_persist_interval",
+        "progress_persist_interval_s",
+        _duration_kind(0.01),
+        "how often progress is saved",
+    ),
+    _Spec(
+        "limits",
+        "max_frame_bytes",
+        "max_frame_bytes",
+        _int_kind(1024, 64 * MiB),
+        "largest request line in bytes",
+    ),
+    _Spec("limits", "max_batch", "max_batch", _int_kind(1, 10_000), "requests in one batch"),
+    _Spec("limits", "max_connections", "max_connections", _int_kind(1, 65_536), "open connections"),
+    _Spec("limits", "idle_timeout", "idle_timeout_s", _duration_kind(1), "idle connections close"),
+    _Spec("access", "admin_group", "admin_group", _GROUP, "members may mutate"),
+    _Spec("access", "read_group", "read_group", _GROUP, "members may read"),
+    _Spec("access", "socket_mode", "socket_mode", _MODE, "socket file permissions"),
+)
+_BY_FIELD = {spec.field: spec for spec in _SPECS}
+_TABLES: dict[str | None, dict[str, _Spec]] = {}
+for _spec in _SPECS:
+    _TABLES.setdefault(_spec.table, {})[_spec.key] = _spec
+del _spec
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    """``; did you mean 'x'?`` naming the nearest candidate, or the list of them all.
+
+    A candidate written ``[name]`` is a table and is shown that way.
+    """
+    bare = [candidate.strip("[]") for candidate in candidates]
+    close = difflib.get_close_matches(name, bare, n=1, cutoff=0.6)
+    if close:
+        shown = candidates[bare.index(close[0])]
+        return f"; did you mean {shown if shown.startswith('[') else repr(shown)}?"
+    return f"; valid: {', '.join(candidates)}"
+
+
+def _parse_file(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+
+    def take(spec: _Spec, value: object) -> None:
+        try:
+            values[spec.field] = spec.kind.parse(value, True)
+        except _Invalid as exc:
+            problems.append(f"{spec.where}: {exc}")
+
+    top = _TABLES[None]
+    tables = [name for name in _TABLES if name is not None]
+    for key, value in document.items():
+        if key in top:
+            if isinstance(value, dict):
+                problems.append(f"{key} must be a value, not a table")
+            else:
+                take(top[key], value)
+        elif key in tables:
+            if not isinstance(value, dict):
+                problems.append(f"[{key}] must be a table, not {_describe(value)}")
+                continue
+            specs = _TABLES[key]
+            for sub, sub_value in value.items():
+                if sub in specs:
+                    take(specs[sub], sub_value)
+                else:
+                    problems.append(f"unknown key {sub!r} in [{key}]" + _suggest(sub, list(specs)))
+        else:
+            what = f"table [{key}]" if isinstance(value, dict) else f"key {key!r} at the top level"
+            candidates = list(top) + [f"[{table}]" for table in tables]
+            problems.append(f"unknown {what}" + _suggest(key, candidates))
+    return values, problems
+
+
+def _read_file(config_file: Path, explicit: bool) -> Mapping[str, Any] | None:
+    try:
+        with config_file.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError([f"configuration file {config_file} does not exist"]) from None
+        return None
+    except OSError as exc:
+        raise ConfigError(
+            [f"cannot read configuration file {config_file}: {exc.strerror}"]
+        ) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{config_file}: not valid TOML: {exc}"]) from exc
+
+
+def environment_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """The overrides ``COORDD_SOCKET`` and ``COORDD_STATE_DIR`` ask for (empty counts unset).
+
+    The command line's own flags go on top of these.
+    """
+    environ = os.environ if environ is None else environ
+    overrides: dict[str, Path] = {}
+    for variable, field in ((paths.SOCKET_ENV, "socket_path"), (paths.STATE_DIR_ENV, "state_dir")):
+        if environ.get(variable):
+            overrides[field] = Path(environ[variable])
+    return overrides
+
+
+def load_config(config_file: Path | None, overrides: Mapping[str, Any], system: bool) -> Config:
+    """The effective configuration: defaults, then ``config_file``, then ``overrides``.
+
+    ``config_file`` None means the default file for ``system``, which may be missing; a
+    file named explicitly must exist. ``overrides`` are keyed by :class:`Config` field
+    name; a None value means "not given" (as argparse leaves an unused option), so a
+    namespace's ``vars()`` can be passed after renaming. Raises :class:`ConfigError`.
+    """
+    config = Config.defaults(system)
+    explicit = config_file is not None
+    if config_file is None:
+        config_file = paths.default_paths(system).config_file
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    document = _read_file(config_file, explicit)
+    if document is not None:
+        values, file_problems = _parse_file(document)
+        problems += [f"{config_file}: {problem}" for problem in file_problems]
+    for field, value in overrides.items():
+        if value is None:
+            continue
+        spec = _BY_FIELD.get(field)
+        if spec is None:
+            problems.append(f"unknown setting {field!r}" + _suggest(field, list(_BY_FIELD)))
+            continue
+        try:
+            values[field] = spec.kind.parse(value, False)
+        except _Invalid as exc:
+            problems.append(f"{field} (command line or environment): {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(config, **values)

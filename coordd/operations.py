@@ -1,0 +1,84 @@
+"""The operation registry: what a task does, and what it declares before it may run.
+
+Each operation states, from its arguments alone, every resource it touches and how
+(``claims``), whether it needs a heavy slot, whether it may be re-run after a crash
+(``restartable``: it must then be idempotent), and the coroutine that does the work. The
+coroutine receives a ``TaskContext`` with a progress report and honours cancellation: the
+runtime cancels its anyio scope, at once, or after ``cancel_grace`` for ``cooperative``
+operations that watch ``stop_requested`` and wind down themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from coordd.coordinator import Claim
+from coordd.progress import Progress
+
+if TYPE_CHECKING:
+    from coordd.runtime import Runtime
+    from coordd.tasks import Task
+
+
+@dataclass
+class TaskContext:
+    """What a running operation gets: its task, a progress report, a stop request."""
+
+    task: Task
+    runtime: Runtime
+    stop_requested: anyio.Event = field(default_factory=anyio.Event)
+    resumed: bool = False  # re-run or re-attached after a restart
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.task.args
+
+    @property
+    def progress(self) -> Progress:
+        return self.task.progress
+
+    @property
+    def state_dir(self) -> Path:
+        return self.runtime.config.state_dir
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One kind of task. ``claims`` and ``heavy`` see only the task's arguments."""
+
+    name: str
+    summary: str
+    claims: Callable[[Mapping[str, Any]], tuple[Claim, ...]]
+    run: Callable[[TaskContext], Awaitable[Any]]
+    heavy: bool = False
+    restartable: bool = False
+    held: bool = False  # an external lock: a client holds it; see coordd.locks
+    cooperative: bool = False
+
+
+class Registry:
+    """The explicit table of operations the daemon can run."""
+
+    def __init__(self, operations: list[Operation] | None = None) -> None:
+        self._ops: dict[str, Operation] = {}
+        for op in operations or ():
+            self.add(op)
+
+    def add(self, op: Operation) -> None:
+        if op.name in self._ops:
+            raise ValueError(f"operation {op.name} registered twice")
+        self._ops[op.name] = op
+
+    def __getitem__(self, name: str) -> Operation:
+        return self._ops[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def names(self) -> list[str]:
+        return sorted(self._ops)

@@ -1,0 +1,181 @@
+"""Where coordd keeps its socket, state and configuration, and where coordctl looks for them.
+
+There are two ways to run the daemon (DESIGN §7): as the system service (root, or
+``coordd --system``; normally started by systemd) and as a user service (anyone, no
+systemd needed). Each has fixed default locations::
+
+                 system                      user
+    socket       /run/coordd/coordd.sock     $XDG_RUNTIME_DIR/coordd/coordd.sock
+                                             (/tmp/coordd-$UID/coordd.sock without it)
+    state        /var/lib/coordd             $XDG_STATE_HOME/coordd (~/.local/state/coordd)
+    config       /etc/coordd/coordd.toml     $XDG_CONFIG_HOME/coordd/coordd.toml
+                                             (~/.config/coordd/coordd.toml)
+
+``COORDD_SOCKET`` and ``COORDD_STATE_DIR`` override the socket and the state directory. The
+functions returning defaults do not apply them: the daemon's configuration ranks the
+environment above the configuration file, so ``coordd.config`` applies them at that rank.
+The client has no configuration file and uses :func:`client_socket_path`.
+
+This module imports only ``os``, ``stat`` (which ``os`` imports anyway) and ``pathlib``:
+``coordctl`` imports it on the path of every one-shot command, where each millisecond of
+start-up is paid by every script.
+"""
+
+import os
+import stat
+from pathlib import Path
+
+SOCKET_ENV = "COORDD_SOCKET"
+STATE_DIR_ENV = "COORDD_STATE_DIR"
+
+SOCKET_NAME = "coordd.sock"
+CONFIG_NAME = "coordd.toml"
+
+SYSTEM_SOCKET = Path("/run/coordd") / SOCKET_NAME
+SYSTEM_STATE_DIR = Path("/var/lib/coordd")
+SYSTEM_CONFIG_FILE = Path("/etc/coordd") / CONFIG_NAME
+
+
+class Paths:
+    """The three locations one daemon instance uses; immutable, compared by value.
+
+    Written out rather than a frozen dataclass: importing ``dataclasses`` (which imports
+    ``inspect``) costs about 5 ms, more than the rest of a one-shot command's own imports.
+    """
+
+    __slots__ = ("config_file", "socket", "state_dir")
+
+    socket: Path
+    state_dir: Path
+    config_file: Path
+
+    def __init__(self, socket: Path, state_dir: Path, config_file: Path) -> None:
+        object.__setattr__(self, "socket", socket)
+        object.__setattr__(self, "state_dir", state_dir)
+        object.__setattr__(self, "config_file", config_file)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Paths is immutable; cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Paths):
+            return NotImplemented
+        return (self.socket, self.state_dir, self.config_file) == (
+            other.socket,
+            other.state_dir,
+            other.config_file,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.socket, self.state_dir, self.config_file))
+
+    def __repr__(self) -> str:
+        return (
+            f"Paths(socket={self.socket!r}, state_dir={self.state_dir!r}, "
+            f"config_file={self.config_file!r})"
+        )
+
+
+def _xdg_dir(name: str) -> Path | None:
+    # The XDG base directory specification says a relative value is invalid and must be
+    # ignored; an empty one is the same as unset.
+    value = os.environ.get(name, "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    return None
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "")
+    return Path(value) if value else None
+
+
+def system_paths() -> Paths:
+    """The system service's default locations (fixed; the environment does not change them)."""
+    return Paths(SYSTEM_SOCKET, SYSTEM_STATE_DIR, SYSTEM_CONFIG_FILE)
+
+
+def user_runtime_dir() -> Path:
+    """The directory holding the user daemon's socket.
+
+    ``$XDG_RUNTIME_DIR/coordd`` where the session manager provides one (it is private to the
+    user and cleaned at logout). Without it, ``/tmp/coordd-$UID``: a shared directory, so the
+    daemon must create it itself and check it is its own (:func:`ensure_owned_dir`).
+    """
+    runtime = _xdg_dir("XDG_RUNTIME_DIR")
+    if runtime is not None:
+        return runtime / "coordd"
+    return Path(f"/tmp/coordd-{os.geteuid()}")
+
+
+def user_paths() -> Paths:
+    """The user service's default locations, from the XDG base directory variables."""
+    state_home = _xdg_dir("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    config_home = _xdg_dir("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Paths(
+        socket=user_runtime_dir() / SOCKET_NAME,
+        state_dir=state_home / "coordd",
+        config_file=config_home / "coordd" / CONFIG_NAME,
+    )
+
+
+def is_system_default() -> bool:
+    """Whether the daemon runs as the system service unless told otherwise: when root."""
+    return os.geteuid() == 0
+
+
+def default_paths(system: bool | None = None) -> Paths:
+    """The default locations: the system service's if ``system`` (``None``: when root)."""
+    if system is None:
+        system = is_system_default()
+    return system_paths() if system else user_paths()
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return path.is_socket()
+    except OSError:  # e.g. a parent directory we may not search
+        return False
+
+
+def client_socket_path() -> Path:
+    """The socket a client connects to when not given one on its command line.
+
+    ``$COORDD_SOCKET`` if set; else the user daemon's socket if one exists; else the system
+    service's if one exists; else the path where this user's default daemon would listen
+    (the user socket, or the system one for root), so the error message names it.
+    """
+    explicit = _env_path(SOCKET_ENV)
+    if explicit is not None:
+        return explicit
+    user = user_paths().socket
+    if _is_socket(user):
+        return user
+    if _is_socket(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return default_paths().socket
+
+
+def ensure_owned_dir(path: Path, mode: int = 0o700) -> None:
+    """Create ``path`` (and its parents) if missing, then check that it is safe to use.
+
+    Safe means: a real directory (not a symlink), owned by us or by root, and not writable
+    by group or others. Anything else under a shared parent such as ``/tmp`` could be a
+    directory another user prepared to intercept our socket. Raises ``PermissionError``
+    saying what is wrong.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=mode, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):  # lstat: a symlink is refused too
+        raise PermissionError(f"{path} is not a directory")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise PermissionError(
+            f"{path} belongs to uid {st.st_uid}, not to us (uid {os.geteuid()}); "
+            "remove it or choose another location"
+        )
+    if st.st_mode & 0o022:
+        raise PermissionError(
+            f"{path} is writable by group or others (mode {st.st_mode & 0o7777:04o}); "
+            "fix its permissions or choose another location"
+        )

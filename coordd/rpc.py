@@ -1,0 +1,412 @@
+"""The JSON-RPC method table: every method the socket serves, with who may call it.
+
+Methods are named ``noun.verb`` and listed explicitly in ``METHODS``; nothing is looked up by
+attribute. Each entry says whether the method only reads (``read``) or changes state
+(``admin``); the server checks the caller's credentials against it before dispatch, so a new
+method cannot skip the check. ``man/coordd-api.7`` documents each one.
+
+Methods raise ``CoorddError`` subclasses; ``dispatch`` turns them into JSON-RPC errors with
+their stable codes, and turns anything else into a bare internal error (logged with its
+traceback here, never sent to the client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from jsonrpcserver import Error, Success
+from jsonrpcserver.async_main import dispatch_to_serializable
+
+from coordd import params
+from coordd.coordinator import Decision, Resource, Verdict
+from coordd.errors import (
+    INTERNAL_ERROR,
+    CoorddError,
+    InvalidRequest,
+    InvalidState,
+    NotFound,
+    PermissionDenied,
+)
+from coordd.locks import Holder, Locks, parse_resources
+from coordd.repos import REPOSITORY, Repositories, validate_config, validate_id
+from coordd.runtime import Runtime
+from coordd.tasks import ENDED, State, Task, blocker_to_json
+
+log = logging.getLogger(__name__)
+
+Access = Literal["read", "admin"]
+ALL_STATES = tuple(state.value for state in State)
+DEFAULT_WAIT_S = 30.0
+MAX_WAIT_S = 3600.0
+MAX_LIST = 10_000
+
+
+@dataclass
+class Caller:
+    """Who is calling, and the connection the call came on."""
+
+    uid: int
+    gid: int
+    pid: int
+    access: frozenset[str]  # the access levels granted: {"read"} or {"read", "admin"}
+    notify: Callable[[str, dict[str, Any]], None]
+    subscriptions: set[str] = field(default_factory=set)  # "*" or task ids
+    held: set[str] = field(default_factory=set)  # lock tasks attached to this connection
+    holder: Holder | None = None
+
+
+@dataclass
+class Services:
+    runtime: Runtime
+    repos: Repositories
+    locks: Locks
+
+
+Method = Callable[..., Awaitable[Any]]
+
+
+class Api:
+    """The methods, bound to the daemon's services."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.table: dict[str, tuple[Method, Access]] = {
+            "server.status": (self.server_status, "read"),
+            "task.list": (self.task_list, "read"),
+            "task.get": (self.task_get, "read"),
+            "task.wait": (self.task_wait, "read"),
+            "task.cancel": (self.task_cancel, "admin"),
+            "events.subscribe": (self.events_subscribe, "read"),
+            "events.unsubscribe": (self.events_unsubscribe, "read"),
+            "repo.list": (self.repo_list, "read"),
+            "repo.show": (self.repo_show, "read"),
+            "repo.create": (self.repo_create, "admin"),
+            "repo.update": (self.repo_update, "admin"),
+            "repo.delete": (self.repo_delete, "admin"),
+            "repo.sync": (self.repo_sync, "admin"),
+            "repo.publish": (self.repo_publish, "admin"),
+            "repo.copy": (self.repo_copy, "admin"),
+            "lock.acquire": (self.lock_acquire, "admin"),
+            "lock.attach": (self.lock_attach, "admin"),
+            "lock.release": (self.lock_release, "admin"),
+        }
+        self._methods = {
+            name: self._guard(name, method, access) for name, (method, access) in self.table.items()
+        }
+
+    def _guard(self, name: str, method: Method, access: Access) -> Method:
+        async def guarded(caller: Caller, *args: Any, **kwargs: Any) -> Any:
+            if access not in caller.access:
+                return _error(
+                    PermissionDenied(
+                        f"{name} needs {'admin' if access == 'admin' else 'read'} access; "
+                        f"uid {caller.uid} has {_describe_access(caller.access)}",
+                        {"method": name, "needs": access, "uid": caller.uid},
+                    )
+                )
+            try:
+                return Success(await method(caller, *args, **kwargs))
+            except CoorddError as exc:
+                return _error(exc)
+            except Exception:
+                incident = uuid.uuid4().hex[:12]
+                log.exception("internal error in %s (incident %s)", name, incident)
+                return Error(
+                    INTERNAL_ERROR, "internal error", {"incident": incident, "method": name}
+                )
+
+        # jsonrpcserver checks the parameters against this signature before the call.
+        guarded.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+        return guarded
+
+    async def dispatch(self, request: dict[str, Any], caller: Caller) -> dict[str, Any] | None:
+        """Dispatch one already-validated request object; ``None`` for a notification."""
+        response = await dispatch_to_serializable(
+            "",
+            methods=self._methods,
+            context=caller,
+            deserializer=lambda _: request,
+            validator=lambda parsed: parsed,
+        )
+        assert response is None or isinstance(response, dict)
+        return response
+
+    # -- server and tasks ----------------------------------------------------------------
+
+    async def server_status(self, caller: Caller) -> dict[str, Any]:
+        status = self.s.runtime.status()
+        status["repositories"] = len(self.s.repos.repos)
+        status["caller"] = {"uid": caller.uid, "access": sorted(caller.access)}
+        return status
+
+    async def task_list(
+        self,
+        caller: Caller,
+        resource: Any = None,
+        repo_id: Any = None,
+        state: Any = None,
+        limit: Any = 1000,
+    ) -> dict[str, Any]:
+        runtime = self.s.runtime
+        where: Resource | None = None
+        if repo_id is not None:
+            where = Resource(REPOSITORY, validate_id(repo_id))
+        elif resource is not None:
+            res = params.obj(resource, "resource")
+            where = Resource(
+                params.required_text(res.get("type"), "resource.type", max_len=200),
+                params.required_text(res.get("id"), "resource.id", max_len=200),
+            )
+        states = _states(state)
+        count = params.integer(limit, "limit", 1, MAX_LIST)
+        tasks: list[Task] = []
+        if {"waiting", "running"} & states:
+            tasks = [t for t in runtime.incomplete(where) if t.state.value in states]
+        ended = states & {s.value for s in ENDED}
+        if ended:
+            tasks += await runtime.history(where, ended, count)
+        return {"tasks": [runtime.describe(t) for t in tasks[:count]]}
+
+    async def task_get(self, caller: Caller, task_id: Any) -> dict[str, Any]:
+        task = await self.s.runtime.get(params.required_text(task_id, "task_id", max_len=64))
+        return self.s.runtime.describe(task)
+
+    async def task_wait(
+        self,
+        caller: Caller,
+        task_id: Any,
+        timeout: Any = DEFAULT_WAIT_S,  # noqa: ASYNC109 - the JSON-RPC parameter's name
+    ) -> dict[str, Any]:
+        tid = params.required_text(task_id, "task_id", max_len=64)
+        limit = params.number(timeout, "timeout", 0, MAX_WAIT_S)
+        task = await self.s.runtime.wait(tid, limit)
+        return self.s.runtime.describe(task)
+
+    async def task_cancel(self, caller: Caller, task_id: Any) -> dict[str, Any]:
+        task = await self.s.runtime.cancel(params.required_text(task_id, "task_id", max_len=64))
+        return self.s.runtime.describe(task)
+
+    async def events_subscribe(self, caller: Caller, task_ids: Any = None) -> dict[str, Any]:
+        if task_ids is None:
+            caller.subscriptions.add("*")
+        else:
+            caller.subscriptions.update(params.string_list(task_ids, "task_ids", max_items=1000))
+        return {"subscribed": sorted(caller.subscriptions)}
+
+    async def events_unsubscribe(self, caller: Caller) -> dict[str, Any]:
+        caller.subscriptions.clear()
+        return {"subscribed": []}
+
+    # -- repositories --------------------------------------------------------------------
+
+    async def repo_list(self, caller: Caller) -> dict[str, Any]:
+        repos = self.s.repos
+        return {"repositories": [repos.describe(r) for _, r in sorted(repos.repos.items())]}
+
+    async def repo_show(self, caller: Caller, repo_id: Any) -> dict[str, Any]:
+        repo = self.s.repos.get(validate_id(repo_id))
+        out = self.s.repos.describe(repo, details=True)
+        out["tasks"] = [
+            self.s.runtime.describe(t)
+            for t in self.s.runtime.incomplete(Resource(REPOSITORY, repo.id))
+        ]
+        return out
+
+    async def repo_create(
+        self,
+        caller: Caller,
+        repo_id: Any,
+        display_name: Any = None,
+        description: Any = None,
+        notes: Any = None,
+        importer: Any = None,
+    ) -> dict[str, Any]:
+        fields = _present(
+            display_name=display_name, description=description, notes=notes, importer=importer
+        )
+        args = {"repo_id": validate_id(repo_id), "config": validate_config(fields, partial=False)}
+        return await self._submit("repo.create", args, caller)
+
+    async def repo_update(
+        self,
+        caller: Caller,
+        repo_id: Any,
+        display_name: Any = None,
+        description: Any = None,
+        notes: Any = None,
+        importer: Any = None,
+    ) -> dict[str, Any]:
+        fields = _present(
+            display_name=display_name, description=description, notes=notes, importer=importer
+        )
+        if not fields:
+            raise InvalidRequest("nothing to update: give at least one field to change")
+        args = {"repo_id": validate_id(repo_id), "config": validate_config(fields, partial=True)}
+        return await self._submit("repo.update", args, caller)
+
+    async def repo_delete(self, caller: Caller, repo_id: Any) -> dict[str, Any]:
+        return await self._submit("repo.delete", {"repo_id": validate_id(repo_id)}, caller)
+
+    async def repo_sync(self, caller: Caller, repo_id: Any) -> dict[str, Any]:
+        return await self._submit("repo.sync", {"repo_id": validate_id(repo_id)}, caller)
+
+    async def repo_publish(self, caller: Caller, repo_id: Any) -> dict[str, Any]:
+        return await self._submit("repo.publish", {"repo_id": validate_id(repo_id)}, caller)
+
+    async def repo_copy(
+        self, caller: Caller, source: Any, target: Any, name: Any = None
+    ) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "from": validate_id(source, "source"),
+            "to": validate_id(target, "target"),
+        }
+        if args["from"] == args["to"]:
+            raise InvalidRequest("source and target must be different repositories")
+        if name is not None:
+            args["name"] = params.required_text(name, "name", max_len=200)
+        return await self._submit("repo.copy", args, caller)
+
+    async def _submit(self, operation: str, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        task, decision = await self.s.runtime.submit(operation, args, caller.uid)
+        return self._submitted(task, decision)
+
+    def _submitted(self, task: Task, decision: Decision) -> dict[str, Any]:
+        return {
+            "verdict": decision.verdict.value,
+            "waiting_for": [blocker_to_json(b) for b in decision.blockers],
+            "task": self.s.runtime.describe(task),
+        }
+
+    # -- external locks ------------------------------------------------------------------
+
+    async def lock_acquire(
+        self,
+        caller: Caller,
+        resources: Any,
+        command: Any = None,
+        pid: Any = None,
+        host: Any = None,
+        wait: Any = True,
+    ) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "resources": resources,
+            "command": params.string_list(command or [], "command", max_items=256),
+            "pid": params.integer(pid if pid is not None else caller.pid, "pid", 0, 2**31),
+            "host": params.text(host, "host", optional=True, max_len=255),
+        }
+        parse_resources(resources)
+        if not params.boolean(wait, "wait"):
+            # Not willing to wait: report the postponement and store nothing. A rejection
+            # is left to submit, which raises it with its reasons.
+            decision = self.s.runtime.check("lock", args)
+            if decision.verdict is Verdict.POSTPONED:
+                return {
+                    "verdict": decision.verdict.value,
+                    "waiting_for": [blocker_to_json(b) for b in decision.blockers],
+                    "task": None,
+                }
+        holder = self._holder(caller)
+
+        def attach(task: Task) -> None:
+            self.s.locks.attach(task.id, holder)
+            caller.held.add(task.id)
+
+        task, decision = await self.s.runtime.submit("lock", args, caller.uid, before_start=attach)
+        result = self._submitted(task, decision)
+        result["reattach_grace_s"] = self.s.runtime.config.reattach_grace_s
+        return result
+
+    async def lock_attach(self, caller: Caller, task_id: Any) -> dict[str, Any]:
+        tid = params.required_text(task_id, "task_id", max_len=64)
+        task = self.s.runtime.tasks.get(tid)
+        if task is None:
+            ended = await self.s.runtime.get(tid)
+            raise InvalidState(
+                f"task {tid} has ended ({ended.state.value}); its lock is gone",
+                {"task_id": tid, "state": ended.state.value},
+            )
+        if task.operation != "lock":
+            raise InvalidRequest(f"task {tid} is not a lock")
+        if self.s.locks.is_attached(tid):
+            raise InvalidState(f"task {tid} is already attached to another client")
+        self.s.locks.attach(tid, self._holder(caller))
+        caller.held.add(tid)
+        return self.s.runtime.describe(task)
+
+    async def lock_release(
+        self, caller: Caller, task_id: Any, exit_status: Any = None
+    ) -> dict[str, Any]:
+        tid = params.required_text(task_id, "task_id", max_len=64)
+        if tid not in caller.held:
+            raise NotFound(f"this connection holds no lock task {tid}")
+        status = (
+            None if exit_status is None else params.integer(exit_status, "exit_status", -255, 255)
+        )
+        caller.held.discard(tid)
+        task = self.s.runtime.tasks.get(tid)
+        if task is not None and task.state is State.WAITING:
+            await self.s.runtime.cancel(tid)  # released before it was granted: withdraw
+        else:
+            self.s.locks.release(tid, status)
+        if task is not None:
+            task = await self.s.runtime.wait(tid, 10.0)
+            return self.s.runtime.describe(task)
+        return self.s.runtime.describe(await self.s.runtime.get(tid))
+
+    def _holder(self, caller: Caller) -> Holder:
+        if caller.holder is None:
+            caller.holder = Holder(caller.notify)
+        return caller.holder
+
+    async def connection_closed(self, caller: Caller) -> None:
+        """A client went away: withdraw its waiting locks, release its held ones."""
+        if caller.holder is not None:
+            caller.holder.closed.set()
+        if self.s.runtime.stopping:
+            return  # the daemon is going down: clients re-attach after the restart
+        for tid in list(caller.held):
+            caller.held.discard(tid)
+            task = self.s.runtime.tasks.get(tid)
+            if task is None:
+                continue
+            if task.state is State.WAITING:
+                with contextlib.suppress(CoorddError):  # it may have just ended
+                    await self.s.runtime.cancel(tid)
+            else:
+                self.s.locks.detach(tid)
+
+
+def _error(exc: CoorddError) -> Any:
+    return Error(exc.code, exc.message, exc.data)
+
+
+def _describe_access(access: frozenset[str]) -> str:
+    if "admin" in access:
+        return "admin access"
+    if "read" in access:
+        return "read-only access"
+    return "no access"
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _states(state: Any) -> set[str]:
+    if state is None:
+        return {"waiting", "running"}
+    values = [state] if isinstance(state, str) else state
+    if not isinstance(values, list) or not values:
+        raise InvalidRequest("state must be a state name or a list of them")
+    for value in values:
+        if value == "all":
+            return set(ALL_STATES)
+        if value not in ALL_STATES:
+            raise InvalidRequest(f"unknown state {value!r}; one of {', '.join(ALL_STATES)}, all")
+    return set(values)

@@ -1,0 +1,555 @@
+"""The task runtime: carries out the coordinator's decisions with anyio.
+
+The coordinator decides; the runtime keeps the ``Task`` records, persists every change through
+the store, starts operations in the daemon's task group, cancels them, publishes events, and
+recovers after a restart. Its rules:
+
+- A submission is answered only after the transaction storing it committed. A task that
+  starts later is recorded ``running`` (durably) before its operation runs, so a crash never
+  re-runs a non-restartable task by mistake.
+- An ending is recorded before the tasks behind it are started.
+- On shutdown, running tasks get ``shutdown_grace`` to finish, then are cancelled without
+  recording an end: at the next start restartable ones run again and the others end
+  ``error`` "interrupted". External locks stay held so their clients can re-attach.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from coordd import __version__
+from coordd.coordinator import (
+    Coordinator,
+    Decision,
+    Resource,
+    StoredTask,
+    TaskSpec,
+    Verdict,
+)
+from coordd.errors import Conflict, CoorddError, InvalidState, NotFound, Unavailable
+from coordd.operations import Registry, TaskContext
+from coordd.progress import Progress
+from coordd.store import Store, dumps
+from coordd.tasks import ENDED, State, Task, blocker_to_json, claims_from_json, claims_to_json
+
+if TYPE_CHECKING:
+    from coordd.config import Config
+
+log = logging.getLogger(__name__)
+
+RECENT_CAP = 2000  # ended tasks kept in memory for task.get; older ones come from the store
+PROGRESS_TICK = 0.25  # seconds between progress events for a task that reported
+
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class Runtime:
+    """Tasks in memory, mirrored to SQLite, run in one task group."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        operations: Registry,
+        existing: Iterable[Resource] = (),
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.operations = operations
+        self.coordinator = Coordinator(config.heavy_slots, existing=existing)
+        self.tasks: dict[str, Task] = {}
+        self.recent: OrderedDict[str, Task] = OrderedDict()
+        self.counts: dict[str, int] = {state.value: 0 for state in State}
+        self.started_at = time.time()
+        self.stopping = False
+        self.services: dict[str, Any] = {}
+        self._seq = 0
+        self._tg: TaskGroup | None = None
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._contexts: dict[str, TaskContext] = {}
+        self._ended: dict[str, anyio.Event] = {}
+        self._listeners: set[Listener] = set()
+        self._progress_seen: dict[str, int] = {}
+        self._progress_saved: dict[str, tuple[int, float]] = {}
+        self._runner_ended = anyio.Event()  # replaced after each set: "some runner ended"
+
+    # -- start-up and recovery -----------------------------------------------------------
+
+    async def start(self, tg: TaskGroup) -> None:
+        """Load incomplete tasks, decide what each becomes, and start what may run."""
+        self._tg = tg
+        rows = await self.store.fetch(
+            "SELECT * FROM tasks WHERE state IN ('waiting', 'running') ORDER BY seq"
+        )
+        for row in await self.store.fetch("SELECT state, count(*) AS n FROM tasks GROUP BY state"):
+            self.counts[row["state"]] = int(row["n"])
+        last = await self.store.fetch("SELECT max(seq) AS s FROM tasks")
+        self._seq = int(last[0]["s"] or 0)
+        stored: list[StoredTask] = []
+        for row in rows:
+            task = _task_from_row(row)
+            self.tasks[task.id] = task
+            stored.append(
+                StoredTask(
+                    task.spec,
+                    running=task.state is State.RUNNING,
+                    restartable=task.restartable,
+                    held=task.held,
+                    attempts=task.attempts,
+                )
+            )
+        recovery = self.coordinator.recover(stored, self.config.max_attempts)
+        for task_id in recovery.interrupted:
+            task = self.tasks[task_id]
+            log.warning("task %s (%s) was interrupted by a restart", task_id, task.operation)
+            await self._record_end(
+                task, State.ERROR, None, {"message": "interrupted", "detail": None}
+            )
+        for task_id in recovery.rerun:
+            self.tasks[task_id].state = State.WAITING
+            self._count(State.RUNNING, State.WAITING)
+            log.info("task %s will run again after a restart", task_id)
+        if recovery.rerun:
+            await self.store.write(
+                *(
+                    ("UPDATE tasks SET state = 'waiting' WHERE id = ?", (task_id,))
+                    for task_id in recovery.rerun
+                )
+            )
+        for task_id in recovery.held:
+            self._launch(self.tasks[task_id], resumed=True)
+        for task_id in recovery.start:
+            self._launch(self.tasks[task_id], resumed=task_id in recovery.rerun)
+        tg.start_soon(self._progress_loop)
+        tg.start_soon(self._purge_loop)
+        log.info(
+            "recovered %d incomplete tasks (%d re-run, %d interrupted, %d held)",
+            len(rows),
+            len(recovery.rerun),
+            len(recovery.interrupted),
+            len(recovery.held),
+        )
+
+    # -- submission ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        operation: str,
+        args: dict[str, Any],
+        uid: int,
+        *,
+        before_start: Callable[[Task], None] | None = None,
+    ) -> tuple[Task, Decision]:
+        """Decide a new task and store it; raises ``Conflict`` when it is rejected.
+
+        ``before_start`` runs once the task exists and before anything can start it (the
+        lock methods attach the client's connection there).
+        """
+        if self.stopping:
+            raise Unavailable("coordd is shutting down; submit again once it is back")
+        op = self.operations[operation]
+        claims = op.claims(args)
+        spec = TaskSpec(uuid.uuid4().hex, self._seq + 1, claims, op.heavy)
+        decision = self.coordinator.submit(spec)
+        if decision.verdict is Verdict.REJECTED:
+            raise Conflict(
+                "the requested operation conflicts with operations already queued; "
+                "it could never run",
+                {"conflicts": [blocker_to_json(b) for b in decision.blockers]},
+            )
+        self._seq = spec.seq
+        now = time.time()
+        task = Task(
+            id=spec.id,
+            seq=spec.seq,
+            operation=operation,
+            args=args,
+            claims=claims,
+            heavy=op.heavy,
+            restartable=op.restartable,
+            held=op.held,
+            uid=uid,
+            state=State.WAITING,
+            submitted=now,
+        )
+        self.tasks[task.id] = task
+        if before_start is not None:
+            before_start(task)
+        await self.store.write(
+            (
+                "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held,"
+                " uid, state, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?)",
+                (
+                    task.seq,
+                    task.id,
+                    operation,
+                    dumps(args),
+                    dumps(claims_to_json(claims)),
+                    int(op.heavy),
+                    int(op.restartable),
+                    int(op.held),
+                    uid,
+                    now,
+                ),
+            )
+        )
+        self.counts[State.WAITING] += 1
+        log.info(
+            "task %s %s on %s: %s",
+            task.id,
+            operation,
+            _resources(task),
+            decision.verdict.value,
+        )
+        self._emit_changed(task)
+        for task_id in decision.start:
+            self._launch(self.tasks[task_id])
+        return task, decision
+
+    def check(self, operation: str, args: dict[str, Any]) -> Decision:
+        """What submitting would decide now, without storing anything."""
+        op = self.operations[operation]
+        return self.coordinator.check(
+            TaskSpec(uuid.uuid4().hex, self._seq + 1, op.claims(args), op.heavy)
+        )
+
+    # -- running -------------------------------------------------------------------------
+
+    def _launch(self, task: Task, *, resumed: bool = False) -> None:
+        if self.stopping:
+            return  # stays waiting on disk; the next start picks it up
+        assert self._tg is not None
+        task.state = State.RUNNING
+        self._tg.start_soon(self._run, task, resumed)
+
+    async def _run(self, task: Task, resumed: bool) -> None:
+        op = self.operations[task.operation]
+        ctx = TaskContext(task, self, resumed=resumed)
+        scope = anyio.CancelScope()
+        self._scopes[task.id] = scope
+        self._contexts[task.id] = ctx
+        if task.cancel_requested:
+            scope.cancel()  # cancelled between the coordinator's start and this point
+        state, result, error = State.FINISHED, None, None
+        try:
+            with scope:
+                if not (task.held and resumed):
+                    task.started = time.time()
+                    task.attempts += 1
+                    await self.store.write(
+                        (
+                            "UPDATE tasks SET state = 'running', started = ?, attempts = ?"
+                            " WHERE id = ?",
+                            (task.started, task.attempts, task.id),
+                        )
+                    )
+                    self._count(State.WAITING, State.RUNNING)
+                    log.info(
+                        "task %s %s on %s: running (attempt %d)",
+                        task.id,
+                        task.operation,
+                        _resources(task),
+                        task.attempts,
+                    )
+                    self._emit_changed(task)
+                result = await op.run(ctx)
+            if scope.cancelled_caught:
+                if self.stopping and not task.cancel_requested:
+                    return  # shutdown: leave it running on disk, recovery decides
+                state, result = State.CANCELED, None
+                error = {"message": "canceled", "detail": None}
+        except CoorddError as exc:
+            state, error = State.ERROR, {"message": exc.message, "detail": exc.data}
+        except Exception as exc:
+            log.exception("task %s (%s) failed unexpectedly", task.id, task.operation)
+            state = State.ERROR
+            error = {"message": f"internal error: {type(exc).__name__}: {exc}", "detail": None}
+        finally:
+            self._scopes.pop(task.id, None)
+            self._contexts.pop(task.id, None)
+            self._runner_ended.set()
+            self._runner_ended = anyio.Event()
+        with anyio.CancelScope(shield=True):
+            await self._end(task, state, result, error)
+
+    async def _end(
+        self, task: Task, state: State, result: Any, error: dict[str, Any] | None
+    ) -> None:
+        """Record a running task's end durably, then let the tasks behind it start."""
+        await self._record_end(task, state, result, error)
+        if task.id in self.coordinator:
+            starts = self.coordinator.finish(task.id, succeeded=state is State.FINISHED)
+            for task_id in starts:
+                self._launch(self.tasks[task_id])
+
+    async def _record_end(
+        self, task: Task, state: State, result: Any, error: dict[str, Any] | None
+    ) -> None:
+        previous = task.state
+        task.state = state
+        task.finished = time.time()
+        task.result = result
+        task.error = error
+        await self.store.write(
+            (
+                "UPDATE tasks SET state = ?, finished = ?, result = ?, error = ?, progress = ?,"
+                " cancel_requested = ? WHERE id = ?",
+                (
+                    state.value,
+                    task.finished,
+                    dumps(result),
+                    dumps(error),
+                    dumps(task.progress.snapshot()),
+                    int(task.cancel_requested),
+                    task.id,
+                ),
+            )
+        )
+        self._count(previous, state)
+        del self.tasks[task.id]
+        self.recent[task.id] = task
+        while len(self.recent) > RECENT_CAP:
+            self.recent.popitem(last=False)
+        self._progress_seen.pop(task.id, None)
+        self._progress_saved.pop(task.id, None)
+        outcome = state.value if error is None else f"{state.value}: {error['message']}"
+        log.info("task %s %s on %s: %s", task.id, task.operation, _resources(task), outcome)
+        self._emit_changed(task)
+        event = self._ended.pop(task.id, None)
+        if event is not None:
+            event.set()
+
+    def _count(self, before: State, after: State) -> None:
+        self.counts[before] -= 1
+        self.counts[after] += 1
+
+    # -- cancel, wait, query -------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a waiting task at once, or ask a running one to stop."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            ended = await self.get(task_id)
+            raise InvalidState(
+                f"task {task_id} has already ended ({ended.state.value}); nothing to cancel"
+            )
+        if task.state is State.WAITING and not self.coordinator.is_running(task_id):
+            task.cancel_requested = True
+            starts = self.coordinator.cancel_waiting(task_id)
+            await self._record_end(task, State.CANCELED, None, None)
+            for other in starts:
+                self._launch(self.tasks[other])
+            return task
+        if not task.cancel_requested:
+            task.cancel_requested = True
+            self.store.write_later(
+                ("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task.id,))
+            )
+            log.info("task %s: cancel requested", task.id)
+            self._emit_changed(task)
+            ctx = self._contexts.get(task_id)
+            if ctx is not None:
+                ctx.stop_requested.set()
+            if self.operations[task.operation].cooperative:
+                assert self._tg is not None
+                self._tg.start_soon(self._cancel_after, task_id, self.config.cancel_grace_s)
+            else:
+                self._hard_cancel(task_id)
+        return task
+
+    async def _cancel_after(self, task_id: str, grace: float) -> None:
+        await anyio.sleep(grace)
+        if task_id in self._scopes:
+            log.warning("task %s did not stop within %.0f s; stopping it", task_id, grace)
+            self._hard_cancel(task_id)
+
+    def _hard_cancel(self, task_id: str) -> None:
+        scope = self._scopes.get(task_id)
+        if scope is not None:
+            scope.cancel()
+
+    async def wait(self, task_id: str, limit_s: float | None) -> Task:
+        """Block until the task ends or ``limit_s`` passes; return it either way."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return await self.get(task_id)
+        event = self._ended.setdefault(task_id, anyio.Event())
+        with anyio.move_on_after(limit_s):
+            await event.wait()
+        return self.recent.get(task_id, task)
+
+    async def get(self, task_id: str) -> Task:
+        """A task by id: in memory if incomplete or recent, else from history."""
+        task = self.tasks.get(task_id) or self.recent.get(task_id)
+        if task is not None:
+            return task
+        rows = await self.store.fetch("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        if not rows:
+            raise NotFound(f"no task {task_id}", {"task_id": task_id})
+        return _task_from_row(rows[0])
+
+    def waiting_for(self, task: Task) -> Any:
+        if task.state is State.WAITING and task.id in self.coordinator:
+            return self.coordinator.waiting_for(task.id)
+        return ()
+
+    def describe(self, task: Task) -> dict[str, Any]:
+        return task.to_json(self.waiting_for(task))
+
+    def incomplete(self, resource: Resource | None = None) -> list[Task]:
+        """Running tasks first, then waiting ones in the order they will run."""
+        if resource is None:
+            return [self.tasks[t] for t in self.coordinator.order()]
+        ids = [t for t, _ in self.coordinator.line(resource)]
+        tasks = [self.tasks[t] for t in ids]
+        return [t for t in tasks if t.state is State.RUNNING] + [
+            t for t in tasks if t.state is not State.RUNNING
+        ]
+
+    async def history(
+        self, resource: Resource | None, states: Iterable[str], limit: int
+    ) -> list[Task]:
+        """Ended tasks, newest first, from the store."""
+        wanted = [s for s in states if s in {e.value for e in ENDED}]
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = await self.store.fetch(
+            f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY seq DESC LIMIT ?",  # noqa: S608 - placeholders only
+            (*wanted, limit if resource is None else limit * 20),
+        )
+        tasks = [_task_from_row(r) for r in rows]
+        if resource is not None:
+            tasks = [t for t in tasks if t.touches(resource)][:limit]
+        return tasks
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "tasks": dict(self.counts),
+            "slots": {"total": self.coordinator.slots, "in_use": self.coordinator.heavy_running},
+            "stopping": self.stopping,
+        }
+
+    def set_slots(self, slots: int) -> None:
+        for task_id in self.coordinator.set_slots(slots):
+            self._launch(self.tasks[task_id])
+
+    # -- events --------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.add(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    def _emit(self, method: str, params: dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            listener(method, params)
+
+    def _emit_changed(self, task: Task) -> None:
+        if self._listeners:
+            self._emit("task.changed", {"task": self.describe(task)})
+
+    async def _progress_loop(self) -> None:
+        """Publish progress events and persist reports at a bounded rate."""
+        interval = self.config.progress_persist_interval_s
+        while True:
+            await anyio.sleep(PROGRESS_TICK)
+            now = time.monotonic()
+            for task_id in list(self._scopes):
+                task = self.tasks.get(task_id)
+                if task is None:
+                    continue
+                version = task.progress.version
+                if self._progress_seen.get(task_id) == version:
+                    continue
+                self._progress_seen[task_id] = version
+                snapshot = task.progress.snapshot()
+                if self._listeners:
+                    self._emit("task.progress", {"id": task_id, "progress": snapshot})
+                saved_version, saved_at = self._progress_saved.get(task_id, (-1, 0.0))
+                if saved_version != version and now - saved_at >= interval:
+                    self._progress_saved[task_id] = (version, now)
+                    self.store.write_later(
+                        ("UPDATE tasks SET progress = ? WHERE id = ?", (dumps(snapshot), task_id))
+                    )
+
+    async def _purge_loop(self) -> None:
+        """Drop ended tasks older than the retention period."""
+        while True:
+            retention = self.config.retention_s
+            cutoff = time.time() - retention
+            rows = await self.store.fetch(
+                "SELECT state, count(*) AS n FROM tasks WHERE finished IS NOT NULL"
+                " AND finished < ? GROUP BY state",
+                (cutoff,),
+            )
+            if rows:
+                await self.store.write(
+                    ("DELETE FROM tasks WHERE finished IS NOT NULL AND finished < ?", (cutoff,))
+                )
+                for row in rows:
+                    self.counts[row["state"]] -= int(row["n"])
+                for task_id in [
+                    t for t, task in self.recent.items() if (task.finished or 0) < cutoff
+                ]:
+                    del self.recent[task_id]
+                log.info(
+                    "purged %d ended tasks older than %.0f s", sum(r["n"] for r in rows), retention
+                )
+            await anyio.sleep(min(max(retention / 10, 1.0), 3600.0))
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop starting tasks; give running ones ``grace`` seconds, then cancel them."""
+        self.stopping = True
+        with anyio.move_on_after(grace):
+            while any(not self.tasks[t].held for t in self._scopes if t in self.tasks):
+                await self._runner_ended.wait()
+        for task_id, scope in list(self._scopes.items()):
+            log.info("task %s: stopped by shutdown; it resumes at the next start", task_id)
+            scope.cancel()
+        with anyio.move_on_after(max(grace, 1.0)):
+            while self._scopes:
+                await self._runner_ended.wait()
+
+
+def _resources(task: Task) -> str:
+    return ", ".join(f"{c.resource.type}/{c.resource.id}:{c.kind}" for c in task.claims)
+
+
+def _task_from_row(row: Any) -> Task:
+    progress = json.loads(row["progress"]) if row["progress"] else {}
+    return Task(
+        id=row["id"],
+        seq=row["seq"],
+        operation=row["operation"],
+        args=json.loads(row["args"]),
+        claims=claims_from_json(json.loads(row["claims"])),
+        heavy=bool(row["heavy"]),
+        restartable=bool(row["restartable"]),
+        held=bool(row["held"]),
+        uid=row["uid"],
+        state=State(row["state"]),
+        submitted=row["submitted"],
+        started=row["started"],
+        finished=row["finished"],
+        result=json.loads(row["result"]) if row["result"] else None,
+        error=json.loads(row["error"]) if row["error"] else None,
+        progress=Progress(progress if isinstance(progress, dict) else {}),
+        attempts=row["attempts"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )

@@ -1,0 +1,248 @@
+"""Persistence: one SQLite file, one writer, group commit.
+
+Every change of state goes through ``Store.write``: the statements join a queue that a single
+writer task drains. The writer takes everything queued at that moment, runs it in one
+``BEGIN IMMEDIATE … COMMIT`` (WAL, ``synchronous=FULL``: the commit is durable when it
+returns), then wakes every request whose statements it carried. Concurrent requests thus share
+one fsync, and a request is answered only after its own transaction is on disk.
+
+Consecutive statements with the same SQL are merged into one ``executemany`` so a batch of
+submissions costs a handful of thread crossings, not one per row.
+
+A failure of the database (I/O error, disk full, corruption) is fatal: the writer records it,
+fails every waiting request with ``Unavailable``, and ``fatal`` is set so the daemon exits
+non-zero and the supervisor restarts it on a state that is known to be on disk.
+
+Reads (history, repository details) use a second connection, so they never wait behind a
+commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from coordd.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+Statement = tuple[str, Sequence[Any]]
+
+# Forward migrations, one per schema version; ``user_version`` counts those applied.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        operation TEXT NOT NULL,
+        args TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        heavy INTEGER NOT NULL,
+        restartable INTEGER NOT NULL,
+        held INTEGER NOT NULL DEFAULT 0,
+        uid INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        submitted REAL NOT NULL,
+        started REAL,
+        finished REAL,
+        result TEXT,
+        error TEXT,
+        progress TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX tasks_incomplete ON tasks(seq) WHERE state IN ('waiting', 'running');
+    CREATE INDEX tasks_finished ON tasks(finished) WHERE finished IS NOT NULL;
+    CREATE TABLE repositories (
+        id TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        last_sync TEXT,
+        last_publish TEXT
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+MAX_BATCH = 2000
+
+
+def dumps(value: Any) -> str:
+    """JSON for a column: compact, and refusing what SQLite or a reader could not take back."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass
+class _Job:
+    statements: Sequence[Statement]
+    done: anyio.Event | None
+    error: BaseException | None = None
+
+
+class Store:
+    """The SQLite file behind the daemon's state; ``open`` it inside a task group."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        send, receive = anyio.create_memory_object_stream[_Job](math.inf)
+        self._send: MemoryObjectSendStream[_Job] = send
+        self._receive: MemoryObjectReceiveStream[_Job] = receive
+        self.fatal: BaseException | None = None
+        self.fatal_event = anyio.Event()
+        self.commits = 0
+
+    async def open(self) -> None:
+        """Open both connections, migrate the schema forward, check the file is sound."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._writer.execute("PRAGMA journal_mode=WAL")
+            await self._writer.execute("PRAGMA synchronous=FULL")
+            await self._writer.execute("PRAGMA foreign_keys=ON")
+            await self._migrate(self._writer)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            await self.close()
+            raise Unavailable(f"cannot open the database {self.path}: {exc}") from exc
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this coordd ({SCHEMA_VERSION}); "
+                "upgrade coordd"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            await conn.execute("BEGIN IMMEDIATE")
+            for sql in _split(MIGRATIONS[number]):
+                await conn.execute(sql)
+            await conn.execute(f"PRAGMA user_version = {number + 1}")
+            await conn.execute("COMMIT")
+            log.info("database schema migrated to version %d", number + 1)
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def write(self, *statements: Statement) -> None:
+        """Run ``statements`` in the next group commit; return once it is on disk."""
+        if self.fatal is not None:
+            raise Unavailable(f"the database failed: {self.fatal}")
+        job = _Job(statements, anyio.Event())
+        self._send.send_nowait(job)
+        assert job.done is not None
+        await job.done.wait()
+        if job.error is not None:
+            raise Unavailable(f"the database failed: {job.error}") from job.error
+
+    def write_later(self, *statements: Statement) -> None:
+        """Queue ``statements`` for the next group commit without waiting for it."""
+        if self.fatal is None:
+            self._send.send_nowait(_Job(statements, None))
+
+    async def run_writer(self) -> None:
+        """The single writer: drain the queue, commit each batch, wake its requests."""
+        assert self._writer is not None
+        conn = self._writer
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                try:
+                    await self._commit(conn, batch)
+                except sqlite3.Error as exc:
+                    self._fail(batch, exc)
+                    return
+                for job in batch:
+                    if job.done is not None:
+                        job.done.set()
+
+    async def _commit(self, conn: aiosqlite.Connection, batch: list[_Job]) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            sql: str | None = None
+            rows: list[Sequence[Any]] = []
+            for job in batch:
+                for statement, params in job.statements:
+                    if statement != sql and rows:
+                        await conn.executemany(sql, rows)
+                        rows = []
+                    sql = statement
+                    rows.append(params)
+            if rows:
+                await conn.executemany(sql, rows)
+            await conn.execute("COMMIT")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+
+    def _fail(self, batch: list[_Job], exc: sqlite3.Error) -> None:
+        log.critical("database %s failed, stopping: %s", self.path, exc)
+        self.fatal = exc
+        for job in batch:
+            job.error = exc
+            if job.done is not None:
+                job.done.set()
+        while True:
+            try:
+                job = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            job.error = exc
+            if job.done is not None:
+                job.done.set()
+        self.fatal_event.set()
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        await self.write()
+
+    def stop_writer(self) -> None:
+        self._send.close()
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows from the reading connection (never blocked by the writer)."""
+        conn = self._reader or self._writer
+        assert conn is not None
+        conn.row_factory = sqlite3.Row
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot read the database: {exc}") from exc
+
+    async def integrity_check(self) -> str:
+        rows = await self.fetch("PRAGMA integrity_check")
+        return str(rows[0][0])
+
+
+def _split(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]

@@ -1,0 +1,108 @@
+"""The task record: what a request became, and everything a user may ask about it."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordd.coordinator import Blocker, Claim, Kind, Resource, TaskSpec
+from coordd.progress import Progress
+
+
+class State(enum.StrEnum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ERROR = "error"
+    CANCELED = "canceled"
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED
+
+
+ENDED = frozenset({State.FINISHED, State.ERROR, State.CANCELED})
+
+
+def iso(timestamp: float | None) -> str | None:
+    """ISO 8601 UTC with a ``Z``, to the second; ``None`` stays ``None``."""
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def claims_to_json(claims: tuple[Claim, ...]) -> list[dict[str, str]]:
+    return [{"type": c.resource.type, "id": c.resource.id, "kind": c.kind} for c in claims]
+
+
+def claims_from_json(items: list[dict[str, str]]) -> tuple[Claim, ...]:
+    claims: list[Claim] = []
+    for item in items:
+        kind: Kind = item["kind"]  # type: ignore[assignment]
+        claims.append(Claim(Resource(item["type"], item["id"]), kind))
+    return tuple(claims)
+
+
+def blocker_to_json(blocker: Blocker) -> dict[str, Any]:
+    out: dict[str, Any] = {"reason": blocker.reason}
+    if blocker.resource is not None:
+        out["resource"] = {"type": blocker.resource.type, "id": blocker.resource.id}
+    if blocker.kind is not None:
+        out["operation"] = blocker.kind
+    if blocker.task_id is not None:
+        out["task_id"] = blocker.task_id
+    return out
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    """One request, from submission to its end (DESIGN §4 lists the fields)."""
+
+    id: str
+    seq: int
+    operation: str
+    args: dict[str, Any]
+    claims: tuple[Claim, ...]
+    heavy: bool
+    restartable: bool
+    uid: int
+    state: State
+    submitted: float
+    started: float | None = None
+    finished: float | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    progress: Progress = field(default_factory=Progress)
+    attempts: int = 0
+    held: bool = False  # an external lock: a client holds it, the daemon runs nothing
+    cancel_requested: bool = False
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TaskSpec(self.id, self.seq, self.claims, self.heavy)
+
+    def touches(self, resource: Resource) -> bool:
+        return any(c.resource == resource for c in self.claims)
+
+    def to_json(self, waiting_for: tuple[Blocker, ...] = ()) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "operation": self.operation,
+            "resources": claims_to_json(self.claims),
+            "args": self.args,
+            "state": self.state.value,
+            "waiting_for": [blocker_to_json(b) for b in waiting_for],
+            "submitted": iso(self.submitted),
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "result": self.result,
+            "error": self.error,
+            "progress": self.progress.snapshot(),
+            "uid": self.uid,
+            "attempts": self.attempts,
+            "heavy": self.heavy,
+            "restartable": self.restartable,
+            "cancel_requested": self.cancel_requested,
+        }
