@@ -71,9 +71,7 @@ async def run_load(
     }
 
 
-def _worker(
-    socket_path: str, clients: int, seconds: float, make: MakeRequest, out: Any
-) -> None:
+def _worker(socket_path: str, clients: int, seconds: float, make: MakeRequest, out: Any) -> None:
     out.put(asyncio.run(run_load(socket_path, clients, seconds, make)))
 
 

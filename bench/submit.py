@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import run_load_process  # noqa: E402
-from tests.daemon import DaemonProcess  # noqa: E402
+from bench.load import run_load_process
+from tests.daemon import DaemonProcess
 
 CLIENTS = 16
 

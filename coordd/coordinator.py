@@ -324,10 +324,7 @@ class Coordinator:
         if decision.verdict is Verdict.REJECTED:
             return decision
         self._last_seq = spec.seq
-        entry = _Entry(spec)
-        self._entries[spec.id] = entry
-        for claim in spec.claims:
-            self._lines.setdefault(claim.resource, _Line()).append(spec.seq, spec.id, claim.kind)
+        entry = self._join(spec)
         if decision.verdict is Verdict.ACCEPTED:
             self._mark_running(entry)
         elif decision.blockers == (SERVER_BUSY,):
@@ -393,13 +390,8 @@ class Coordinator:
                 continue
             elif stored.running:
                 rerun.append(stored.spec.id)
-            entry = _Entry(stored.spec)
-            self._entries[stored.spec.id] = entry
+            entry = self._join(stored.spec)
             self._last_seq = max(self._last_seq, stored.spec.seq)
-            for claim in stored.spec.claims:
-                self._lines.setdefault(claim.resource, _Line()).append(
-                    stored.spec.seq, stored.spec.id, claim.kind
-                )
             if stored.running and stored.held:
                 self._mark_running(entry)
         start = self._start_runnable(
@@ -408,6 +400,17 @@ class Coordinator:
         return Recovery(tuple(rerun), tuple(interrupted), tuple(held), start)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _join(self, spec: TaskSpec) -> _Entry:
+        """Add a task to the end of the lines of its resources."""
+        entry = _Entry(spec)
+        self._entries[spec.id] = entry
+        for claim in spec.claims:
+            line = self._lines.get(claim.resource)
+            if line is None:
+                line = self._lines[claim.resource] = _Line()
+            line.append(spec.seq, spec.id, claim.kind)
+        return entry
 
     def _slot_free(self) -> bool:
         return self._heavy_running < self.slots

@@ -58,4 +58,4 @@ class Progress:
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy, safe to serialise while the operation goes on writing."""
-        return copy.deepcopy(self._report)
+        return copy.deepcopy(self._report) if self._report else {}

@@ -60,6 +60,12 @@ class Caller:
     held: set[str] = field(default_factory=set)  # lock tasks attached to this connection
     holder: Holder | None = None
 
+    def on_event(self, method: str, params: dict[str, Any]) -> None:
+        """A runtime event: pass it on if this caller subscribed to that task (or to all)."""
+        task_id = params["task"]["id"] if "task" in params else params.get("id")
+        if "*" in self.subscriptions or task_id in self.subscriptions:
+            self.notify(method, params)
+
 
 @dataclass
 class Services:
@@ -197,10 +203,12 @@ class Api:
             caller.subscriptions.add("*")
         else:
             caller.subscriptions.update(params.string_list(task_ids, "task_ids", max_items=1000))
+        self.s.runtime.subscribe(caller.on_event)
         return {"subscribed": sorted(caller.subscriptions)}
 
     async def events_unsubscribe(self, caller: Caller) -> dict[str, Any]:
         caller.subscriptions.clear()
+        self.s.runtime.unsubscribe(caller.on_event)
         return {"subscribed": []}
 
     # -- repositories --------------------------------------------------------------------
@@ -366,6 +374,7 @@ class Api:
 
     async def connection_closed(self, caller: Caller) -> None:
         """A client went away: withdraw its waiting locks, release its held ones."""
+        self.s.runtime.unsubscribe(caller.on_event)
         if caller.holder is not None:
             caller.holder.closed.set()
         if self.s.runtime.stopping:

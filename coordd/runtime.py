@@ -89,7 +89,9 @@ class Runtime:
         """Load incomplete tasks, decide what each becomes, and start what may run."""
         self._tg = tg
         rows = await self.store.fetch(
-            "SELECT * FROM tasks WHERE state IN ('waiting', 'running') ORDER BY seq"
+            f"SELECT {', '.join(_QUEUE_COLUMNS)} FROM tasks"  # noqa: S608 - constant names
+            " WHERE state IN ('waiting', 'running') ORDER BY seq",
+            named=False,
         )
         for row in await self.store.fetch("SELECT state, count(*) AS n FROM tasks GROUP BY state"):
             self.counts[row["state"]] = int(row["n"])
@@ -97,7 +99,7 @@ class Runtime:
         self._seq = int(last[0]["s"] or 0)
         stored: list[StoredTask] = []
         for row in rows:
-            task = _task_from_row(row)
+            task = _queued_task(row)
             self.tasks[task.id] = task
             stored.append(
                 StoredTask(
@@ -127,7 +129,7 @@ class Runtime:
                 )
             )
         for task_id in recovery.held:
-            self._launch(self.tasks[task_id], resumed=True)
+            self._launch(self.tasks[task_id], resumed=True, stored_running=True)
         for task_id in recovery.start:
             self._launch(self.tasks[task_id], resumed=task_id in recovery.rerun)
         tg.start_soon(self._progress_loop)
@@ -173,7 +175,7 @@ class Runtime:
             id=spec.id,
             seq=spec.seq,
             operation=operation,
-            args=args,
+            args_json=dumps(args),
             claims=claims,
             heavy=op.heavy,
             restartable=op.restartable,
@@ -182,28 +184,36 @@ class Runtime:
             state=State.WAITING,
             submitted=now,
         )
+        accepted = decision.verdict is Verdict.ACCEPTED
+        if accepted:
+            # Stored as running in the same row: no second write before it starts.
+            task.state, task.started, task.attempts = State.RUNNING, now, 1
         self.tasks[task.id] = task
         if before_start is not None:
             before_start(task)
         await self.store.write(
             (
                 "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held,"
-                " uid, state, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?)",
+                " uid, state, submitted, started, attempts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task.seq,
                     task.id,
                     operation,
-                    dumps(args),
+                    task.args_json,
                     dumps(claims_to_json(claims)),
                     int(op.heavy),
                     int(op.restartable),
                     int(op.held),
                     uid,
+                    task.state.value,
                     now,
+                    task.started,
+                    task.attempts,
                 ),
             )
         )
-        self.counts[State.WAITING] += 1
+        self.counts[task.state] += 1
         log.info(
             "task %s %s on %s: %s",
             task.id,
@@ -213,7 +223,7 @@ class Runtime:
         )
         self._emit_changed(task)
         for task_id in decision.start:
-            self._launch(self.tasks[task_id])
+            self._launch(self.tasks[task_id], stored_running=task_id == task.id)
         return task, decision
 
     def check(self, operation: str, args: dict[str, Any]) -> Decision:
@@ -225,14 +235,19 @@ class Runtime:
 
     # -- running -------------------------------------------------------------------------
 
-    def _launch(self, task: Task, *, resumed: bool = False) -> None:
-        if self.stopping:
+    def _launch(self, task: Task, *, resumed: bool = False, stored_running: bool = False) -> None:
+        """Start a task the coordinator marked running.
+
+        ``stored_running``: its row already says running (accepted at submission, or a
+        held lock after a restart), so the runner does not record the start again.
+        """
+        if self.stopping and not stored_running:
             return  # stays waiting on disk; the next start picks it up
         assert self._tg is not None
         task.state = State.RUNNING
-        self._tg.start_soon(self._run, task, resumed)
+        self._tg.start_soon(self._run, task, resumed, stored_running)
 
-    async def _run(self, task: Task, resumed: bool) -> None:
+    async def _run(self, task: Task, resumed: bool, stored_running: bool) -> None:
         op = self.operations[task.operation]
         ctx = TaskContext(task, self, resumed=resumed)
         scope = anyio.CancelScope()
@@ -243,7 +258,7 @@ class Runtime:
         state, result, error = State.FINISHED, None, None
         try:
             with scope:
-                if not (task.held and resumed):
+                if not stored_running:
                     task.started = time.time()
                     task.attempts += 1
                     await self.store.write(
@@ -531,14 +546,55 @@ def _resources(task: Task) -> str:
     return ", ".join(f"{c.resource.type}/{c.resource.id}:{c.kind}" for c in task.claims)
 
 
+_QUEUE_COLUMNS = (
+    "id",
+    "seq",
+    "operation",
+    "args",
+    "claims",
+    "heavy",
+    "restartable",
+    "held",
+    "uid",
+    "state",
+    "submitted",
+    "started",
+    "attempts",
+    "cancel_requested",
+)
+_STATES = {state.value: state for state in State}
+
+
+def _queued_task(row: tuple[Any, ...]) -> Task:
+    """A waiting or running task from a tuple of ``_QUEUE_COLUMNS`` (the start-up path)."""
+    (tid, seq, operation, args, claims, heavy, restartable, held, uid, state, submitted,
+     started, attempts, cancel_requested) = row  # fmt: skip
+    return Task(
+        id=tid,
+        seq=seq,
+        operation=operation,
+        args_json=args,
+        claims=claims_from_json(claims),
+        heavy=bool(heavy),
+        restartable=bool(restartable),
+        held=bool(held),
+        uid=uid,
+        state=_STATES[state],
+        submitted=submitted,
+        started=started,
+        attempts=attempts,
+        cancel_requested=bool(cancel_requested),
+    )
+
+
 def _task_from_row(row: Any) -> Task:
     progress = json.loads(row["progress"]) if row["progress"] else {}
     return Task(
         id=row["id"],
         seq=row["seq"],
         operation=row["operation"],
-        args=json.loads(row["args"]),
-        claims=claims_from_json(json.loads(row["claims"])),
+        args_json=row["args"],
+        claims=claims_from_json(row["claims"]),
         heavy=bool(row["heavy"]),
         restartable=bool(row["restartable"]),
         held=bool(row["held"]),
@@ -549,7 +605,7 @@ def _task_from_row(row: Any) -> Task:
         finished=row["finished"],
         result=json.loads(row["result"]) if row["result"] else None,
         error=json.loads(row["error"]) if row["error"] else None,
-        progress=Progress(progress if isinstance(progress, dict) else {}),
+        progress_report=Progress(progress if isinstance(progress, dict) else {}),
         attempts=row["attempts"],
         cancel_requested=bool(row["cancel_requested"]),
     )

@@ -137,8 +137,6 @@ class Connection:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def serve(self) -> None:
-        runtime = self.server.api.s.runtime
-        runtime.subscribe(self._on_event)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -146,7 +144,6 @@ class Connection:
                 await self._read_loop(tg)
                 tg.cancel_scope.cancel()
         finally:
-            runtime.unsubscribe(self._on_event)
             self._events_send.close()
             with anyio.CancelScope(shield=True):
                 await self.server.api.connection_closed(self.caller)
@@ -273,14 +270,6 @@ class Connection:
             self.close()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
-
-    def _on_event(self, method: str, params: dict[str, Any]) -> None:
-        subs = self.caller.subscriptions
-        if not subs:
-            return
-        task_id = params["task"]["id"] if "task" in params else params.get("id")
-        if "*" in subs or task_id in subs:
-            self.notify(method, params)
 
     async def _pump_events(self) -> None:
         async with self._events_receive:

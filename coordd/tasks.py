@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import functools
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from coordd.coordinator import Blocker, Claim, Kind, Resource, TaskSpec
@@ -37,10 +39,13 @@ def claims_to_json(claims: tuple[Claim, ...]) -> list[dict[str, str]]:
     return [{"type": c.resource.type, "id": c.resource.id, "kind": c.kind} for c in claims]
 
 
-def claims_from_json(items: list[dict[str, str]]) -> tuple[Claim, ...]:
+@functools.lru_cache(maxsize=65536)
+def claims_from_json(text: str) -> tuple[Claim, ...]:
+    """Claims from their stored JSON. Cached: tasks queued on the same resources share one
+    tuple, which keeps a restart over a long queue fast and small."""
     claims: list[Claim] = []
-    for item in items:
-        kind: Kind = item["kind"]  # type: ignore[assignment]
+    for item in json.loads(text):
+        kind: Kind = item["kind"]
         claims.append(Claim(Resource(item["type"], item["id"]), kind))
     return tuple(claims)
 
@@ -63,7 +68,7 @@ class Task:
     id: str
     seq: int
     operation: str
-    args: dict[str, Any]
+    args_json: str  # as stored; parsed on first use (a long queue is mostly never read)
     claims: tuple[Claim, ...]
     heavy: bool
     restartable: bool
@@ -74,10 +79,23 @@ class Task:
     finished: float | None = None
     result: Any = None
     error: dict[str, Any] | None = None
-    progress: Progress = field(default_factory=Progress)
+    progress_report: Progress | None = None  # created when first read or written
     attempts: int = 0
     held: bool = False  # an external lock: a client holds it, the daemon runs nothing
     cancel_requested: bool = False
+    _args: dict[str, Any] | None = None
+
+    @property
+    def progress(self) -> Progress:
+        if self.progress_report is None:
+            self.progress_report = Progress()
+        return self.progress_report
+
+    @property
+    def args(self) -> dict[str, Any]:
+        if self._args is None:
+            self._args = json.loads(self.args_json)
+        return self._args
 
     @property
     def spec(self) -> TaskSpec:

@@ -1624,11 +1624,15 @@ class _Sync:
         kind_node = self.report.kinds[item.kind]
         touch = self.report.progress.touch
 
+        # Unsized items (tree files) grow the totals as they stream instead.
+        counter = "size_left" if size is not None else "size_total"
+        sign = -1 if size is not None else 1
+
         def on_bytes(n: int) -> None:
             nonlocal streamed
             streamed += n
-            content["size_left"] -= n
-            kind_node["size_left"] -= n
+            content[counter] += sign * n
+            kind_node[counter] += sign * n
             touch()
 
         async with limiter:

@@ -1,0 +1,835 @@
+"""coordctl's command line: one argparse tree and one function per command.
+
+The same parser and the same command functions serve a one-shot ``coordctl repo sync
+--repo-id demo`` and the line ``repo sync --repo-id demo`` typed in the shell
+(``coordctl.shell``), the way supervisorctl runs a one-shot command as one shell line. A
+command function takes a ``Context`` (where the daemon is, how to print, and the shell's hooks)
+and the parsed arguments, and returns the exit status (``coordctl.exitcodes``). Errors from
+the daemon are raised as ``coordd.errors`` classes and turned into output and a status in one
+place, ``execute``.
+
+Start-up time matters here: every script pays it on every call. This module imports only
+``argparse``, ``os`` and ``sys`` at the top; the client, the renderers and above all
+prompt_toolkit (the shell only) are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from coordctl import exitcodes
+
+if TYPE_CHECKING:
+    from coordctl.client import Client
+    from coordd.errors import CoorddError
+
+PROG = "coordctl"
+KINDS = ("create", "read", "update", "delete")
+STATES = ("waiting", "running", "finished", "error", "canceled", "all")
+TRUE = ("true", "yes", "on", "1")
+FALSE = ("false", "no", "off", "0")
+
+DESCRIPTION = (
+    "coordctl is the client of coordd, the service that manages yum/dnf repositories for "
+    "concurrent users. Every change (create, update, delete, sync, publish, copy) becomes a "
+    "task that the daemon runs now, postpones until it is safe, or rejects when it could "
+    "never run; coordctl says which and why. With no command, and on a terminal, it starts "
+    "an interactive shell that takes the same commands."
+)
+
+
+# -- the parser ------------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """The command line is wrong; carries the parser whose usage to show."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that raises ``UsageError`` instead of exiting, so the shell
+    survives a mistyped line and ``--json`` can report the error as JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def resource_spec(text: str) -> dict[str, str]:
+    """``TYPE:ID=KIND`` → ``{"type", "id", "kind"}`` (the id may itself contain ``:``)."""
+    target, sep, kind = text.rpartition("=")
+    rtype, colon, rid = target.partition(":")
+    if not sep or not colon or not rtype or not rid:
+        raise argparse.ArgumentTypeError(
+            f"expected TYPE:ID=KIND such as repository:demo=update, got {text!r}"
+        )
+    if kind not in KINDS:
+        raise argparse.ArgumentTypeError(f"KIND must be one of {', '.join(KINDS)}, got {kind!r}")
+    return {"type": rtype, "id": rid, "kind": kind}
+
+
+def resource_filter(text: str) -> dict[str, str]:
+    rtype, colon, rid = text.partition(":")
+    if not colon or not rtype or not rid:
+        raise argparse.ArgumentTypeError(f"expected TYPE:ID such as repository:demo, got {text!r}")
+    return {"type": rtype, "id": rid}
+
+
+# (option, importer key, type, metavar, help): the yum importer's options, sent in the
+# ``importer`` object of repo.create and repo.update.
+IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
+    ("--feed", "feed", str, "URL", "the URL of the yum repository to sync from"),
+    (
+        "--only-newest",
+        "only_newest",
+        boolean,
+        "true|false",
+        "sync only the newest version of each package name and architecture",
+    ),
+    (
+        "--verify-checksum",
+        "verify_checksum",
+        boolean,
+        "true|false",
+        "check each downloaded file's size and checksum against the metadata",
+    ),
+    (
+        "--parallel-downloads",
+        "parallel_downloads",
+        positive,
+        "N",
+        "how many files to download at once",
+    ),
+    (
+        "--tls-verify",
+        "tls_verify",
+        boolean,
+        "true|false",
+        "verify the feed's TLS certificate",
+    ),
+    (
+        "--ca-file",
+        "ca_file",
+        str,
+        "FILE",
+        "a PEM file of CA certificates to verify the feed's certificate with",
+    ),
+    ("--proxy", "proxy", str, "URL", "an HTTP proxy to fetch the feed through"),
+    (
+        "--allow-weak-checksums",
+        "allow_weak_checksums",
+        boolean,
+        "true|false",
+        "accept packages whose metadata has only MD5 or SHA-1 checksums",
+    ),
+)
+
+
+def build_parser() -> Parser:
+    """The whole command tree; each leaf has ``func`` (and ``what`` for task submissions)."""
+    parser = Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog="Run 'coordctl COMMAND --help' for a command's options; see coordctl(1).",
+    )
+    parser.set_defaults(func=None, command_parser=parser)
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        help="the daemon's Unix socket (default: $COORDD_SOCKET, else the user daemon's "
+        "socket if it exists, else the system service's /run/coordd/coordd.sock)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the daemon's answer (or error object) as JSON on standard output",
+    )
+    from coordd import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    waits = Parser(add_help=False)
+    waits.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the task to its end, with a progress line on a terminal; "
+        "exit with its outcome",
+    )
+
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def group(parent: Any, name: str, help_text: str, description: str) -> Any:
+        sub = parent.add_parser(name, help=help_text, description=description)
+        sub.set_defaults(func=None, command_parser=sub)
+        return sub.add_subparsers(title="commands", metavar="COMMAND")
+
+    def leaf(
+        parent: Any,
+        name: str,
+        func: Callable[[Context, argparse.Namespace], int],
+        help_text: str,
+        description: str,
+        *,
+        task: str | None = None,
+    ) -> Parser:
+        parents = [common, waits] if task else [common]
+        sub: Parser = parent.add_parser(
+            name, help=help_text, description=description, parents=parents
+        )
+        sub.set_defaults(func=func, what=task, command_parser=sub)
+        return sub
+
+    # repo ---------------------------------------------------------------------------
+    repo = group(
+        commands,
+        "repo",
+        "create, configure, sync, publish, copy and delete repositories",
+        "Repositories: each change is a task on the repository, run now, postponed or "
+        "rejected by the coordinator.",
+    )
+    for name, func, verb, description in (
+        (
+            "create",
+            cmd_repo_create,
+            "Repository create",
+            "Create a repository. Its configuration (names, notes, importer options) can "
+            "be changed later with 'repo update'.",
+        ),
+        (
+            "update",
+            cmd_repo_update,
+            "Repository update",
+            "Change a repository's configuration; only the options given change. Postponed "
+            "while another operation changes the repository.",
+        ),
+    ):
+        sub = leaf(repo, name, func, f"{name} a repository", description, task=verb)
+        sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
+        sub.add_argument("--display-name", metavar="TEXT", help="a name for people")
+        sub.add_argument("--description", metavar="TEXT", help="a description")
+        sub.add_argument("--note", "--notes", dest="notes", metavar="TEXT", help="free notes")
+        importer = sub.add_argument_group("importer options")
+        for option, key, convert, metavar, help_text in IMPORTER_OPTIONS:
+            importer.add_argument(option, dest=key, type=convert, metavar=metavar, help=help_text)
+
+    for name, func, verb, help_text, description in (
+        (
+            "delete",
+            cmd_repo_delete,
+            "Repository delete",
+            "delete a repository and its content",
+            "Delete a repository: its configuration, its content and its published tree. "
+            "Requests queued behind a delete are rejected.",
+        ),
+        (
+            "sync",
+            cmd_repo_sync,
+            "Repository sync",
+            "sync a repository from its feed",
+            "Download the repository's feed: metadata, packages, errata, delta RPMs and "
+            "distribution tree files. A heavy operation: it may wait for a free slot.",
+        ),
+        (
+            "publish",
+            cmd_repo_publish,
+            "Repository publish",
+            "publish a repository for dnf/yum",
+            "Write a tree dnf and yum can use as a baseurl. A heavy operation: it may wait "
+            "for a free slot.",
+        ),
+    ):
+        sub = leaf(repo, name, func, help_text, description, task=verb)
+        sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
+
+    sub = leaf(
+        repo,
+        "copy",
+        cmd_repo_copy,
+        "copy packages between repositories",
+        "Copy packages from one repository into another, optionally only those whose name "
+        "matches a glob. Reads the source and updates the target.",
+        task="Repository copy",
+    )
+    sub.add_argument(
+        "--from", dest="source", required=True, metavar="REPO_ID", help="the source repository"
+    )
+    sub.add_argument(
+        "--to", dest="target", required=True, metavar="REPO_ID", help="the target repository"
+    )
+    sub.add_argument("--name", metavar="GLOB", help="copy only packages whose name matches")
+
+    leaf(repo, "list", cmd_repo_list, "list repositories", "List the repositories.")
+    sub = leaf(
+        repo,
+        "show",
+        cmd_repo_show,
+        "show a repository",
+        "Show a repository: its configuration, content summary, errata, last sync and "
+        "publish, published path and queued tasks.",
+    )
+    sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
+
+    repo_tasks = group(
+        repo,
+        "tasks",
+        "list, inspect and cancel a repository's tasks",
+        "The tasks queued on one repository.",
+    )
+    sub = leaf(
+        repo_tasks,
+        "list",
+        cmd_repo_tasks_list,
+        "list a repository's tasks",
+        "List the repository's incomplete tasks: the running ones first, then the waiting "
+        "ones in the order they will run.",
+    )
+    sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
+    _state_options(sub)
+    _task_leaves(repo_tasks)
+
+    # tasks --------------------------------------------------------------------------
+    tasks = group(
+        commands,
+        "tasks",
+        "list, inspect and cancel tasks on all resources",
+        "Tasks on every resource: repositories and external locks.",
+    )
+    sub = leaf(
+        tasks,
+        "list",
+        cmd_tasks_list,
+        "list tasks",
+        "List incomplete tasks on all resources: the running ones first, then the waiting "
+        "ones in the order they will run. --state or --all include ended tasks.",
+    )
+    sub.add_argument(
+        "--resource",
+        type=resource_filter,
+        metavar="TYPE:ID",
+        help="only tasks on this resource, e.g. repository:demo",
+    )
+    _state_options(sub)
+    _task_leaves(tasks)
+
+    # server, run, shell -------------------------------------------------------------
+    server = group(commands, "server", "the daemon itself", "The daemon itself.")
+    leaf(
+        server,
+        "status",
+        cmd_server_status,
+        "show the daemon's status",
+        "Show the daemon's version, uptime, task counts, heavy slots and your access.",
+    )
+
+    sub = leaf(
+        commands,
+        "run",
+        cmd_run,
+        "run a command while holding resources",
+        "Run a command while holding resources, as a task the coordinator orders like any "
+        "other: 'coordctl run --resource repository:demo=read -- rsync ...' waits for "
+        "running updates of demo, and updates wait for it. Exits with the command's status.",
+    )
+    sub.add_argument(
+        "--resource",
+        dest="resources",
+        action="append",
+        type=resource_spec,
+        required=True,
+        metavar="TYPE:ID=KIND",
+        help="a resource and the kind of operation (create, read, update, delete); repeat "
+        "for several",
+    )
+    sub.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait until the resources are free (the default), or exit at once with "
+        "status 75 if they are busy",
+    )
+    sub.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run"
+    )
+
+    leaf(
+        commands,
+        "shell",
+        cmd_shell,
+        "start the interactive shell",
+        "An interactive shell taking the same commands, with completion of commands, "
+        "options, repository and task ids, history, and a notice when a task it submitted "
+        "ends.",
+    )
+    return parser
+
+
+def _state_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--state",
+        action="append",
+        choices=STATES,
+        help="only tasks in this state (repeat for several); the default is waiting and "
+        "running",
+    )
+    sub.add_argument(
+        "--all", action="store_true", help="include ended tasks from the history"
+    )
+    sub.add_argument(
+        "--limit", type=positive, default=1000, metavar="N", help="show at most N tasks"
+    )
+
+
+def _task_leaves(parent: Any) -> None:
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    sub = parent.add_parser(
+        "details",
+        help="show a task with its progress report",
+        description="Show a task: its state, what it waits for, times, result, and its "
+        "progress report.",
+        parents=[common],
+    )
+    sub.set_defaults(func=cmd_task_details, what=None, command_parser=sub)
+    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
+    sub.add_argument(
+        "--wait", action="store_true", help="follow the task to its end, then show it"
+    )
+    sub = parent.add_parser(
+        "cancel",
+        help="cancel a task",
+        description="Cancel a task. A waiting task is canceled at once; a running one is "
+        "asked to stop, given a grace period, then stopped.",
+        parents=[common],
+    )
+    sub.set_defaults(func=cmd_task_cancel, what=None, command_parser=sub)
+    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
+    sub.add_argument("--wait", action="store_true", help="wait until the task has ended")
+
+
+# -- running a command ---------------------------------------------------------------------
+
+
+class Context:
+    """Where the daemon is, where output goes, and the shell's hooks (one-shot: none)."""
+
+    def __init__(
+        self,
+        socket: Path | None = None,
+        json_output: bool = False,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        *,
+        interactive: bool = False,
+    ) -> None:
+        self.socket = socket
+        self.json = json_output
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        self.interactive = interactive
+        self.submitted: Callable[[str], None] | None = None  # the shell watches these tasks
+        self.following: set[str] = set()  # tasks followed in the foreground right now
+
+    def socket_path(self) -> Path:
+        if self.socket is not None:
+            return self.socket
+        from coordd.paths import client_socket_path
+
+        return client_socket_path()
+
+    def connect(self, timeout: float | None = 60.0) -> Client:
+        from coordctl.client import Client
+
+        return Client(self.socket_path(), timeout=timeout).connect()
+
+    def print(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def json_out(self, value: Any) -> None:
+        import json
+
+        self.print(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def execute(ctx: Context, args: argparse.Namespace) -> int:
+    """Run the parsed command; turn the daemon's errors into output and an exit status."""
+    from coordd.errors import Conflict, CoorddError
+
+    if args.func is None:
+        args.command_parser.print_help(ctx.err)
+        return exitcodes.USAGE
+    try:
+        status: int = args.func(ctx, args)
+        return status
+    except UsageError as exc:
+        return report_usage(ctx, exc)
+    except Conflict as exc:
+        if ctx.json:
+            ctx.json_out(exc.to_json())
+        else:
+            from coordctl import output
+
+            ctx.err.write(output.rejected(exc.data))
+        return exitcodes.REJECTED
+    except CoorddError as exc:
+        report_error(ctx, exc)
+        return exitcodes.for_error(exc)
+
+
+def report_error(ctx: Context, exc: CoorddError) -> None:
+    if ctx.json:
+        ctx.json_out(exc.to_json())
+    else:
+        ctx.err.write(f"{PROG}: {exc.message}\n")
+
+
+def report_usage(ctx: Context, exc: UsageError) -> int:
+    if ctx.json:
+        from coordd.errors import InvalidRequest
+
+        ctx.json_out(InvalidRequest(exc.message, {"usage": exc.parser.format_usage()}).to_json())
+    else:
+        ctx.err.write(exc.parser.format_usage())
+        ctx.err.write(f"{exc.parser.prog}: error: {exc.message}\n")
+    return exitcodes.USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``coordctl`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    ctx = Context(json_output="--json" in argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return report_usage(ctx, exc)
+    ctx.socket, ctx.json = args.socket, args.json
+    if args.func is None and args.command_parser is parser:
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return cmd_shell(ctx, args)
+        parser.print_help(ctx.err)
+        return exitcodes.USAGE
+    try:
+        return execute(ctx, args)
+    except KeyboardInterrupt:
+        ctx.err.write("\n")
+        return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``coordctl tasks list | head``): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exitcodes.OK
+
+
+# -- task submissions ----------------------------------------------------------------------
+
+
+def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str, Any]) -> int:
+    """Submit a task; print accepted/postponed, or follow it with ``--wait``."""
+    from coordctl import output
+
+    what: str = args.what
+    client = ctx.connect()
+    try:
+        answer = client.call(method, params)
+    except BaseException:
+        client.close()
+        raise
+    task = answer["task"]
+    if ctx.submitted is not None:
+        ctx.submitted(task["id"])
+    if not args.wait:
+        client.close()
+        if ctx.json:
+            ctx.json_out(answer)
+        else:
+            ctx.print(output.submitted(what, answer))
+        return exitcodes.OK
+    if not ctx.json and answer.get("verdict") == "postponed":
+        ctx.print(output.submitted(what, answer) + "\n")
+    final = wait_for(ctx, client, task, what)
+    if final is None:
+        return exitcodes.INTERRUPTED
+    if ctx.json:
+        ctx.json_out({**answer, "task": final})
+    else:
+        ctx.print(output.outcome(what, final))
+    return ended_status(final)
+
+
+def wait_for(ctx: Context, client: Client, task: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """Follow ``task`` on ``client`` to its end; ``None`` when Ctrl-C detached from it."""
+    from coordctl import output
+    from coordctl.follow import follow
+
+    bar = None
+    if _is_terminal(ctx.err):
+        from coordctl.bar import Bar
+
+        bar = Bar(ctx.err, what)
+    ctx.following.add(task["id"])
+    try:
+        return follow(ctx.connect, client, task, bar)
+    except KeyboardInterrupt:
+        ctx.err.write("\n" + output.detached(task["id"]))
+        ctx.err.flush()
+        return None
+    finally:
+        ctx.following.discard(task["id"])
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def ended_status(task: dict[str, Any]) -> int:
+    state = task.get("state")
+    if state == "error":
+        return exitcodes.TASK_FAILED
+    if state == "canceled":
+        return exitcodes.CANCELED
+    return exitcodes.OK
+
+
+def _config_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"repo_id": args.repo_id}
+    for key in ("display_name", "description", "notes"):
+        value = getattr(args, key)
+        if value is not None:
+            params[key] = value
+    importer = {
+        key: getattr(args, key)
+        for _, key, _, _, _ in IMPORTER_OPTIONS
+        if getattr(args, key) is not None
+    }
+    if importer:
+        params["importer"] = importer
+    return params
+
+
+def cmd_repo_create(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.create", _config_params(args))
+
+
+def cmd_repo_update(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.update", _config_params(args))
+
+
+def cmd_repo_delete(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.delete", {"repo_id": args.repo_id})
+
+
+def cmd_repo_sync(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.sync", {"repo_id": args.repo_id})
+
+
+def cmd_repo_publish(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.publish", {"repo_id": args.repo_id})
+
+
+def cmd_repo_copy(ctx: Context, args: argparse.Namespace) -> int:
+    params = {"source": args.source, "target": args.target}
+    if args.name is not None:
+        params["name"] = args.name
+    return submit(ctx, args, "repo.copy", params)
+
+
+# -- queries -------------------------------------------------------------------------------
+
+
+def query(ctx: Context, method: str, params: dict[str, Any] | None = None) -> Any:
+    with ctx.connect() as client:
+        return client.call(method, params)
+
+
+def cmd_repo_list(ctx: Context, args: argparse.Namespace) -> int:
+    answer = query(ctx, "repo.list")
+    if ctx.json:
+        ctx.json_out(answer)
+    else:
+        from coordctl import output
+
+        ctx.print(output.repo_list(answer["repositories"]))
+    return exitcodes.OK
+
+
+def cmd_repo_show(ctx: Context, args: argparse.Namespace) -> int:
+    answer = query(ctx, "repo.show", {"repo_id": args.repo_id})
+    if ctx.json:
+        ctx.json_out(answer)
+    else:
+        from coordctl import output
+
+        ctx.print(output.repo_show(answer))
+    return exitcodes.OK
+
+
+def _list_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.all:
+        params["state"] = "all"
+    elif args.state:
+        params["state"] = args.state
+    return params
+
+
+def _print_tasks(ctx: Context, answer: dict[str, Any]) -> int:
+    if ctx.json:
+        ctx.json_out(answer)
+    else:
+        from coordctl import output
+
+        ctx.print(output.task_list(answer["tasks"]))
+    return exitcodes.OK
+
+
+def cmd_repo_tasks_list(ctx: Context, args: argparse.Namespace) -> int:
+    params = {**_list_params(args), "repo_id": args.repo_id}
+    with ctx.connect() as client:
+        answer = client.call("task.list", params)
+        if not answer["tasks"] and not args.all:
+            client.call("repo.show", {"repo_id": args.repo_id})  # NotFound for a typo
+    return _print_tasks(ctx, answer)
+
+
+def cmd_tasks_list(ctx: Context, args: argparse.Namespace) -> int:
+    params = _list_params(args)
+    if args.resource is not None:
+        params["resource"] = args.resource
+    return _print_tasks(ctx, query(ctx, "task.list", params))
+
+
+def cmd_task_details(ctx: Context, args: argparse.Namespace) -> int:
+    from coordctl import output
+
+    client = ctx.connect()
+    try:
+        task = client.call("task.get", {"task_id": args.task_id})
+    except BaseException:
+        client.close()
+        raise
+    if args.wait and task["state"] not in output.ENDED:
+        final = wait_for(ctx, client, task, output.operation_name(task).capitalize())
+        if final is None:
+            return exitcodes.INTERRUPTED
+        task = final
+    client.close()
+    if ctx.json:
+        ctx.json_out(task)
+    else:
+        ctx.print(output.task_details(task))
+    return ended_status(task) if args.wait else exitcodes.OK
+
+
+def cmd_task_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    from coordctl import output
+
+    client = ctx.connect()
+    try:
+        task = client.call("task.cancel", {"task_id": args.task_id})
+    except BaseException:
+        client.close()
+        raise
+    if args.wait and task["state"] not in output.ENDED:
+        final = wait_for(ctx, client, task, output.operation_name(task).capitalize())
+        if final is None:
+            return exitcodes.INTERRUPTED
+        task = final
+    client.close()
+    if ctx.json:
+        ctx.json_out(task)
+    elif args.wait:
+        ctx.print(output.outcome(f"Task {task['id']}", task))
+    else:
+        ctx.print(output.canceled(task))
+    return exitcodes.OK
+
+
+def cmd_server_status(ctx: Context, args: argparse.Namespace) -> int:
+    status = query(ctx, "server.status")
+    if ctx.json:
+        ctx.json_out(status)
+    else:
+        from coordctl import output
+
+        ctx.print(output.server_status(status, str(ctx.socket_path())))
+    return exitcodes.OK
+
+
+# -- run and shell -------------------------------------------------------------------------
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError(args.command_parser, "give the command to run after --")
+    from coordctl.run import run_locked
+
+    return run_locked(
+        ctx.socket_path(), args.resources, command, wait=args.wait, json_output=ctx.json
+    )
+
+
+def cmd_shell(ctx: Context, args: argparse.Namespace) -> int:
+    if ctx.interactive:
+        ctx.err.write("already in the shell\n")
+        return exitcodes.USAGE
+    from coordctl.shell import run_shell
+
+    return run_shell(ctx)
+
+
+def run_line(ctx: Context, argv: list[str], parser: argparse.ArgumentParser | None = None) -> int:
+    """Parse and run one shell line with the one-shot parser; never raises ``SystemExit``."""
+    parser = parser or build_parser()
+    line_ctx = Context(ctx.socket, ctx.json, ctx.out, ctx.err, interactive=True)
+    line_ctx.submitted, line_ctx.following = ctx.submitted, ctx.following
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return report_usage(line_ctx, exc)
+    except SystemExit as exc:  # --help and --version print, then exit
+        return exc.code if isinstance(exc.code, int) else exitcodes.OK
+    if args.socket is not None:
+        line_ctx.socket = args.socket
+    line_ctx.json = args.json or ctx.json
+    return execute(line_ctx, args)

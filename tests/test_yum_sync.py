@@ -1,0 +1,495 @@
+"""The yum importer against real feeds on a real HTTP server (no daemon)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from coordd import progress as st
+from coordd.content import INDEX_NAME, ContentIndex
+from coordd.errors import InvalidRequest, OperationFailed
+from coordd.importers.yum import ImporterOptions, Limits, compare_evr, rpmvercmp, sync
+from coordd.progress import Progress
+from tests.feeds import COMPRESSIONS, Pkg, build_feed, default_packages
+from tests.feedserver import STALL, TRICKLE, FeedServer, make_self_signed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stray_temp_files(repo: Path) -> list[Path]:
+    return [
+        p for p in repo.rglob("*") if p.is_file() and (".tmp" in p.parts or p.suffix == ".part")
+    ]
+
+
+def assert_consistent(repo: Path) -> ContentIndex:
+    """Every file the index references is there with its size and checksum; no temp files."""
+    index = ContentIndex.load(repo)
+    for record in index.files():
+        path = repo / "content" / record["href"]
+        assert path.is_file(), record["href"]
+        assert path.stat().st_size == record["size"], record["href"]
+        if record.get("checksum_type") == "sha256":
+            assert sha256_file(path) == record["checksum"], record["href"]
+    assert stray_temp_files(repo) == []
+    return index
+
+
+async def run(repo: Path, url: str, limits: Limits | None = None, **options: Any) -> dict[str, Any]:
+    kwargs = {"limits": limits} if limits is not None else {}
+    return await sync(repo, ImporterOptions(feed=url, **options), Progress(), **kwargs)
+
+
+# -- full syncs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+@pytest.mark.parametrize("misleading", [False, True], ids=["named", "misnamed"])
+async def test_full_sync(tmp_path: Path, compression: str, misleading: bool) -> None:
+    feed = build_feed(
+        tmp_path / "feed",
+        compression=compression,
+        deltas=True,
+        treeinfo=True,
+        comps=True,
+        misleading_names=misleading,
+    )
+    repo = tmp_path / "repo"
+    progress = Progress()
+    with FeedServer(feed.root) as server:
+        summary = await sync(repo, ImporterOptions(feed=server.url), progress)
+
+    index = assert_consistent(repo)
+    assert set(index.packages) == feed.hrefs
+    for pkg in feed.packages:
+        record = index.packages[pkg.location_href]
+        assert record["checksum"] == pkg.pkgId
+        assert (record["name"], record["version"], record["release"]) == (
+            pkg.name,
+            pkg.version,
+            pkg.release,
+        )
+        assert record["summary"] == pkg.summary
+        assert record["description"] == pkg.description
+        for kind in ("provides", "requires", "conflicts", "obsoletes"):
+            assert {tuple(d) for d in record[kind]} == set(getattr(pkg, kind)), kind
+        # The full file list comes from filelists, changelogs from other.
+        assert {path for _type, path in record["files"]} == {d + n for _t, d, n in pkg.files}
+        assert record["changelogs"][0][2] == "- build"
+    assert [e["id"] for e in index.errata] == ["COORDD-2024-0001", "COORDD-2024-0002"]
+    assert index.errata[0]["references"][0]["id"] == "100"
+    assert index.errata[0]["collections"][0]["packages"][0]["name"] == "alpha"
+    assert {d["href"] for d in index.deltas} == {d["href"] for d in feed.deltas}
+    assert sorted(r["href"] for r in index.tree_files) == feed.tree_files
+    assert index.treeinfo is not None
+    assert (repo / "content" / ".treeinfo").read_bytes() == (feed.root / ".treeinfo").read_bytes()
+    assert [m["type"] for m in index.metadata_files] == ["group"]
+    for pkg in feed.packages:
+        assert (repo / "content" / pkg.location_href).read_bytes() == (
+            feed.root / pkg.location_href
+        ).read_bytes()
+
+    n_files = len(feed.packages) + len(feed.deltas) + len(feed.tree_files) + 1
+    assert summary["changed"] is True
+    assert summary["added"] == len(feed.packages)
+    assert summary["downloaded"] == n_files
+    assert summary["errata"] == 2
+
+    report = progress.snapshot()["importer"]
+    assert report["metadata"]["state"] == st.FINISHED
+    assert report["errata"]["state"] == st.FINISHED
+    content = report["content"]
+    assert content["state"] == st.FINISHED
+    assert content["items_total"] == n_files
+    assert content["num_success"] == n_files
+    assert (content["items_left"], content["size_left"], content["num_error"]) == (0, 0, 0)
+    assert content["details"]["rpm"]["items_total"] == len(feed.packages)
+    assert content["details"]["delta_rpm"]["num_success"] == len(feed.deltas)
+    assert content["details"]["tree_file"]["num_success"] == 3
+    assert content["details"]["file"]["num_success"] == 1
+    assert content["size_total"] == summary["bytes_downloaded"]
+
+
+@pytest.mark.anyio
+async def test_file_feed(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed", compression="xz", treeinfo=True)
+    summary = await run(tmp_path / "repo", feed.url)
+    index = assert_consistent(tmp_path / "repo")
+    assert set(index.packages) == feed.hrefs
+    assert summary["tree_files"] == 3
+
+
+@pytest.mark.anyio
+async def test_progress_has_every_key_from_the_start(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed")
+    progress = Progress()
+    with FeedServer(feed.root) as server:
+        server.misbehave("repodata/repomd.xml", STALL)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sync, tmp_path / "repo", ImporterOptions(feed=server.url), progress)
+            with anyio.fail_after(10):
+                while server.count("repomd.xml") == 0:
+                    await anyio.sleep(0.01)
+            early = progress.snapshot()
+            tg.cancel_scope.cancel()
+    counters = {"items_total", "items_left", "size_total", "size_left", "num_success", "num_error"}
+    importer = early["importer"]
+    assert set(importer) == {"metadata", "content", "errata"}
+    assert importer["metadata"] == {"state": st.IN_PROGRESS}
+    assert importer["errata"] == {"state": st.NOT_STARTED}
+    content = importer["content"]
+    assert set(content) == counters | {"state", "error_details", "details"}
+    assert set(content["details"]) == {"rpm", "delta_rpm", "file", "tree_file"}
+    for kind in content["details"].values():
+        assert set(kind) == counters
+    assert progress.snapshot()["importer"]["metadata"]["state"] == st.CANCELED
+    assert not (tmp_path / "repo" / INDEX_NAME).exists()
+
+
+# -- selection, re-sync, removal ----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_only_newest(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed", deltas=True)
+    summary = await run(tmp_path / "repo", feed.url, only_newest=True)
+    index = assert_consistent(tmp_path / "repo")
+    alphas = [p for p in index.packages.values() if p["name"] == "alpha"]
+    # 1.10 > 1.9 > 1.0 numerically, whatever the release says.
+    assert [(p["version"], p["release"]) for p in alphas] == [("1.10", "1")]
+    assert len(index.packages) == len(feed.packages) - 2
+    assert summary["packages"] == len(feed.packages) - 2
+    # Only the delta that builds the chosen alpha is kept.
+    assert [(d["version"], d["oldversion"]) for d in index.deltas] == [("1.10", "1.9")]
+    assert not (tmp_path / "repo" / "content" / "Packages/a/alpha-1.0-1.x86_64.rpm").exists()
+
+    # Turning the option off on the next sync brings the older versions in.
+    summary = await run(tmp_path / "repo", feed.url)
+    assert summary["added"] == 2
+    assert len(assert_consistent(tmp_path / "repo").packages) == len(feed.packages)
+
+
+@pytest.mark.anyio
+async def test_resync_downloads_nothing(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed", deltas=True, treeinfo=True, comps=True)
+    repo = tmp_path / "repo"
+    with FeedServer(feed.root) as server:
+        await run(repo, server.url)
+        before = (repo / INDEX_NAME).read_bytes()
+        server.reset_counts()
+        progress = Progress()
+        summary = await sync(repo, ImporterOptions(feed=server.url), progress)
+        assert summary["changed"] is False
+        assert summary["downloaded"] == 0
+        # Only repomd.xml and .treeinfo were asked for.
+        assert dict(server.requests) == {"repodata/repomd.xml": 1, ".treeinfo": 1}
+        assert progress.snapshot()["importer"]["content"]["state"] == st.FINISHED
+        after = ContentIndex.load(repo)
+        assert after.packages == ContentIndex.from_json(json.loads(before)).packages
+
+        # New metadata (revision bump) with the same packages: parsed, nothing downloaded.
+        feed.bump()
+        server.reset_counts()
+        summary = await run(repo, server.url)
+        assert summary["changed"] is True
+        assert summary["kept"] == len(feed.packages)
+        assert summary["downloaded"] == 0
+        assert server.count(".rpm") == server.count(".drpm") == server.count(".img") == 0
+
+
+@pytest.mark.anyio
+async def test_dropped_packages_are_removed(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed")
+    repo = tmp_path / "repo"
+    await run(repo, feed.url)
+    gone = "Packages/b/bravo-2.0-3.x86_64.rpm"
+    feed.drop(gone)
+    summary = await run(repo, feed.url)
+    assert summary["removed"] == 1
+    index = assert_consistent(repo)
+    assert gone not in index.packages
+    assert not (repo / "content" / gone).exists()
+    assert not (repo / "content" / "Packages" / "b").exists()  # empty directory pruned too
+
+
+@pytest.mark.anyio
+async def test_changed_file_at_same_path(tmp_path: Path) -> None:
+    """The feed serves new bytes under an old href: staged, then swapped in at commit."""
+    feed = build_feed(tmp_path / "feed")
+    repo = tmp_path / "repo"
+    await run(repo, feed.url)
+    href = "Packages/c/charlie-2.0-3.x86_64.rpm"
+    old_inode = (repo / "content" / href).stat().st_ino
+    feed2 = build_feed(tmp_path / "feed", seed=99)  # same names, new random bytes
+    summary = await run(repo, feed2.url)
+    assert summary["added"] == len(feed2.packages)
+    index = assert_consistent(repo)
+    assert index.packages[href]["checksum"] == feed2.package(href).pkgId
+    assert (repo / "content" / href).stat().st_ino != old_inode
+
+
+@pytest.mark.anyio
+async def test_verify_checksum_off_accepts_bad_checksum(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed")
+    href = "Packages/d/delta-2.0-3.x86_64.rpm"
+    data = bytearray((feed.root / href).read_bytes())
+    data[0] ^= 0xFF
+    (feed.root / href).write_bytes(bytes(data))
+    with pytest.raises(OperationFailed, match="checksum mismatch"):
+        await run(tmp_path / "repo", feed.url)
+    summary = await run(tmp_path / "repo", feed.url, verify_checksum=False)
+    assert summary["packages"] == len(feed.packages)
+
+
+@pytest.mark.anyio
+async def test_weak_checksums_need_the_option(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed", errata=False)
+    for pkg in feed.packages:
+        pkg.checksum_type = "sha1"
+        pkg.pkgId = hashlib.sha1((feed.root / pkg.location_href).read_bytes()).hexdigest()  # noqa: S324
+    from tests.feeds import package_docs
+
+    feed.write_metadata(docs=package_docs(feed.packages))
+    with pytest.raises(OperationFailed, match="sha1 is weaker than sha256"):
+        await run(tmp_path / "repo", feed.url)
+    summary = await run(tmp_path / "repo", feed.url, allow_weak_checksums=True)
+    assert summary["packages"] == len(feed.packages)
+
+
+@pytest.mark.anyio
+async def test_sync_without_feed(tmp_path: Path) -> None:
+    progress = Progress()
+    with pytest.raises(OperationFailed, match="no feed"):
+        await sync(tmp_path / "repo", ImporterOptions(), progress)
+    assert progress.snapshot()["importer"]["metadata"]["state"] == st.FAILED
+
+
+@pytest.mark.anyio
+async def test_https_feed_with_ca_file(tmp_path: Path) -> None:
+    if subprocess.run(["which", "openssl"], capture_output=True).returncode != 0:
+        pytest.skip("openssl CLI is not installed")
+    tls = make_self_signed(tmp_path)
+    feed = build_feed(tmp_path / "feed", errata=False)
+    with FeedServer(feed.root, tls=tls) as server:
+        assert server.url.startswith("https://")
+        with pytest.raises(OperationFailed, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+            await run(tmp_path / "repo", server.url)
+        summary = await run(tmp_path / "repo", server.url, ca_file=str(tls.cert))
+        assert summary["packages"] == len(feed.packages)
+        summary = await run(tmp_path / "repo2", server.url, tls_verify=False)
+        assert summary["packages"] == len(feed.packages)
+
+
+# -- cancellation and crashes -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cancel_mid_download_keeps_previous_state(tmp_path: Path) -> None:
+    packages = default_packages(6)
+    feed = build_feed(tmp_path / "feed", packages, treeinfo=True)
+    repo = tmp_path / "repo"
+    with FeedServer(feed.root) as server:
+        await run(repo, server.url)
+        before = (repo / INDEX_NAME).read_bytes()
+
+        more = [*packages, *(Pkg(f"zulu{i}", "1", "1", size=200_000) for i in range(6))]
+        feed = build_feed(tmp_path / "feed", more, treeinfo=True)
+        slow = "Packages/z/zulu0-1-1.x86_64.rpm"
+        server.misbehave(slow, TRICKLE)
+        progress = Progress()
+        rpm = progress.node("importer", "content", "details", "rpm")
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    sync, repo, ImporterOptions(feed=server.url, parallel_downloads=2), progress
+                )
+                while rpm.get("num_success", 0) < 3 or server.count(slow) == 0:
+                    await anyio.sleep(0.005)
+                tg.cancel_scope.cancel()
+        report = progress.snapshot()["importer"]
+        assert report["content"]["state"] == st.CANCELED
+        assert report["content"]["items_left"] > 0
+        # The repository is exactly as before; no temporary file survived.
+        assert (repo / INDEX_NAME).read_bytes() == before
+        assert_consistent(repo)
+
+        server.behave()
+        server.reset_counts()
+        summary = await run(repo, server.url)
+        assert summary["adopted"] >= 3  # completed before the cancel: not fetched again
+        assert server.count(".rpm") == 6 - summary["adopted"]
+        index = assert_consistent(repo)
+        assert set(index.packages) == feed.hrefs
+
+
+def _sync_in_subprocess(repo: Path, url: str) -> subprocess.Popen[bytes]:
+    code = (
+        "import sys, anyio\n"
+        "from pathlib import Path\n"
+        "from coordd.importers.yum import ImporterOptions, sync\n"
+        "from coordd.progress import Progress\n"
+        "anyio.run(sync, Path(sys.argv[1]), ImporterOptions(feed=sys.argv[2],"
+        " parallel_downloads=2), Progress())\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(repo), url],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.anyio
+async def test_kill_9_mid_sync_then_rerun(tmp_path: Path) -> None:
+    packages = [Pkg(f"pkg{i}", "1", "1", size=100_000) for i in range(8)]
+    feed = build_feed(tmp_path / "feed", packages, errata=False)
+    repo = tmp_path / "repo"
+    slow = packages[0].href
+    with FeedServer(feed.root) as server:
+        server.misbehave(slow, TRICKLE)
+        proc = _sync_in_subprocess(repo, server.url)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                placed = [p for p in (repo / "content").rglob("*.rpm")]
+                parts = list((repo / ".tmp").glob("*.part")) if (repo / ".tmp").exists() else []
+                if len(placed) >= 3 and parts and server.count(slow):
+                    break
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "sync made no progress"
+                await anyio.sleep(0.01)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+        assert not (repo / INDEX_NAME).exists()  # killed before its commit
+        assert list((repo / ".tmp").glob("*.part"))  # and it left a partial file behind
+
+        server.behave()
+        server.reset_counts()
+        summary = await run(repo, server.url)
+        assert summary["packages"] == 8
+        assert summary["adopted"] >= 3
+        assert server.count(".rpm") == 8 - summary["adopted"]
+        assert set(assert_consistent(repo).packages) == feed.hrefs
+
+
+@pytest.mark.anyio
+async def test_garbage_at_final_path_is_replaced(tmp_path: Path) -> None:
+    """An unreferenced file with the right size but wrong bytes is not adopted."""
+    feed = build_feed(tmp_path / "feed")
+    repo = tmp_path / "repo"
+    href = feed.packages[0].location_href
+    target = repo / "content" / href
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"\0" * feed.packages[0].size_package)
+    (repo / ".tmp").mkdir()
+    (repo / ".tmp" / "stale.part").write_bytes(b"left by a crash")
+    summary = await run(repo, feed.url)
+    assert summary["adopted"] == 0
+    assert sha256_file(target) == feed.packages[0].pkgId
+    assert_consistent(repo)
+
+
+# -- options and versions -----------------------------------------------------------------------
+
+
+def test_importer_options_json() -> None:
+    options = ImporterOptions.from_json(
+        {"feed": "https://example.org/repo/", "only_newest": True, "parallel_downloads": 3}
+    )
+    assert options.to_json()["parallel_downloads"] == 3
+    assert ImporterOptions.from_json(options.to_json()) == options
+    assert ImporterOptions.from_json({}).feed is None
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"feed": "ftp://example.org/"}, "feed"),
+        ({"feed": "https:///nohost"}, "feed"),
+        ({"feed": "https://example.org/?token=1"}, "feed"),
+        ({"feed": 3}, "feed"),
+        ({"only_newest": "yes"}, "only_newest"),
+        ({"verify_checksum": 1}, "verify_checksum"),
+        ({"parallel_downloads": 0}, "parallel_downloads"),
+        ({"parallel_downloads": 65}, "parallel_downloads"),
+        ({"parallel_downloads": True}, "parallel_downloads"),
+        ({"parallel_downloads": "8"}, "parallel_downloads"),
+        ({"proxy": "socks5://p:1080"}, "proxy"),
+        ({"ca_file": ""}, "ca_file"),
+        ({"colour": "blue"}, "colour"),
+    ]
+    for value, key in bad:
+        with pytest.raises(InvalidRequest) as info:
+            ImporterOptions.from_json(value)
+        assert info.value.data == {"key": key}, value
+        assert key in info.value.message
+    with pytest.raises(InvalidRequest):
+        ImporterOptions.from_json(["feed"])  # type: ignore[arg-type]
+
+
+KNOWN_VERCMP = [
+    ("1.0", "1.0", 0),
+    ("1.0", "2.0", -1),
+    ("2.0.1", "2.0", 1),
+    ("2.0", "2.0.1", -1),
+    ("1.10", "1.9", 1),
+    ("1.001", "1.1", 0),
+    ("5.5p1", "5.5p2", -1),
+    ("5.5p10", "5.5p1", 1),
+    ("10xyz", "10.1xyz", -1),
+    ("xyz10", "xyz10.1", -1),
+    ("1.0a", "1.0", 1),
+    ("a", "1", -1),
+    ("1.0~rc1", "1.0", -1),
+    ("1.0~rc1", "1.0~rc2", -1),
+    ("1.0~rc1~git1", "1.0~rc1", -1),
+    ("1.0^", "1.0", 1),
+    ("1.0^git1", "1.0^git2", -1),
+    ("1.0^git1", "1.01", -1),
+    ("1.0^20160101", "1.0.1", -1),
+    ("1.0~rc1^git1", "1.0~rc1", 1),
+    ("1_0", "1.0", 0),
+    ("", "", 0),
+]
+
+
+def test_rpmvercmp_known_cases() -> None:
+    for a, b, expected in KNOWN_VERCMP:
+        assert rpmvercmp(a, b) == expected, (a, b)
+        assert rpmvercmp(b, a) == -expected, (b, a)
+    assert compare_evr({"epoch": "1", "version": "1"}, {"epoch": "0", "version": "9"}) == 1
+    assert compare_evr({"version": "1", "release": "10"}, {"version": "1", "release": "9"}) == 1
+
+
+_version_text = hs.text(alphabet="0123456789abcXYZ.~^_+", min_size=0, max_size=8)
+
+
+@pytest.mark.skipif(
+    subprocess.run(["which", "rpm"], capture_output=True).returncode != 0,
+    reason="rpm is not installed",
+)
+@settings(max_examples=5, deadline=None)
+@given(hs.lists(hs.tuples(_version_text, _version_text), min_size=60, max_size=60))
+def test_rpmvercmp_agrees_with_rpm(pairs: list[tuple[str, str]]) -> None:
+    """Compare with rpm itself (its Lua ``rpm.vercmp``), 60 pairs per rpm call."""
+    lua = " ".join(f'print(rpm.vercmp("{a}", "{b}")) print(" ")' for a, b in pairs)
+    out = subprocess.run(
+        ["rpm", "--eval", f"%{{lua: {lua}}}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert [rpmvercmp(a, b) for a, b in pairs] == [int(x) for x in out]
