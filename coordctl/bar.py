@@ -21,7 +21,7 @@ from coordctl.output import blocker_text, duration, human_size
 SPINNER = "|/-\\"
 RATE_WINDOW_S = 5.0
 MIN_REDRAW_S = 0.1
-BAR_CELLS = 24
+BAR_CELLS = 20
 
 
 def content_progress(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -70,51 +70,65 @@ class Rate:
         return (d1 - d0) / (t1 - t0)
 
 
-def line(task: Mapping[str, Any], title: str, now: float, rate: Rate, frame: int) -> str:
-    """The text of the progress line for ``task`` (not truncated)."""
+def line(
+    task: Mapping[str, Any], title: str, now: float, rate: Rate, frame: int, width: int = 80
+) -> str:
+    """The text of the progress line for ``task``, at most ``width - 1`` characters."""
     spin = SPINNER[frame % len(SPINNER)]
     state = task.get("state")
     if state == "waiting":
         blockers = task.get("waiting_for") or []
         why = "; ".join(blocker_text(b) for b in blockers) or "its turn"
-        return f"{spin} {title}: waiting for {why}"
+        return _fit([f"{spin} {title}: waiting for {why}"], width)
     content = content_progress(task)
     if state == "running" and content is not None and content.get("state") != "NOT_STARTED":
-        return _content_line(title, content, now, rate)
+        return _fit(_content_parts(title, content, now, rate), width)
     stage = _stage(task)
-    elapsed = ""
+    text = f"{spin} {title}: {stage or state}"
     started = task.get("started")
-    if started:
-        elapsed = f" {duration(max(0.0, time.time() - _parse_iso(str(started))))}"
-    what = f"{stage}" if stage else str(state)
-    return f"{spin} {title}: {what}{elapsed}"
+    if started and state == "running":
+        text += f" {duration(max(0.0, time.time() - _parse_iso(str(started))))}"
+    return _fit([text], width)
 
 
-def _content_line(title: str, content: Mapping[str, Any], now: float, rate: Rate) -> str:
+def _fit(parts: list[str], width: int) -> str:
+    """Join the parts that fit, most important first; cut the first one if it alone is long."""
+    limit = max(10, width - 1)
+    text = parts[0][:limit]
+    for part in parts[1:]:
+        if len(text) + 1 + len(part) > limit:
+            break
+        text += " " + part
+    return text
+
+
+def _content_parts(title: str, content: Mapping[str, Any], now: float, rate: Rate) -> list[str]:
     items_total = int(content.get("items_total") or 0)
     items_done = items_total - int(content.get("items_left") or 0)
     size_total = int(content.get("size_total") or 0)
     size_done = size_total - int(content.get("size_left") or 0)
     rate.add(now, size_done)
-    fraction = size_done / size_total if size_total else (
-        items_done / items_total if items_total else 1.0
-    )
+    if size_total:
+        fraction = size_done / size_total
+    else:
+        fraction = items_done / items_total if items_total else 1.0
     fraction = min(1.0, max(0.0, fraction))
     filled = int(fraction * BAR_CELLS)
-    bar = "#" * filled + "-" * (BAR_CELLS - filled)
-    text = f"{title} [{bar}] {fraction * 100:3.0f}%  {items_done}/{items_total} items"
+    parts = [
+        f"{title} [{'#' * filled}{'-' * (BAR_CELLS - filled)}] {fraction * 100:3.0f}%",
+        f"{items_done}/{items_total} items",
+    ]
     if size_total:
-        text += f"  {human_size(size_done)}/{human_size(size_total)}"
+        parts.append(f"{human_size(size_done)}/{human_size(size_total)}")
     speed = rate.per_second()
     if speed is not None and speed > 0:
-        text += f"  {human_size(speed)}/s"
-        left = size_total - size_done
-        if left > 0:
-            text += f"  {duration(left / speed)} left"
+        parts.append(f"{human_size(speed)}/s")
+        if size_total > size_done:
+            parts.append(f"{duration((size_total - size_done) / speed)} left")
     errors = int(content.get("num_error") or 0)
     if errors:
-        text += f"  {errors} failed"
-    return text
+        parts.insert(2, f"{errors} failed")
+    return parts
 
 
 def _parse_iso(value: str) -> float:
@@ -161,8 +175,7 @@ class Bar:
             return
         self._last = now
         self.frame += 1
-        text = line(task, self.title, now, self.rate, self.frame)
-        text = text[: max(10, self.width() - 1)]
+        text = line(task, self.title, now, self.rate, self.frame, self.width())
         if text == self._text:
             return
         self._text = text

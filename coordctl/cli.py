@@ -400,12 +400,9 @@ def _state_options(sub: argparse.ArgumentParser) -> None:
         "--state",
         action="append",
         choices=STATES,
-        help="only tasks in this state (repeat for several); the default is waiting and "
-        "running",
+        help="only tasks in this state (repeat for several); the default is waiting and running",
     )
-    sub.add_argument(
-        "--all", action="store_true", help="include ended tasks from the history"
-    )
+    sub.add_argument("--all", action="store_true", help="include ended tasks from the history")
     sub.add_argument(
         "--limit", type=positive, default=1000, metavar="N", help="show at most N tasks"
     )
@@ -425,9 +422,7 @@ def _task_leaves(parent: Any) -> None:
     )
     sub.set_defaults(func=cmd_task_details, what=None, command_parser=sub)
     sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
-    sub.add_argument(
-        "--wait", action="store_true", help="follow the task to its end, then show it"
-    )
+    sub.add_argument("--wait", action="store_true", help="follow the task to its end, then show it")
     sub = parent.add_parser(
         "cancel",
         help="cancel a task",
@@ -581,7 +576,7 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
         return exitcodes.OK
     if not ctx.json and answer.get("verdict") == "postponed":
         ctx.print(output.submitted(what, answer) + "\n")
-    final = wait_for(ctx, client, task, what)
+    final = wait_for(ctx, client, task)
     if final is None:
         return exitcodes.INTERRUPTED
     if ctx.json:
@@ -591,7 +586,7 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
     return ended_status(final)
 
 
-def wait_for(ctx: Context, client: Client, task: dict[str, Any], what: str) -> dict[str, Any] | None:
+def wait_for(ctx: Context, client: Client, task: dict[str, Any]) -> dict[str, Any] | None:
     """Follow ``task`` on ``client`` to its end; ``None`` when Ctrl-C detached from it."""
     from coordctl import output
     from coordctl.follow import follow
@@ -600,7 +595,7 @@ def wait_for(ctx: Context, client: Client, task: dict[str, Any], what: str) -> d
     if _is_terminal(ctx.err):
         from coordctl.bar import Bar
 
-        bar = Bar(ctx.err, what)
+        bar = Bar(ctx.err, output.task_title(task))
     ctx.following.add(task["id"])
     try:
         return follow(ctx.connect, client, task, bar)
@@ -634,11 +629,11 @@ def _config_params(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             params[key] = value
-    importer = {
-        key: getattr(args, key)
-        for _, key, _, _, _ in IMPORTER_OPTIONS
-        if getattr(args, key) is not None
-    }
+    importer: dict[str, Any] = {}
+    for _, key, _, _, _ in IMPORTER_OPTIONS:
+        value = getattr(args, key)
+        if value is not None:
+            importer[key] = None if value == "" else value  # an empty value clears it
     if importer:
         params["importer"] = importer
     return params
@@ -746,7 +741,7 @@ def cmd_task_details(ctx: Context, args: argparse.Namespace) -> int:
         client.close()
         raise
     if args.wait and task["state"] not in output.ENDED:
-        final = wait_for(ctx, client, task, output.operation_name(task).capitalize())
+        final = wait_for(ctx, client, task)
         if final is None:
             return exitcodes.INTERRUPTED
         task = final
@@ -768,17 +763,17 @@ def cmd_task_cancel(ctx: Context, args: argparse.Namespace) -> int:
         client.close()
         raise
     if args.wait and task["state"] not in output.ENDED:
-        final = wait_for(ctx, client, task, output.operation_name(task).capitalize())
+        final = wait_for(ctx, client, task)
         if final is None:
             return exitcodes.INTERRUPTED
         task = final
     client.close()
     if ctx.json:
         ctx.json_out(task)
-    elif args.wait:
-        ctx.print(output.outcome(f"Task {task['id']}", task))
-    else:
+    elif task["state"] in ("canceled", "waiting", "running"):
         ctx.print(output.canceled(task))
+    else:  # it ended another way before it could stop
+        ctx.print(output.outcome(f"Task {task['id']} ({output.task_title(task)})", task))
     return exitcodes.OK
 
 

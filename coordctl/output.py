@@ -102,9 +102,7 @@ def scalar(value: Any, key: str = "") -> str:
     return str(value)
 
 
-def records(
-    fields: Sequence[tuple[str, Any]], indent: int = 0, *, sort: bool = True
-) -> list[str]:
+def records(fields: Sequence[tuple[str, Any]], indent: int = 0, *, sort: bool = True) -> list[str]:
     """``Label:  value`` lines, values aligned; a mapping or list value becomes a subtree
     (its keys sorted if ``sort``)."""
     if not fields:
@@ -181,6 +179,13 @@ def operation_name(task: Mapping[str, Any]) -> str:
     if operation == "repo.copy" and args.get("name"):
         return f"copy (name {args['name']})"
     return name
+
+
+def task_title(task: Mapping[str, Any]) -> str:
+    """A short name for a task on one line: ``sync demo``, ``copy a -> b``, ``lock demo``."""
+    name = str(task.get("operation", "")).removeprefix("repo.")
+    ids = [str(claim.get("id")) for claim in task.get("resources") or []]
+    return f"{name} {' -> '.join(ids)}".strip()
 
 
 def resources_text(task: Mapping[str, Any]) -> str:
@@ -276,10 +281,13 @@ def task_details(task: Mapping[str, Any]) -> str:
 def canceled(task: Mapping[str, Any]) -> str:
     if task.get("state") == "canceled":
         return f"Task {task.get('id')} canceled.\n"
-    return wrap(
-        f"Cancel requested for task {task.get('id')} ({operation_name(task)} on "
-        f"{resources_text(task)}); it is asked to stop and ends canceled once it has."
-    ) + "\n"
+    return (
+        wrap(
+            f"Cancel requested for task {task.get('id')} ({operation_name(task)} on "
+            f"{resources_text(task)}); it is asked to stop and ends canceled once it has."
+        )
+        + "\n"
+    )
 
 
 # -- submissions -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import anyio
 
 from coordd.coordinator import Claim
 from coordd.progress import Progress
+from coordd.store import Statement
 
 if TYPE_CHECKING:
     from coordd.runtime import Runtime
@@ -33,6 +34,19 @@ class TaskContext:
     runtime: Runtime
     stop_requested: anyio.Event = field(default_factory=anyio.Event)
     resumed: bool = False  # re-run or re-attached after a restart
+    final_writes: list[Statement] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def commit_at_end(self, *statements: Statement, then: Callable[[], None] | None = None) -> None:
+        """Store ``statements`` in the same transaction that records the task finished.
+
+        The operation's own change and the task's end are then durable together, or not at
+        all; ``then`` runs after that commit (to update what queries see in memory). Nothing
+        is written, and ``then`` never runs, if the task does not finish successfully.
+        """
+        self.final_writes.extend(statements)
+        if then is not None:
+            self.after_commit.append(then)
 
     @property
     def args(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from coordd.importers.yum import ImporterOptions, sync
 from coordd.operations import Operation, TaskContext
 from coordd.publish import publish
 from coordd.store import Store, dumps
+from coordd.tasks import iso
 
 REPOSITORY = "repository"
 MAX_ID = 100
@@ -114,8 +115,8 @@ class Repositories:
             "description": repo.config.get("description"),
             "notes": repo.config.get("notes"),
             "importer": repo.config.get("importer", {}),
-            "created": _iso(repo.created),
-            "updated": _iso(repo.updated),
+            "created": iso(repo.created),
+            "updated": iso(repo.updated),
             "last_sync": repo.last_sync,
             "last_publish": repo.last_publish,
         }
@@ -125,8 +126,9 @@ class Repositories:
             out["published_path"] = str(published) if published.exists() else None
         return out
 
-    async def _save(self, repo: Repository) -> None:
-        await self.store.write(
+    def _save(self, ctx: TaskContext, repo: Repository) -> None:
+        """Store ``repo`` with the task's end, and show it to queries once committed."""
+        ctx.commit_at_end(
             (
                 "INSERT INTO repositories (id, config, created, updated, last_sync, last_publish)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET config = excluded.config,"
@@ -140,18 +142,21 @@ class Repositories:
                     dumps(repo.last_sync) if repo.last_sync else None,
                     dumps(repo.last_publish) if repo.last_publish else None,
                 ),
-            )
+            ),
+            then=lambda: self.repos.__setitem__(repo.id, repo),
         )
 
     # -- operations ----------------------------------------------------------------------
+    #
+    # Each operation changes files (idempotently) and then hands its database change to
+    # ``_save``: the change and the task's end commit together. Queries see a Repository
+    # object only when it is on disk; operations work on copies until then.
 
     async def create(self, ctx: TaskContext) -> dict[str, Any]:
         repo_id = ctx.args["repo_id"]
         now = time.time()
-        repo = Repository(repo_id, dict(ctx.args["config"]), now, now)
         self.repo_dir(repo_id).mkdir(parents=True, exist_ok=True)
-        await self._save(repo)
-        self.repos[repo_id] = repo
+        self._save(ctx, Repository(repo_id, dict(ctx.args["config"]), now, now))
         return {"repo_id": repo_id}
 
     async def update(self, ctx: TaskContext) -> dict[str, Any]:
@@ -167,9 +172,7 @@ class Repositories:
                 config["importer"] = ImporterOptions.from_json(merged).to_json()
             except InvalidRequest as exc:
                 raise OperationFailed(f"invalid importer options: {exc.message}") from exc
-        repo.config = config
-        repo.updated = time.time()
-        await self._save(repo)
+        self._save(ctx, replace(repo, config=config, updated=time.time()))
         return {"repo_id": repo.id, "changed": sorted(changes)}
 
     async def delete(self, ctx: TaskContext) -> dict[str, Any]:
@@ -177,8 +180,11 @@ class Repositories:
         await anyio.to_thread.run_sync(
             remove_repository, self.repo_dir(repo_id), self.publish_dir(repo_id)
         )
-        await self.store.write(("DELETE FROM repositories WHERE id = ?", (repo_id,)))
-        self.repos.pop(repo_id, None)
+
+        def forget() -> None:
+            self.repos.pop(repo_id, None)
+
+        ctx.commit_at_end(("DELETE FROM repositories WHERE id = ?", (repo_id,)), then=forget)
         return {"repo_id": repo_id}
 
     async def sync(self, ctx: TaskContext) -> dict[str, Any]:
@@ -189,8 +195,8 @@ class Repositories:
                 f"repository {repo.id} has no feed; set one with repo update --feed URL"
             )
         summary = await sync(self.repo_dir(repo.id), options, ctx.progress)
-        repo.last_sync = {"finished": _iso(time.time()), "task_id": ctx.task.id, **summary}
-        await self._save(repo)
+        last = {"finished": iso(time.time()), "task_id": ctx.task.id, **summary}
+        self._save(ctx, replace(repo, last_sync=last))
         return summary
 
     async def publish(self, ctx: TaskContext) -> dict[str, Any]:
@@ -198,8 +204,8 @@ class Repositories:
         summary: dict[str, Any] = await anyio.to_thread.run_sync(
             publish, self.repo_dir(repo.id), self.publish_dir(repo.id), ctx.progress
         )
-        repo.last_publish = {"finished": _iso(time.time()), "task_id": ctx.task.id, **summary}
-        await self._save(repo)
+        last = {"finished": iso(time.time()), "task_id": ctx.task.id, **summary}
+        self._save(ctx, replace(repo, last_publish=last))
         return summary
 
     async def copy(self, ctx: TaskContext) -> dict[str, Any]:
@@ -211,8 +217,7 @@ class Repositories:
             self.repo_dir(target.id),
             ctx.args.get("name"),
         )
-        target.updated = time.time()
-        await self._save(target)
+        self._save(ctx, replace(target, updated=time.time()))
         return summary
 
     def _existing(self, repo_id: str) -> Repository:
@@ -243,7 +248,3 @@ class Repositories:
             ),
             Operation("repo.copy", "copy packages", copy_claims, self.copy, restartable=True),
         ]
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

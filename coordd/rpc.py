@@ -107,7 +107,9 @@ class Api:
         }
 
     def _guard(self, name: str, method: Method, access: Access) -> Method:
-        async def guarded(caller: Caller, *args: Any, **kwargs: Any) -> Any:
+        signature = inspect.signature(method)
+
+        async def guarded(caller: Caller, /, *args: Any, **kwargs: Any) -> Any:
             if access not in caller.access:
                 return _error(
                     PermissionDenied(
@@ -116,6 +118,11 @@ class Api:
                         {"method": name, "needs": access, "uid": caller.uid},
                     )
                 )
+            # Checked here, not by jsonrpcserver, whose error says only "Invalid params".
+            try:
+                signature.bind(caller, *args, **kwargs)
+            except TypeError as exc:
+                return _error(InvalidRequest(f"{name}: {exc}", {"method": name}))
             try:
                 return Success(await method(caller, *args, **kwargs))
             except CoorddError as exc:
@@ -127,8 +134,6 @@ class Api:
                     INTERNAL_ERROR, "internal error", {"incident": incident, "method": name}
                 )
 
-        # jsonrpcserver checks the parameters against this signature before the call.
-        guarded.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
         return guarded
 
     async def dispatch(self, request: dict[str, Any], caller: Caller) -> dict[str, Any] | None:

@@ -191,28 +191,31 @@ class Runtime:
         self.tasks[task.id] = task
         if before_start is not None:
             before_start(task)
-        await self.store.write(
-            (
-                "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held,"
-                " uid, state, submitted, started, attempts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        # Decided: the task is stored, and started, even if the caller goes away now;
+        # cancelled half-way, it would stay in the coordinator and never run.
+        with anyio.CancelScope(shield=True):
+            await self.store.write(
                 (
-                    task.seq,
-                    task.id,
-                    operation,
-                    task.args_json,
-                    dumps(claims_to_json(claims)),
-                    int(op.heavy),
-                    int(op.restartable),
-                    int(op.held),
-                    uid,
-                    task.state.value,
-                    now,
-                    task.started,
-                    task.attempts,
-                ),
+                    "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held,"
+                    " uid, state, submitted, started, attempts)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        task.seq,
+                        task.id,
+                        operation,
+                        task.args_json,
+                        dumps(claims_to_json(claims)),
+                        int(op.heavy),
+                        int(op.restartable),
+                        int(op.held),
+                        uid,
+                        task.state.value,
+                        now,
+                        task.started,
+                        task.attempts,
+                    ),
+                )
             )
-        )
         self.counts[task.state] += 1
         log.info(
             "task %s %s on %s: %s",
@@ -283,6 +286,10 @@ class Runtime:
                     return  # shutdown: leave it running on disk, recovery decides
                 state, result = State.CANCELED, None
                 error = {"message": "canceled", "detail": None}
+            elif op.cooperative and task.cancel_requested:
+                # It wound down when asked to (a lock's command stopped): canceled, not
+                # finished; the result (the command's exit status) is kept.
+                state, error = State.CANCELED, {"message": "canceled", "detail": None}
         except CoorddError as exc:
             state, error = State.ERROR, {"message": exc.message, "detail": exc.data}
         except Exception as exc:
@@ -295,27 +302,39 @@ class Runtime:
             self._runner_ended.set()
             self._runner_ended = anyio.Event()
         with anyio.CancelScope(shield=True):
-            await self._end(task, state, result, error)
+            await self._end(task, state, result, error, ctx)
 
     async def _end(
-        self, task: Task, state: State, result: Any, error: dict[str, Any] | None
+        self,
+        task: Task,
+        state: State,
+        result: Any,
+        error: dict[str, Any] | None,
+        ctx: TaskContext,
     ) -> None:
         """Record a running task's end durably, then let the tasks behind it start."""
-        await self._record_end(task, state, result, error)
+        await self._record_end(task, state, result, error, ctx)
         if task.id in self.coordinator:
             starts = self.coordinator.finish(task.id, succeeded=state is State.FINISHED)
             for task_id in starts:
                 self._launch(self.tasks[task_id])
 
     async def _record_end(
-        self, task: Task, state: State, result: Any, error: dict[str, Any] | None
+        self,
+        task: Task,
+        state: State,
+        result: Any,
+        error: dict[str, Any] | None,
+        ctx: TaskContext | None = None,
     ) -> None:
         previous = task.state
         task.state = state
         task.finished = time.time()
         task.result = result
         task.error = error
+        succeeded = ctx is not None and state is State.FINISHED
         await self.store.write(
+            *(ctx.final_writes if succeeded and ctx is not None else ()),
             (
                 "UPDATE tasks SET state = ?, finished = ?, result = ?, error = ?, progress = ?,"
                 " cancel_requested = ? WHERE id = ?",
@@ -328,8 +347,11 @@ class Runtime:
                     int(task.cancel_requested),
                     task.id,
                 ),
-            )
+            ),
         )
+        if succeeded and ctx is not None:
+            for then in ctx.after_commit:
+                then()
         self._count(previous, state)
         del self.tasks[task.id]
         self.recent[task.id] = task
@@ -361,7 +383,8 @@ class Runtime:
         if task.state is State.WAITING and not self.coordinator.is_running(task_id):
             task.cancel_requested = True
             starts = self.coordinator.cancel_waiting(task_id)
-            await self._record_end(task, State.CANCELED, None, None)
+            with anyio.CancelScope(shield=True):  # out of the coordinator: record it all
+                await self._record_end(task, State.CANCELED, None, None)
             for other in starts:
                 self._launch(self.tasks[other])
             return task

@@ -142,6 +142,11 @@ class Connection:
                 self._tg = tg
                 tg.start_soon(self._pump_events)
                 await self._read_loop(tg)
+                # A client may half-close after its last request (``… | socat``): answer
+                # what is in flight, for as long as the connection could stay idle.
+                with anyio.move_on_after(self.server.limits.idle_timeout_s):
+                    for _ in range(MAX_IN_FLIGHT):
+                        await self._in_flight.acquire()
                 tg.cancel_scope.cancel()
         finally:
             self._events_send.close()
@@ -159,8 +164,16 @@ class Connection:
 
     async def _read_loop(self, tg: TaskGroup) -> None:
         framer = framing.LineFramer(self.server.limits.max_frame_bytes)
+        frame_started = 0.0  # when the partial frame in the framer began to arrive
         while True:
-            timeout = self.server.limits.idle_timeout_s if self.idle or framer.pending else None
+            idle_timeout = self.server.limits.idle_timeout_s
+            timeout: float | None = None
+            if framer.pending:
+                # The whole frame must arrive within the idle time, not each byte of it:
+                # a client trickling a byte now and then must not hold its slot for ever.
+                timeout = max(0.0, frame_started + idle_timeout - anyio.current_time())
+            elif self.idle:
+                timeout = idle_timeout
             with anyio.move_on_after(timeout) as scope:
                 try:
                     data = await self.stream.receive(READ_CHUNK)
@@ -168,8 +181,13 @@ class Connection:
                     data = b""
             if scope.cancelled_caught:
                 log.debug("closing idle connection of uid %d", self.peer.uid)
+                reason = (
+                    f"frame not completed within {idle_timeout:g} s"
+                    if framer.pending
+                    else "idle timeout"
+                )
                 await self._send_message(
-                    framing.error_response(None, -32004, "idle timeout; connection closed")
+                    framing.error_response(None, -32004, f"{reason}; connection closed")
                 )
                 return
             if not data:
@@ -180,6 +198,7 @@ class Connection:
                         )
                     )
                 return
+            continued = framer.pending
             try:
                 frames = framer.feed(data)
             except framing.FrameTooLong:
@@ -198,6 +217,8 @@ class Connection:
                 await self._in_flight.acquire()
                 self._busy += 1
                 tg.start_soon(self._handle_frame, frame)
+            if frames or not continued:
+                frame_started = anyio.current_time()  # after any wait for a request slot
 
     # -- requests ------------------------------------------------------------------------
 

@@ -171,6 +171,18 @@ class Feed:
                 tweak(rtype, rec)
         (repodata / "repomd.xml").write_bytes(repomd_xml(records, self.revision))
 
+    def add(self, pkg: Pkg, data: bytes | None = None) -> Any:
+        """List (and serve) one more package; returns its createrepo_c Package."""
+        data = data if data is not None else random.Random(pkg.name).randbytes(pkg.size)
+        path = self.root / pkg.href
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        package = cr_package(pkg, data)
+        self.packages.append(package)
+        self.docs.update(package_docs(self.packages))
+        self.bump()
+        return package
+
     def drop(self, href: str) -> None:
         """Stop listing (and serving) the package at ``href``."""
         self.packages = [p for p in self.packages if p.location_href != href]

@@ -177,7 +177,7 @@ async def test_only_newest(tmp_path: Path) -> None:
     assert len(index.packages) == len(feed.packages) - 2
     assert summary["packages"] == len(feed.packages) - 2
     # Only the delta that builds the chosen alpha is kept.
-    assert [(d["version"], d["oldversion"]) for d in index.deltas] == [("1.10", "1.9")]
+    assert [(d["version"], d["oldversion"]) for d in index.deltas] == [("1.10", "1.0")]
     assert not (tmp_path / "repo" / "content" / "Packages/a/alpha-1.0-1.x86_64.rpm").exists()
 
     # Turning the option off on the next sync brings the older versions in.
@@ -263,7 +263,7 @@ async def test_weak_checksums_need_the_option(tmp_path: Path) -> None:
     feed = build_feed(tmp_path / "feed", errata=False)
     for pkg in feed.packages:
         pkg.checksum_type = "sha1"
-        pkg.pkgId = hashlib.sha1((feed.root / pkg.location_href).read_bytes()).hexdigest()  # noqa: S324
+        pkg.pkgId = hashlib.sha1((feed.root / pkg.location_href).read_bytes()).hexdigest()
     from tests.feeds import package_docs
 
     feed.write_metadata(docs=package_docs(feed.packages))
@@ -289,7 +289,7 @@ async def test_https_feed_with_ca_file(tmp_path: Path) -> None:
     feed = build_feed(tmp_path / "feed", errata=False)
     with FeedServer(feed.root, tls=tls) as server:
         assert server.url.startswith("https://")
-        with pytest.raises(OperationFailed, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+        with pytest.raises(OperationFailed, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
             await run(tmp_path / "repo", server.url)
         summary = await run(tmp_path / "repo", server.url, ca_file=str(tls.cert))
         assert summary["packages"] == len(feed.packages)
@@ -314,13 +314,17 @@ async def test_cancel_mid_download_keeps_previous_state(tmp_path: Path) -> None:
         slow = "Packages/z/zulu0-1-1.x86_64.rpm"
         server.misbehave(slow, TRICKLE)
         progress = Progress()
-        rpm = progress.node("importer", "content", "details", "rpm")
+
+        def rpm_successes() -> int:
+            return int(progress.snapshot()["importer"]["content"]["details"]["rpm"]["num_success"])
+
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
                     sync, repo, ImporterOptions(feed=server.url, parallel_downloads=2), progress
                 )
-                while rpm.get("num_success", 0) < 3 or server.count(slow) == 0:
+                await anyio.sleep(0.01)  # let the sync initialise its report
+                while rpm_successes() < 3 or server.count(slow) == 0:
                     await anyio.sleep(0.005)
                 tg.cancel_scope.cancel()
         report = progress.snapshot()["importer"]
@@ -477,7 +481,8 @@ def test_rpmvercmp_known_cases() -> None:
     assert compare_evr({"version": "1", "release": "10"}, {"version": "1", "release": "9"}) == 1
 
 
-_version_text = hs.text(alphabet="0123456789abcXYZ.~^_+", min_size=0, max_size=8)
+# rpm.vercmp in Lua refuses an empty version.
+_version_text = hs.text(alphabet="0123456789abcXYZ.~^_+", min_size=1, max_size=8)
 
 
 @pytest.mark.skipif(

@@ -1,0 +1,275 @@
+"""The interactive shell: ``coordctl`` on a terminal with no command, or ``coordctl shell``.
+
+Each line is parsed by the one-shot parser and run by the same command functions
+(``coordctl.cli.run_line``); a mistake prints the usage and the shell goes on. On top of that:
+
+- completion of commands, options and option values from the argparse tree
+  (``coordctl.completion``), plus repository and task ids fetched live from the daemon
+  (cached for a moment, fetched in prompt_toolkit's completion thread);
+- history in ``$XDG_STATE_HOME/coordd/coordctl_history`` (``~/.local/state/coordd/…``);
+- a notice above the prompt when a task this shell submitted ends. A thread holds its own
+  connection subscribed to every task event and hands the notice to a prompt_toolkit
+  ``StdoutProxy``, which prints it above the prompt while the prompt is shown (or directly
+  while a command runs). A task followed with ``--wait`` gets no notice: its end is printed
+  in front of the user anyway.
+
+Commands run in the main thread with the prompt closed, so Ctrl-C interrupts them (``--wait``
+detaches) and lands back at the prompt; Ctrl-C at the prompt clears the line; Ctrl-D,
+``exit`` or ``quit`` leave.
+
+Only this module imports prompt_toolkit, and only the shell imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.patch_stdout import StdoutProxy
+
+from coordctl import exitcodes, output
+from coordctl.cli import Context, build_parser, run_line
+from coordctl.client import Client
+from coordctl.completion import Command, candidates, command_tree
+from coordd.errors import CoorddError
+
+PROMPT = "coordctl> "
+SHELL_WORDS = ("help", "exit", "quit")
+ID_CACHE_S = 2.0
+RECENT_ENDED = 500
+HELP_TAIL = """
+In the shell, type commands without 'coordctl': repo tasks list --repo-id demo
+  help [COMMAND]   this help, or a command's
+  exit, quit       leave (or Ctrl-D)
+Tab completes commands, options, repository and task ids. Ctrl-C stops following a task
+(--wait) without canceling it.
+"""
+
+
+def history_path() -> Path:
+    """``$XDG_STATE_HOME/coordd/coordctl_history``, or under ``~/.local/state``."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if state and os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "coordd" / "coordctl_history"
+
+
+class LiveIds:
+    """Repository and task ids from the daemon, cached for ``ID_CACHE_S``; [] if unreachable."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, list[str]]] = {}
+
+    def __call__(self, kind: str) -> list[str]:
+        with self._lock:
+            cached = self._cache.get(kind)
+            if cached is not None and time.monotonic() - cached[0] < ID_CACHE_S:
+                return cached[1]
+            try:
+                ids = self._fetch(kind)
+            except CoorddError:
+                ids = []
+            self._cache[kind] = (time.monotonic(), ids)
+            return ids
+
+    def _fetch(self, kind: str) -> list[str]:
+        with self.ctx.connect(timeout=2.0) as client:
+            if kind == "repo":
+                return [r["id"] for r in client.call("repo.list")["repositories"]]
+            tasks = client.call("task.list")["tasks"]
+            ended = client.call(
+                "task.list", {"state": ["finished", "error", "canceled"], "limit": 50}
+            )["tasks"]
+            return [t["id"] for t in [*tasks, *ended]]
+
+
+class ShellCompleter(Completer):
+    """prompt_toolkit's side of ``coordctl.completion.candidates``."""
+
+    def __init__(self, tree: Command, ids: LiveIds) -> None:
+        self.tree = tree
+        self.ids = ids
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        words = text.split()
+        current = words.pop() if words and not text[-1:].isspace() else ""
+        for word in candidates(self.tree, words, current, self.ids, SHELL_WORDS):
+            yield Completion(word, start_position=-len(current))
+
+
+class Watcher:
+    """Prints a notice when a task this shell submitted ends (see the module docstring)."""
+
+    def __init__(self, ctx: Context, proxy: StdoutProxy) -> None:
+        self.ctx = ctx
+        self.proxy = proxy
+        self.watched: set[str] = set()
+        self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="coordctl-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+    def watch(self, task_id: str) -> None:
+        """Called when a command submitted ``task_id``: say when it ends."""
+        with self._lock:
+            task = self.ended.get(task_id)
+            if task is None:
+                self.watched.add(task_id)
+                return
+        self._notify(task)  # it ended before the command returned
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            client: Client | None = None
+            try:
+                client = self.ctx.connect(timeout=10.0)
+                client.call("events.subscribe")
+                while not self._stop.is_set():
+                    message = client.next_notification(0.5)
+                    if message is not None and message.get("method") == "task.changed":
+                        self._changed(message.get("params", {}).get("task") or {})
+            except CoorddError:
+                self._stop.wait(1.0)  # the daemon is away: try again
+            finally:
+                if client is not None:
+                    client.close()
+
+    def _changed(self, task: dict[str, Any]) -> None:
+        if task.get("state") not in output.ENDED:
+            return
+        task_id = str(task.get("id"))
+        with self._lock:
+            if task_id not in self.watched:
+                self.ended[task_id] = task
+                while len(self.ended) > RECENT_ENDED:
+                    self.ended.popitem(last=False)
+                return
+            self.watched.discard(task_id)
+        self._notify(task)
+
+    def _notify(self, task: dict[str, Any]) -> None:
+        if task.get("id") in self.ctx.following:
+            return
+        self.proxy.write(notice(task))
+        self.proxy.flush()
+
+
+def notice(task: dict[str, Any]) -> str:
+    """``Task 1f2e… (sync demo) finished.`` and the like."""
+    name = f"Task {task.get('id')} ({output.task_title(task)})"
+    state = task.get("state")
+    if state == "finished":
+        return f"{name} finished.\n"
+    if state == "canceled":
+        return f"{name} was canceled.\n"
+    error = task.get("error") or {}
+    return f"{name} failed: {error.get('message', 'unknown error')}\n"
+
+
+def show_help(tree: Command, words: list[str], out: Any) -> None:
+    node = tree
+    for word in words:
+        child = node.children.get(word)
+        if child is None:
+            out.write(f"no command {' '.join(words)!r}; type help for the list\n")
+            return
+        node = child
+    out.write(node.parser.format_help())
+    if node is tree:
+        out.write(HELP_TAIL)
+
+
+def run_shell(ctx: Context) -> int:
+    """The read-eval-print loop; returns the exit status of the shell itself (0)."""
+    parser = build_parser()
+    tree = command_tree(parser)
+    ctx.interactive = True
+    out = ctx.out
+    path = history_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        history: FileHistory | None = FileHistory(str(path))
+    except OSError as exc:
+        ctx.err.write(f"coordctl: no history ({path}: {exc.strerror})\n")
+        history = None
+    session: PromptSession[str] = PromptSession(
+        history=history,
+        completer=ShellCompleter(tree, LiveIds(ctx)),
+        complete_while_typing=False,
+        complete_in_thread=True,
+    )
+    greet(ctx)
+    with StdoutProxy(raw=True) as proxy:
+        watcher = Watcher(ctx, proxy)
+        ctx.submitted = watcher.watch
+        watcher.start()
+        try:
+            loop(ctx, session, parser, tree, out)
+        finally:
+            watcher.stop()
+    return exitcodes.OK
+
+
+def greet(ctx: Context) -> None:
+    try:
+        with ctx.connect(timeout=5.0) as client:
+            status = client.call("server.status")
+        ctx.print(
+            f"coordctl shell: coordd {status.get('version')} on {ctx.socket_path()}. "
+            "Type help for commands, Ctrl-D to leave.\n"
+        )
+    except CoorddError as exc:
+        ctx.err.write(f"coordctl: {exc.message}\n")
+        ctx.err.write("The shell starts anyway; commands fail until the daemon answers.\n")
+
+
+def loop(ctx: Context, session: PromptSession[str], parser: Any, tree: Command, out: Any) -> None:
+    while True:
+        try:
+            line = session.prompt(PROMPT)
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            out.write("\n")
+            return
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            ctx.err.write(f"coordctl: {exc}\n")
+            continue
+        if not words:
+            continue
+        if words[0] in ("exit", "quit"):
+            return
+        if words[0] == "help":
+            show_help(tree, words[1:], out)
+            continue
+        try:
+            run_line(ctx, words, parser)
+        except KeyboardInterrupt:
+            ctx.err.write("\ninterrupted\n")
+        except Exception as exc:
+            ctx.err.write(f"coordctl: {type(exc).__name__}: {exc}\n")
+        sys.stdout.flush()

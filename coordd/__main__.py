@@ -1,0 +1,5 @@
+import sys
+
+from coordd.main import main
+
+sys.exit(main())
