@@ -152,8 +152,87 @@ IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = 
 )
 
 
-def build_parser() -> Parser:
-    """The whole command tree; each leaf has ``func`` (and ``what`` for task submissions)."""
+def command_path(argv: list[str]) -> list[str]:
+    """The words of ``argv`` that are not options (nor ``--socket``'s value): the command
+    path comes first among them. Values of a command's own options may follow; harmless."""
+    words: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--socket":
+            skip = True
+        elif word == "--":
+            break
+        elif not word.startswith("-"):
+            words.append(word)
+    return words
+
+
+class _Tree:
+    """Builds the command tree; with ``path``, only the commands on that path get their
+    options (the others are listed, with their help, but left empty). A one-shot command
+    parses one path, and adding ~150 options it will not use costs more than its imports."""
+
+    def __init__(self, path: list[str] | None) -> None:
+        self.path = path
+        common = Parser(add_help=False)
+        common.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        self.common = common
+
+    def wanted(self, prefix: tuple[str, ...]) -> bool:
+        return self.path is None or tuple(self.path[: len(prefix)]) == prefix
+
+    def group(
+        self, parent: Any, prefix: tuple[str, ...], help_text: str, description: str
+    ) -> Any | None:
+        sub = parent.add_parser(prefix[-1], help=help_text, description=description)
+        sub.set_defaults(func=None, command_parser=sub)
+        if not self.wanted(prefix):
+            return None
+        return sub.add_subparsers(title="commands", metavar="COMMAND")
+
+    def leaf(
+        self,
+        parent: Any,
+        prefix: tuple[str, ...],
+        func: Callable[[Context, argparse.Namespace], int],
+        help_text: str,
+        description: str,
+        options: Callable[[Parser], None] | None = None,
+        *,
+        task: str | None = None,
+    ) -> None:
+        wanted = self.wanted(prefix)
+        sub: Parser = parent.add_parser(
+            prefix[-1],
+            help=help_text,
+            description=description,
+            parents=[self.common] if wanted else [],
+        )
+        sub.set_defaults(func=func, what=task, command_parser=sub)
+        if not wanted:
+            return
+        if task is not None:
+            sub.add_argument(
+                "--wait",
+                action="store_true",
+                help="follow the task to its end, with a progress line on a terminal; "
+                "exit with its outcome",
+            )
+        if options is not None:
+            options(sub)
+
+
+def build_parser(argv: list[str] | None = None) -> Parser:
+    """The command tree; each leaf has ``func`` (and ``what`` for task submissions).
+
+    Given ``argv``, only the commands it names are filled in (see ``_Tree``); the shell, the
+    man pages and completion take the whole tree.
+    """
+    tree = _Tree(None if argv is None else command_path(argv))
     parser = Parser(
         prog=PROG,
         description=DESCRIPTION,
@@ -170,118 +249,88 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print the daemon's answer (or error object) as JSON on standard output",
+        help="print the daemon's answer (or error object) as JSON on standard output; "
+        "may also follow the command",
     )
     from coordd import __version__
 
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-
-    common = Parser(add_help=False)
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
-    waits = Parser(add_help=False)
-    waits.add_argument(
-        "--wait",
-        action="store_true",
-        help="follow the task to its end, with a progress line on a terminal; "
-        "exit with its outcome",
-    )
-
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    def group(parent: Any, name: str, help_text: str, description: str) -> Any:
-        sub = parent.add_parser(name, help=help_text, description=description)
-        sub.set_defaults(func=None, command_parser=sub)
-        return sub.add_subparsers(title="commands", metavar="COMMAND")
-
-    def leaf(
-        parent: Any,
-        name: str,
-        func: Callable[[Context, argparse.Namespace], int],
-        help_text: str,
-        description: str,
-        *,
-        task: str | None = None,
-    ) -> Parser:
-        parents = [common, waits] if task else [common]
-        sub: Parser = parent.add_parser(
-            name, help=help_text, description=description, parents=parents
-        )
-        sub.set_defaults(func=func, what=task, command_parser=sub)
-        return sub
-
-    # repo ---------------------------------------------------------------------------
-    repo = group(
+    repo = tree.group(
         commands,
-        "repo",
+        ("repo",),
         "create, configure, sync, publish, copy and delete repositories",
         "Repositories: each change is a task on the repository, run now, postponed or "
         "rejected by the coordinator.",
     )
-    for name, func, verb, description in (
-        (
-            "create",
-            cmd_repo_create,
-            "Repository create",
-            "Create a repository. Its configuration (names, notes, importer options) can "
-            "be changed later with 'repo update'.",
-        ),
-        (
-            "update",
-            cmd_repo_update,
-            "Repository update",
-            "Change a repository's configuration; only the options given change. Postponed "
-            "while another operation changes the repository.",
-        ),
-    ):
-        sub = leaf(repo, name, func, f"{name} a repository", description, task=verb)
-        sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
-        sub.add_argument("--display-name", metavar="TEXT", help="a name for people")
-        sub.add_argument("--description", metavar="TEXT", help="a description")
-        sub.add_argument("--note", "--notes", dest="notes", metavar="TEXT", help="free notes")
-        importer = sub.add_argument_group("importer options")
-        for option, key, convert, metavar, help_text in IMPORTER_OPTIONS:
-            importer.add_argument(option, dest=key, type=convert, metavar=metavar, help=help_text)
-
-    for name, func, verb, help_text, description in (
-        (
-            "delete",
-            cmd_repo_delete,
-            "Repository delete",
-            "delete a repository and its content",
-            "Delete a repository: its configuration, its content and its published tree. "
-            "Requests queued behind a delete are rejected.",
-        ),
-        (
-            "sync",
-            cmd_repo_sync,
-            "Repository sync",
-            "sync a repository from its feed",
-            "Download the repository's feed: metadata, packages, errata, delta RPMs and "
-            "distribution tree files. A heavy operation: it may wait for a free slot.",
-        ),
-        (
-            "publish",
-            cmd_repo_publish,
-            "Repository publish",
-            "publish a repository for dnf/yum",
-            "Write a tree dnf and yum can use as a baseurl. A heavy operation: it may wait "
-            "for a free slot.",
-        ),
-    ):
-        sub = leaf(repo, name, func, help_text, description, task=verb)
-        sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
-
-    sub = leaf(
-        repo,
-        "copy",
-        cmd_repo_copy,
-        "copy packages between repositories",
-        "Copy packages from one repository into another, optionally only those whose name "
-        "matches a glob. Reads the source and updates the target.",
-        task="Repository copy",
+    if repo is not None:
+        _repo_commands(tree, repo)
+    tasks = tree.group(
+        commands,
+        ("tasks",),
+        "list, inspect and cancel tasks on all resources",
+        "Tasks on every resource: repositories and external locks.",
     )
+    if tasks is not None:
+        tree.leaf(
+            tasks,
+            ("tasks", "list"),
+            cmd_tasks_list,
+            "list tasks",
+            "List incomplete tasks on all resources: the running ones first, then the "
+            "waiting ones in the order they will run. --state or --all include ended tasks.",
+            _tasks_list_options,
+        )
+        _task_leaves(tree, tasks, ("tasks",))
+    server = tree.group(commands, ("server",), "the daemon itself", "The daemon itself.")
+    if server is not None:
+        tree.leaf(
+            server,
+            ("server", "status"),
+            cmd_server_status,
+            "show the daemon's status",
+            "Show the daemon's version, uptime, task counts, heavy slots and your access.",
+        )
+    tree.leaf(
+        commands,
+        ("run",),
+        cmd_run,
+        "run a command while holding resources",
+        "Run a command while holding resources, as a task the coordinator orders like any "
+        "other: 'coordctl run --resource repository:demo=read -- rsync ...' waits for "
+        "running updates of demo, and updates wait for it. Exits with the command's status.",
+        _run_options,
+    )
+    tree.leaf(
+        commands,
+        ("shell",),
+        cmd_shell,
+        "start the interactive shell",
+        "An interactive shell taking the same commands, with completion of commands, "
+        "options, repository and task ids, history, and a notice when a task it submitted "
+        "ends.",
+    )
+    return parser
+
+
+def _repo_id(sub: Parser) -> None:
+    sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
+
+
+def _config_options(sub: Parser) -> None:
+    _repo_id(sub)
+    sub.add_argument("--display-name", metavar="TEXT", help="a name for people")
+    sub.add_argument("--description", metavar="TEXT", help="a description")
+    sub.add_argument("--note", "--notes", dest="notes", metavar="TEXT", help="free notes")
+    importer = sub.add_argument_group(
+        "importer options", "How the repository syncs; an empty value clears an option."
+    )
+    for option, key, convert, metavar, help_text in IMPORTER_OPTIONS:
+        importer.add_argument(option, dest=key, type=convert, metavar=metavar, help=help_text)
+
+
+def _copy_options(sub: Parser) -> None:
     sub.add_argument(
         "--from", dest="source", required=True, metavar="REPO_ID", help="the source repository"
     )
@@ -290,50 +339,116 @@ def build_parser() -> Parser:
     )
     sub.add_argument("--name", metavar="GLOB", help="copy only packages whose name matches")
 
-    leaf(repo, "list", cmd_repo_list, "list repositories", "List the repositories.")
-    sub = leaf(
+
+def _repo_commands(tree: _Tree, repo: Any) -> None:
+    tree.leaf(
         repo,
-        "show",
+        ("repo", "create"),
+        cmd_repo_create,
+        "create a repository",
+        "Create a repository. Its configuration (names, notes, importer options) can be "
+        "changed later with 'repo update'.",
+        _config_options,
+        task="Repository create",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "update"),
+        cmd_repo_update,
+        "change a repository's configuration",
+        "Change a repository's configuration; only the options given change. Postponed "
+        "while another operation changes the repository.",
+        _config_options,
+        task="Repository update",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "delete"),
+        cmd_repo_delete,
+        "delete a repository and its content",
+        "Delete a repository: its configuration, its content and its published tree. "
+        "Requests queued behind a delete are rejected.",
+        _repo_id,
+        task="Repository delete",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "sync"),
+        cmd_repo_sync,
+        "sync a repository from its feed",
+        "Download the repository's feed: metadata, packages, errata, delta RPMs and "
+        "distribution tree files. A heavy operation: it may wait for a free slot.",
+        _repo_id,
+        task="Repository sync",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "publish"),
+        cmd_repo_publish,
+        "publish a repository for dnf/yum",
+        "Write a tree dnf and yum can use as a baseurl. A heavy operation: it may wait for "
+        "a free slot.",
+        _repo_id,
+        task="Repository publish",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "copy"),
+        cmd_repo_copy,
+        "copy packages between repositories",
+        "Copy packages from one repository into another, optionally only those whose name "
+        "matches a glob. Reads the source and updates the target.",
+        _copy_options,
+        task="Repository copy",
+    )
+    tree.leaf(repo, ("repo", "list"), cmd_repo_list, "list repositories", "List the repositories.")
+    tree.leaf(
+        repo,
+        ("repo", "show"),
         cmd_repo_show,
         "show a repository",
         "Show a repository: its configuration, content summary, errata, last sync and "
         "publish, published path and queued tasks.",
+        _repo_id,
     )
-    sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
-
-    repo_tasks = group(
+    repo_tasks = tree.group(
         repo,
-        "tasks",
+        ("repo", "tasks"),
         "list, inspect and cancel a repository's tasks",
         "The tasks queued on one repository.",
     )
-    sub = leaf(
-        repo_tasks,
-        "list",
-        cmd_repo_tasks_list,
-        "list a repository's tasks",
-        "List the repository's incomplete tasks: the running ones first, then the waiting "
-        "ones in the order they will run.",
-    )
-    sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
-    _state_options(sub)
-    _task_leaves(repo_tasks)
+    if repo_tasks is not None:
+        tree.leaf(
+            repo_tasks,
+            ("repo", "tasks", "list"),
+            cmd_repo_tasks_list,
+            "list a repository's tasks",
+            "List the repository's incomplete tasks: the running ones first, then the "
+            "waiting ones in the order they will run.",
+            _repo_tasks_list_options,
+        )
+        _task_leaves(tree, repo_tasks, ("repo", "tasks"))
 
-    # tasks --------------------------------------------------------------------------
-    tasks = group(
-        commands,
-        "tasks",
-        "list, inspect and cancel tasks on all resources",
-        "Tasks on every resource: repositories and external locks.",
+
+def _state_options(sub: Parser) -> None:
+    sub.add_argument(
+        "--state",
+        action="append",
+        choices=STATES,
+        help="only tasks in this state (repeat for several); the default is waiting and running",
     )
-    sub = leaf(
-        tasks,
-        "list",
-        cmd_tasks_list,
-        "list tasks",
-        "List incomplete tasks on all resources: the running ones first, then the waiting "
-        "ones in the order they will run. --state or --all include ended tasks.",
+    sub.add_argument("--all", action="store_true", help="include ended tasks from the history")
+    sub.add_argument(
+        "--limit", type=positive, default=1000, metavar="N", help="show at most N tasks"
     )
+
+
+def _repo_tasks_list_options(sub: Parser) -> None:
+    _repo_id(sub)
+    _state_options(sub)
+
+
+def _tasks_list_options(sub: Parser) -> None:
     sub.add_argument(
         "--resource",
         type=resource_filter,
@@ -341,27 +456,39 @@ def build_parser() -> Parser:
         help="only tasks on this resource, e.g. repository:demo",
     )
     _state_options(sub)
-    _task_leaves(tasks)
 
-    # server, run, shell -------------------------------------------------------------
-    server = group(commands, "server", "the daemon itself", "The daemon itself.")
-    leaf(
-        server,
-        "status",
-        cmd_server_status,
-        "show the daemon's status",
-        "Show the daemon's version, uptime, task counts, heavy slots and your access.",
+
+def _details_options(sub: Parser) -> None:
+    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
+    sub.add_argument("--wait", action="store_true", help="follow the task to its end, then show it")
+
+
+def _cancel_options(sub: Parser) -> None:
+    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
+    sub.add_argument("--wait", action="store_true", help="wait until the task has ended")
+
+
+def _task_leaves(tree: _Tree, parent: Any, prefix: tuple[str, ...]) -> None:
+    tree.leaf(
+        parent,
+        (*prefix, "details"),
+        cmd_task_details,
+        "show a task with its progress report",
+        "Show a task: its state, what it waits for, times, result, and its progress report.",
+        _details_options,
+    )
+    tree.leaf(
+        parent,
+        (*prefix, "cancel"),
+        cmd_task_cancel,
+        "cancel a task",
+        "Cancel a task. A waiting task is canceled at once; a running one is asked to stop, "
+        "given a grace period, then stopped.",
+        _cancel_options,
     )
 
-    sub = leaf(
-        commands,
-        "run",
-        cmd_run,
-        "run a command while holding resources",
-        "Run a command while holding resources, as a task the coordinator orders like any "
-        "other: 'coordctl run --resource repository:demo=read -- rsync ...' waits for "
-        "running updates of demo, and updates wait for it. Exits with the command's status.",
-    )
+
+def _run_options(sub: Parser) -> None:
     sub.add_argument(
         "--resource",
         dest="resources",
@@ -376,63 +503,12 @@ def build_parser() -> Parser:
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="wait until the resources are free (the default), or exit at once with "
-        "status 75 if they are busy",
+        help="wait until the resources are free (the default), or exit at once with status "
+        "75 if they are busy",
     )
     sub.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run"
     )
-
-    leaf(
-        commands,
-        "shell",
-        cmd_shell,
-        "start the interactive shell",
-        "An interactive shell taking the same commands, with completion of commands, "
-        "options, repository and task ids, history, and a notice when a task it submitted "
-        "ends.",
-    )
-    return parser
-
-
-def _state_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--state",
-        action="append",
-        choices=STATES,
-        help="only tasks in this state (repeat for several); the default is waiting and running",
-    )
-    sub.add_argument("--all", action="store_true", help="include ended tasks from the history")
-    sub.add_argument(
-        "--limit", type=positive, default=1000, metavar="N", help="show at most N tasks"
-    )
-
-
-def _task_leaves(parent: Any) -> None:
-    common = Parser(add_help=False)
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
-    sub = parent.add_parser(
-        "details",
-        help="show a task with its progress report",
-        description="Show a task: its state, what it waits for, times, result, and its "
-        "progress report.",
-        parents=[common],
-    )
-    sub.set_defaults(func=cmd_task_details, what=None, command_parser=sub)
-    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
-    sub.add_argument("--wait", action="store_true", help="follow the task to its end, then show it")
-    sub = parent.add_parser(
-        "cancel",
-        help="cancel a task",
-        description="Cancel a task. A waiting task is canceled at once; a running one is "
-        "asked to stop, given a grace period, then stopped.",
-        parents=[common],
-    )
-    sub.set_defaults(func=cmd_task_cancel, what=None, command_parser=sub)
-    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
-    sub.add_argument("--wait", action="store_true", help="wait until the task has ended")
 
 
 # -- running a command ---------------------------------------------------------------------
@@ -455,8 +531,9 @@ class Context:
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.interactive = interactive
-        self.submitted: Callable[[str], None] | None = None  # the shell watches these tasks
-        self.following: set[str] = set()  # tasks followed in the foreground right now
+        # The shell's "say when this task ends": called for tasks submitted without --wait
+        # and for tasks whose following was interrupted; one-shot commands have none.
+        self.watch: Callable[[str], None] | None = None
 
     def socket_path(self) -> Path:
         if self.socket is not None:
@@ -494,7 +571,7 @@ def execute(ctx: Context, args: argparse.Namespace) -> int:
         return report_usage(ctx, exc)
     except Conflict as exc:
         if ctx.json:
-            ctx.json_out(exc.to_json())
+            ctx.json_out({"error": exc.to_json()})
         else:
             from coordctl import output
 
@@ -507,7 +584,7 @@ def execute(ctx: Context, args: argparse.Namespace) -> int:
 
 def report_error(ctx: Context, exc: CoorddError) -> None:
     if ctx.json:
-        ctx.json_out(exc.to_json())
+        ctx.json_out({"error": exc.to_json()})
     else:
         ctx.err.write(f"{PROG}: {exc.message}\n")
 
@@ -516,7 +593,8 @@ def report_usage(ctx: Context, exc: UsageError) -> int:
     if ctx.json:
         from coordd.errors import InvalidRequest
 
-        ctx.json_out(InvalidRequest(exc.message, {"usage": exc.parser.format_usage()}).to_json())
+        error = InvalidRequest(exc.message, {"usage": exc.parser.format_usage()})
+        ctx.json_out({"error": error.to_json()})
     else:
         ctx.err.write(exc.parser.format_usage())
         ctx.err.write(f"{exc.parser.prog}: error: {exc.message}\n")
@@ -526,7 +604,7 @@ def report_usage(ctx: Context, exc: UsageError) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The ``coordctl`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
+    parser = build_parser(argv)
     ctx = Context(json_output="--json" in argv)
     try:
         args = parser.parse_args(argv)
@@ -561,22 +639,34 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
     client = ctx.connect()
     try:
         answer = client.call(method, params)
+    except KeyboardInterrupt:
+        client.close()
+        ctx.err.write(
+            "\nInterrupted before coordd answered; the request may still have been queued: "
+            "see coordctl tasks list.\n"
+        )
+        return exitcodes.INTERRUPTED
     except BaseException:
         client.close()
         raise
     task = answer["task"]
-    if ctx.submitted is not None:
-        ctx.submitted(task["id"])
-    if not args.wait:
+    try:
+        if not args.wait:
+            detach(ctx, task["id"])
+            client.close()
+            if ctx.json:
+                ctx.json_out(answer)
+            else:
+                ctx.print(output.submitted(what, answer))
+            return exitcodes.OK
+        if not ctx.json and answer.get("verdict") == "postponed":
+            ctx.print(output.submitted(what, answer) + "\n")
+        final = wait_for(ctx, client, task)
+    except KeyboardInterrupt:
         client.close()
-        if ctx.json:
-            ctx.json_out(answer)
-        else:
-            ctx.print(output.submitted(what, answer))
-        return exitcodes.OK
-    if not ctx.json and answer.get("verdict") == "postponed":
-        ctx.print(output.submitted(what, answer) + "\n")
-    final = wait_for(ctx, client, task)
+        ctx.err.write("\n" + output.detached(task["id"]))
+        detach(ctx, task["id"])
+        return exitcodes.INTERRUPTED
     if final is None:
         return exitcodes.INTERRUPTED
     if ctx.json:
@@ -596,15 +686,19 @@ def wait_for(ctx: Context, client: Client, task: dict[str, Any]) -> dict[str, An
         from coordctl.bar import Bar
 
         bar = Bar(ctx.err, output.task_title(task))
-    ctx.following.add(task["id"])
     try:
         return follow(ctx.connect, client, task, bar)
     except KeyboardInterrupt:
         ctx.err.write("\n" + output.detached(task["id"]))
         ctx.err.flush()
+        detach(ctx, task["id"])
         return None
-    finally:
-        ctx.following.discard(task["id"])
+
+
+def detach(ctx: Context, task_id: str) -> None:
+    """Leave ``task_id`` to run on its own; in the shell, a notice will say how it ended."""
+    if ctx.watch is not None:
+        ctx.watch(task_id)
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -817,7 +911,7 @@ def run_line(ctx: Context, argv: list[str], parser: argparse.ArgumentParser | No
     """Parse and run one shell line with the one-shot parser; never raises ``SystemExit``."""
     parser = parser or build_parser()
     line_ctx = Context(ctx.socket, ctx.json, ctx.out, ctx.err, interactive=True)
-    line_ctx.submitted, line_ctx.following = ctx.submitted, ctx.following
+    line_ctx.watch = ctx.watch
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

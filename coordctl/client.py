@@ -100,7 +100,7 @@ class Client:
             message["params"] = merged
         self.send(message)
         while True:
-            reply = self._receive(None)
+            reply = self._receive(None, reply=True)
             if reply is None:
                 raise ProtocolError(f"coordd closed the connection during {method}")
             if "method" in reply and "id" not in reply:
@@ -128,24 +128,35 @@ class Client:
             return self.notifications.popleft()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            message = self._receive(remaining)
+            if deadline is None:
+                message = self._receive(wait=None)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                message = self._receive(wait=remaining)
             if message is None:
                 return None
             if "method" in message and "id" not in message:
                 return message
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
 
-    def _receive(self, timeout: float | None) -> dict[str, Any] | None:
-        """One message; ``None`` on timeout. Raises ``ProtocolError`` if the daemon hung up."""
+    def _receive(self, wait: float | None, *, reply: bool = False) -> dict[str, Any] | None:
+        """One message, or ``None`` once ``wait`` seconds passed (``None``: wait forever).
+
+        ``reply``: a reply is due; wait the client's own timeout and raise ``ProtocolError``
+        when it passes. Raises ``ProtocolError`` if the daemon hung up.
+        """
         assert self._sock is not None
+        limit = self.timeout if reply else wait
+        deadline = None if limit is None else time.monotonic() + limit
         while b"\n" not in self._buffer:
-            self._sock.settimeout(timeout if timeout is not None else self.timeout)
+            # settimeout(0) would make the socket non-blocking: keep a positive floor.
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            self._sock.settimeout(remaining)
             try:
                 chunk = self._sock.recv(65536)
             except TimeoutError:
-                if timeout is not None:
+                if not reply:
                     return None
                 raise ProtocolError("coordd did not answer in time") from None
             except OSError as exc:

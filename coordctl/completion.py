@@ -157,12 +157,10 @@ def bash_script(root: Command) -> str:
     cases: list[str] = []
     for path, node in root.walk():
         key = " ".join(path)
-        words = list(node.children) or [
-            name for option in node.options for name in option.names if name != "-h"
-        ]
-        if node.children:
-            words += [name for option in node.options for name in option.names if name != "-h"]
-        cases.append(f'        "{key}") words="{" ".join(words)}" ;;')
+        options = [name for option in node.options for name in option.names if name != "-h"]
+        cases.append(
+            f'        "{key}") subs="{" ".join(node.children)}"; opts="{" ".join(options)}" ;;'
+        )
     value_options: dict[str, str] = {}
     for _, node in root.walk():
         for option in node.options:
@@ -224,10 +222,15 @@ _coordctl() {{
             *) COMPREPLY=($(compgen -W "$values" -- "$cur")); return 0 ;;
         esac
     fi
+    local subs="" opts=""
     case "$path" in
 {cases}
-        *) words="" ;;
     esac
+    if [[ "$cur" == -* || -z "$subs" ]]; then
+        words="$opts"
+    else
+        words="$subs"
+    fi
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }}
 

@@ -65,7 +65,11 @@ def label(key: str) -> str:
 
 
 def is_size_key(key: str) -> bool:
-    return key == "size" or key.startswith("size_") or key.endswith(("_size", "_bytes"))
+    return (
+        key in ("size", "bytes")
+        or key.startswith(("size_", "bytes_"))
+        or key.endswith(("_size", "_bytes"))
+    )
 
 
 def human_size(value: float) -> str:
@@ -252,12 +256,28 @@ def task_fields(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def task_list(tasks: Sequence[Mapping[str, Any]], title: str = "Tasks") -> str:
     """The seed's task list: running first, then waiting in the order they will run."""
-    out = header(title)
     if not tasks:
-        return out + "\nThere are no tasks to show.\n"
+        return header(title) + "\nThere are no tasks to show.\n"
+    # Formatted directly rather than through ``records``: a queue of thousands of tasks is
+    # listed by scripts in a loop, and every label here is at most 11 characters wide.
+    parts = [header(title)]
+    pad = " " * 13
     for task in tasks:
-        out += "\n" + block(records(task_fields(task)))
-    return out
+        waiting = task.get("waiting_for") or []
+        why = ""
+        if waiting:
+            why = "Waiting For: " + f"\n{pad}".join(blocker_text(b) for b in waiting) + "\n"
+        parts.append(
+            f"\nOperations:  {operation_name(task)}\n"
+            f"Resources:   {resources_text(task)}\n"
+            f"State:       {state_text(task)}\n"
+            f"{why}"
+            f"Start Time:  {start_text(task)}\n"
+            f"Finish Time: {task.get('finished') or 'Incomplete'}\n"
+            f"Result:      {result_text(task)}\n"
+            f"Task Id:     {task.get('id')}\n"
+        )
+    return "".join(parts)
 
 
 def task_details(task: Mapping[str, Any]) -> str:
@@ -345,7 +365,7 @@ def outcome(what: str, task: Mapping[str, Any]) -> str:
         out = f"{what} finished.\n"
         result = task.get("result")
         if isinstance(result, Mapping) and result:
-            out += "\n" + block(tree(result))
+            out += "\n" + block(tree(result, sort=False))
         return out
     if state == "canceled":
         return f"{what} was canceled (task {task.get('id')}).\n"

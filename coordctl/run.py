@@ -112,6 +112,10 @@ class LockSession:
                 return task
             except NotReachable as exc:
                 last = exc.reason
+            except ProtocolError as exc:
+                # Not an answer: the dying daemon's socket took the connection, or the new
+                # one is still starting. Try again.
+                last = exc.message
             except CoorddError as exc:
                 raise LockLost(exc.message) from exc
             time.sleep(0.2)

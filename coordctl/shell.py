@@ -10,8 +10,8 @@ Each line is parsed by the one-shot parser and run by the same command functions
 - a notice above the prompt when a task this shell submitted ends. A thread holds its own
   connection subscribed to every task event and hands the notice to a prompt_toolkit
   ``StdoutProxy``, which prints it above the prompt while the prompt is shown (or directly
-  while a command runs). A task followed with ``--wait`` gets no notice: its end is printed
-  in front of the user anyway.
+  while a command runs). A task followed to its end with ``--wait`` gets no notice: its end
+  was printed in front of the user; one detached from with Ctrl-C gets one.
 
 Commands run in the main thread with the prompt closed, so Ctrl-C interrupts them (``--wait``
 detaches) and lands back at the prompt; Ctrl-C at the prompt clears the line; Ctrl-D,
@@ -132,7 +132,7 @@ class Watcher:
         self._thread.join(timeout=2.0)
 
     def watch(self, task_id: str) -> None:
-        """Called when a command submitted ``task_id``: say when it ends."""
+        """Say when ``task_id`` ends (a command left it running: no ``--wait``, or Ctrl-C)."""
         with self._lock:
             task = self.ended.get(task_id)
             if task is None:
@@ -170,8 +170,6 @@ class Watcher:
         self._notify(task)
 
     def _notify(self, task: dict[str, Any]) -> None:
-        if task.get("id") in self.ctx.following:
-            return
         self.proxy.write(notice(task))
         self.proxy.flush()
 
@@ -223,7 +221,7 @@ def run_shell(ctx: Context) -> int:
     greet(ctx)
     with StdoutProxy(raw=True) as proxy:
         watcher = Watcher(ctx, proxy)
-        ctx.submitted = watcher.watch
+        ctx.watch = watcher.watch
         watcher.start()
         try:
             loop(ctx, session, parser, tree, out)

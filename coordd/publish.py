@@ -56,7 +56,7 @@ _CHECKSUM_TYPES = {
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
-def _leftovers(parent: Path, name: str) -> re.Pattern[str]:
+def _leftovers(name: str) -> re.Pattern[str]:
     return re.compile(rf"^\.{re.escape(name)}\.(gen|tmp|link)-[0-9a-f]{{32}}$")
 
 
@@ -108,7 +108,7 @@ def _publish(
     parent = publish_dir.parent
     name = publish_dir.name
     parent.mkdir(parents=True, exist_ok=True)
-    pattern = _leftovers(parent, name)
+    pattern = _leftovers(name)
     for entry in os.listdir(parent):
         match = pattern.match(entry)
         if match and match.group(1) in ("tmp", "link"):
@@ -205,7 +205,7 @@ def unpublish(publish_dir: Path) -> list[str]:
         _remove(publish_dir)  # the name goes first, atomically; the trees after
         removed.append(str(publish_dir))
     if parent.is_dir():
-        pattern = _leftovers(parent, publish_dir.name)
+        pattern = _leftovers(publish_dir.name)
         for entry in os.listdir(parent):
             if pattern.match(entry):
                 _remove(parent / entry)

@@ -77,6 +77,16 @@ class Services:
 Method = Callable[..., Awaitable[Any]]
 
 
+class _Absent:
+    """A parameter the request did not give, where ``null`` is a value of its own."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT: Any = _Absent()
+
+
 class Api:
     """The methods, bound to the daemon's services."""
 
@@ -182,6 +192,8 @@ class Api:
         ended = states & {s.value for s in ENDED}
         if ended:
             tasks += await runtime.history(where, ended, count)
+        if not tasks and repo_id is not None and where is not None:
+            self.s.repos.get(where.id)  # an unknown repository is an error, not an empty list
         return {"tasks": [runtime.describe(t) for t in tasks[:count]]}
 
     async def task_get(self, caller: Caller, task_id: Any) -> dict[str, Any]:
@@ -250,14 +262,22 @@ class Api:
         self,
         caller: Caller,
         repo_id: Any,
-        display_name: Any = None,
-        description: Any = None,
-        notes: Any = None,
-        importer: Any = None,
+        display_name: Any = ABSENT,
+        description: Any = ABSENT,
+        notes: Any = ABSENT,
+        importer: Any = ABSENT,
     ) -> dict[str, Any]:
-        fields = _present(
-            display_name=display_name, description=description, notes=notes, importer=importer
-        )
+        # Here null is a value: it clears a descriptive field (or, in importer, an option).
+        fields = {
+            key: value
+            for key, value in (
+                ("display_name", display_name),
+                ("description", description),
+                ("notes", notes),
+                ("importer", importer),
+            )
+            if value is not ABSENT
+        }
         if not fields:
             raise InvalidRequest("nothing to update: give at least one field to change")
         args = {"repo_id": validate_id(repo_id), "config": validate_config(fields, partial=True)}

@@ -15,12 +15,13 @@ recovers after a restart. Its rules:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -191,9 +192,9 @@ class Runtime:
         self.tasks[task.id] = task
         if before_start is not None:
             before_start(task)
-        # Decided: the task is stored, and started, even if the caller goes away now;
-        # cancelled half-way, it would stay in the coordinator and never run.
-        with anyio.CancelScope(shield=True):
+
+        # Decided: from here the task is stored and started even if the caller goes away.
+        async def store_and_start() -> None:
             await self.store.write(
                 (
                     "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held,"
@@ -216,18 +217,45 @@ class Runtime:
                     ),
                 )
             )
-        self.counts[task.state] += 1
-        log.info(
-            "task %s %s on %s: %s",
-            task.id,
-            operation,
-            _resources(task),
-            decision.verdict.value,
-        )
-        self._emit_changed(task)
-        for task_id in decision.start:
-            self._launch(self.tasks[task_id], stored_running=task_id == task.id)
+            self.counts[task.state] += 1
+            log.info(
+                "task %s %s on %s: %s",
+                task.id,
+                operation,
+                _resources(task),
+                decision.verdict.value,
+            )
+            self._emit_changed(task)
+            for task_id in decision.start:
+                self._launch(self.tasks[task_id], stored_running=task_id == task.id)
+
+        await self._uncancellable(store_and_start)
         return task, decision
+
+    async def _uncancellable(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` to its end in the runtime's task group, and wait for it.
+
+        A method runs in a task jsonrpcserver creates (``asyncio.gather``), which a client
+        hanging up cancels outright, through any anyio shield. What must not stop half-way
+        once the coordinator has decided (storing a new task and starting it, ending a
+        canceled one) runs here: the caller may stop waiting, the work still completes.
+        """
+        done = anyio.Event()
+        failure: list[Exception] = []
+
+        async def run() -> None:
+            try:
+                await work()
+            except Exception as exc:  # handed to the caller, who answers with it
+                failure.append(exc)
+            finally:
+                done.set()
+
+        assert self._tg is not None
+        self._tg.start_soon(run)
+        await done.wait()
+        if failure:
+            raise failure[0]
 
     def check(self, operation: str, args: dict[str, Any]) -> Decision:
         """What submitting would decide now, without storing anything."""
@@ -302,7 +330,13 @@ class Runtime:
             self._runner_ended.set()
             self._runner_ended = anyio.Event()
         with anyio.CancelScope(shield=True):
-            await self._end(task, state, result, error, ctx)
+            try:
+                await self._end(task, state, result, error, ctx)
+            except Unavailable:
+                if self.store.fatal is None:
+                    raise
+                # The database failed: the daemon is stopping; the task stays running on
+                # disk and recovery decides at the next start.
 
     async def _end(
         self,
@@ -383,10 +417,13 @@ class Runtime:
         if task.state is State.WAITING and not self.coordinator.is_running(task_id):
             task.cancel_requested = True
             starts = self.coordinator.cancel_waiting(task_id)
-            with anyio.CancelScope(shield=True):  # out of the coordinator: record it all
+
+            async def end_and_start() -> None:  # out of the coordinator: record it all
                 await self._record_end(task, State.CANCELED, None, None)
-            for other in starts:
-                self._launch(self.tasks[other])
+                for other in starts:
+                    self._launch(self.tasks[other])
+
+            await self._uncancellable(end_and_start)
             return task
         if not task.cancel_requested:
             task.cancel_requested = True
@@ -462,14 +499,16 @@ class Runtime:
         if not wanted:
             return []
         marks = ",".join("?" * len(wanted))
-        rows = await self.store.fetch(
-            f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY seq DESC LIMIT ?",  # noqa: S608 - placeholders only
-            (*wanted, limit if resource is None else limit * 20),
-        )
-        tasks = [_task_from_row(r) for r in rows]
+        sql = f"SELECT * FROM tasks WHERE state IN ({marks})"  # noqa: S608 - placeholders only
+        params: list[Any] = list(wanted)
         if resource is not None:
-            tasks = [t for t in tasks if t.touches(resource)][:limit]
-        return tasks
+            sql += (
+                " AND EXISTS (SELECT 1 FROM json_each(tasks.claims)"
+                " WHERE json_extract(value, '$.type') = ? AND json_extract(value, '$.id') = ?)"
+            )
+            params += [resource.type, resource.id]
+        rows = await self.store.fetch(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
+        return [_task_from_row(r) for r in rows]
 
     def status(self) -> dict[str, Any]:
         return {
@@ -526,6 +565,10 @@ class Runtime:
 
     async def _purge_loop(self) -> None:
         """Drop ended tasks older than the retention period."""
+        with contextlib.suppress(Unavailable):  # the database failed: the daemon stops
+            await self._purge_forever()
+
+    async def _purge_forever(self) -> None:
         while True:
             retention = self.config.retention_s
             cutoff = time.time() - retention

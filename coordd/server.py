@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import grp
 import logging
+import math
 import os
 import pwd
 import socket
@@ -133,6 +134,7 @@ class Connection:
             EVENT_QUEUE
         )
         self._tg: TaskGroup | None = None
+        self._read_scope: anyio.CancelScope | None = None  # the reader's wait, while it waits
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -175,10 +177,12 @@ class Connection:
             elif self.idle:
                 timeout = idle_timeout
             with anyio.move_on_after(timeout) as scope:
+                self._read_scope = scope
                 try:
                     data = await self.stream.receive(READ_CHUNK)
                 except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
                     data = b""
+            self._read_scope = None
             if scope.cancelled_caught:
                 log.debug("closing idle connection of uid %d", self.peer.uid)
                 reason = (
@@ -230,6 +234,14 @@ class Connection:
         finally:
             self._busy -= 1
             self._in_flight.release()
+            self._start_idle_clock()
+
+    def _start_idle_clock(self) -> None:
+        """A request ended: if that left the connection idle, the reader's wait gets its
+        deadline now (it began waiting, without one, while the request was in flight)."""
+        scope = self._read_scope
+        if scope is not None and self.idle and scope.deadline == math.inf:
+            scope.deadline = anyio.current_time() + self.server.limits.idle_timeout_s
 
     async def _respond(self, frame: bytes) -> Any:
         limits = self.server.limits

@@ -232,9 +232,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def _submit(self, claims: list[tuple[Resource, Kind]], heavy: bool, gap: int) -> None:
         self.seq += gap
         self.next_id += 1
-        spec = TaskSpec(
-            f"t{self.next_id}", self.seq, tuple(Claim(r, k) for r, k in claims), heavy
-        )
+        spec = TaskSpec(f"t{self.next_id}", self.seq, tuple(Claim(r, k) for r, k in claims), heavy)
         checked = self.coord.check(spec)
         decision = self.coord.submit(spec)
         assert decision == checked
@@ -278,6 +276,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         assert len(started) == len(set(started))
         assert set(started) == self.model.cancel(task_id)
 
+    @precondition(lambda self: self.model.tasks)  # else a run could do nothing else
     @rule(slots=st.integers(1, 3))
     def set_slots(self, slots: int) -> None:
         self.excess = max(self.excess, self.coord.heavy_running)

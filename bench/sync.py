@@ -1,0 +1,235 @@
+"""Benchmark the yum importer against baselines, on a feed served from 127.0.0.1.
+
+A feed of synthetic packages (3,000 packages, ~200 MB, zst metadata; ``--quick``: 600,
+~40 MB) is served by the tests' threaded HTTP server in a separate process, so the
+server's work does not share our interpreter's lock. Measured, as medians over repeats:
+
+- ``full_s``/``cpu_s``: a full sync into an empty repository (wall and CPU seconds of this
+  process, worker threads included);
+- ``resync_s``: a second sync of the unchanged feed;
+- ``plain_s``: the same package files fetched with a bare httpx client and the same
+  parallelism, each streamed to a file (no verification, no index, no metadata);
+- ``dnf_s``: ``dnf reposync`` of the same feed with the same parallelism (if dnf and its
+  reposync plugin are installed);
+- ``progress_overhead``: full sync with a live ``Progress`` versus one whose updates do
+  nothing, as a fraction of the latter.
+
+The last line holds the figures as ``key=value`` pairs. Targets: ``ratio_plain`` ≤ 1.25,
+``ratio_dnf`` ≤ 1.0, ``resync_ratio`` ≤ 0.05, ``progress_overhead`` < 0.05.
+
+Run from the repository root: ``python bench/sync.py [--quick] [--repeat N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import anyio
+import httpx
+
+from coordd.importers.yum import ImporterOptions, sync
+from coordd.progress import Progress
+from tests.feeds import Pkg, build_feed
+
+PARALLEL = 8
+
+
+class NullProgress(Progress):
+    """A report whose updates are dropped: the importer still writes its counters into
+    plain dicts (it holds references to them), but nothing is versioned or observed."""
+
+    def set(self, *path: str, **values: Any) -> None:
+        self.node(*path).update(values)
+
+    def add(self, *path: str, **deltas: int) -> None:
+        pass
+
+    def touch(self) -> None:
+        pass
+
+
+def make_feed(root: Path, count: int, mean_size: int) -> Any:
+    rng = random.Random(42)
+    packages = [
+        Pkg(f"pkg{i:05d}", f"1.{i % 7}", "1", size=rng.randint(mean_size // 3, mean_size * 5 // 3))
+        for i in range(count)
+    ]
+    return build_feed(root, packages, compression="zst", errata=True)
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.feedserver", str(root)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://"):
+        proc.kill()
+        raise SystemExit(f"feed server did not start: {url!r}")
+    return proc, url
+
+
+def timed(fn: Callable[[], Coroutine[Any, Any, Any]]) -> tuple[float, float, Any]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = anyio.run(fn)
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+async def plain_download(url: str, hrefs: list[str], out: Path) -> None:
+    limiter = anyio.CapacityLimiter(PARALLEL)
+    async with httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=PARALLEL, max_keepalive_connections=PARALLEL),
+        trust_env=False,
+        headers={"Accept-Encoding": "identity"},
+    ) as client:
+
+        async def one(href: str) -> None:
+            async with limiter, client.stream("GET", url + href) as response:
+                response.raise_for_status()
+                target = out / href
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as f:
+                    async for chunk in response.aiter_raw():
+                        f.write(chunk)
+
+        async with anyio.create_task_group() as tg:
+            for href in hrefs:
+                tg.start_soon(one, href)
+
+
+def dnf_reposync(url: str, work: Path) -> float | None:
+    dnf = shutil.which("dnf")
+    if dnf is None:
+        return None
+    args = [
+        dnf,
+        "reposync",
+        "-q",
+        f"--repofrompath=bench,{url}",
+        "--repo=bench",
+        "--setopt=bench.gpgcheck=0",
+        "--setopt=reposdir=/nonexistent",
+        f"--setopt=cachedir={work / 'cache'}",
+        f"--setopt=max_parallel_downloads={PARALLEL}",
+        "--releasever=1",
+        f"--download-path={work / 'out'}",
+        "--norepopath",
+    ]
+    start = time.perf_counter()
+    result = subprocess.run(args, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        print(f"dnf reposync unavailable: {result.stderr.strip()[:200]}", file=sys.stderr)
+        return None
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller feed (< 40 s)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per measurement")
+    parser.add_argument("--packages", type=int, default=None)
+    args = parser.parse_args()
+    count = args.packages or (600 if args.quick else 3000)
+    repeat = args.repeat or 3
+    mean_size = 67_000
+
+    base = Path(tempfile.mkdtemp(prefix="coordd-bench-"))
+    try:
+        feed = make_feed(base / "feed", count, mean_size)
+        total = sum(p.size_package for p in feed.packages)
+        hrefs = sorted(feed.hrefs)
+        print(f"feed: {count} packages, {total / 1e6:.0f} MB, zst metadata; {repeat} repeats")
+        server, url = start_server(feed.root)
+        try:
+            runs: dict[str, list[float]] = {
+                k: [] for k in ("full", "cpu", "resync", "plain", "dnf", "null")
+            }
+            for n in range(repeat):
+                repo = base / f"repo{n}"
+                wall, cpu, summary = timed(
+                    lambda repo=repo: sync(
+                        repo, ImporterOptions(feed=url, parallel_downloads=PARALLEL), Progress()
+                    )
+                )
+                assert summary["packages"] == count, summary
+                runs["full"].append(wall)
+                runs["cpu"].append(cpu)
+                wall, _cpu, summary = timed(
+                    lambda repo=repo: sync(
+                        repo, ImporterOptions(feed=url, parallel_downloads=PARALLEL), Progress()
+                    )
+                )
+                assert summary["changed"] is False, summary
+                runs["resync"].append(wall)
+                shutil.rmtree(repo)
+
+                repo = base / f"null{n}"
+                wall, _cpu, _ = timed(
+                    lambda repo=repo: sync(
+                        repo,
+                        ImporterOptions(feed=url, parallel_downloads=PARALLEL),
+                        NullProgress(),
+                    )
+                )
+                runs["null"].append(wall)
+                shutil.rmtree(repo)
+
+                out = base / f"plain{n}"
+                wall, _cpu, _ = timed(lambda out=out: plain_download(url, hrefs, out))
+                runs["plain"].append(wall)
+                shutil.rmtree(out)
+
+                work = base / f"dnf{n}"
+                elapsed = dnf_reposync(url, work)
+                if elapsed is not None:
+                    runs["dnf"].append(elapsed)
+                shutil.rmtree(work, ignore_errors=True)
+                print(
+                    f"run {n + 1}: full {runs['full'][-1]:.2f}s cpu {runs['cpu'][-1]:.2f}s"
+                    f" resync {runs['resync'][-1]:.3f}s null-progress {runs['null'][-1]:.2f}s"
+                    f" plain {runs['plain'][-1]:.2f}s"
+                    + (f" dnf {runs['dnf'][-1]:.2f}s" if elapsed is not None else "")
+                )
+        finally:
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(timeout=30)
+
+        med = {k: statistics.median(v) for k, v in runs.items() if v}
+        figures = {
+            "full_s": med["full"],
+            "cpu_s": med["cpu"],
+            "resync_s": med["resync"],
+            "plain_s": med["plain"],
+        }
+        if "dnf" in med:
+            figures["dnf_s"] = med["dnf"]
+        figures["ratio_plain"] = med["full"] / med["plain"]
+        if "dnf" in med:
+            figures["ratio_dnf"] = med["full"] / med["dnf"]
+        figures["resync_ratio"] = med["resync"] / med["full"]
+        figures["progress_overhead"] = (med["full"] - med["null"]) / med["null"]
+        print(" ".join(f"{k}={v:.3f}" for k, v in figures.items()))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,744 @@
+"""coordctl one-shot commands against a real daemon: what they print and how they exit.
+
+Long-running work that needs no network comes from external locks held through the client
+library (``held``): while a lock holds ``repository demo`` for update, updates and deletes of
+demo postpone behind it, as in the seed's "sync running" scenario.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordctl import exitcodes, output
+from coordctl.bar import Rate, line
+from tests.daemon import DaemonProcess, coordctl
+from tests.feeds import build_feed, default_packages
+from tests.feedserver import STALL, FeedServer
+
+ROOT = Path(__file__).resolve().parents[1]
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+POSTPONED = (
+    "Repository {verb} postponed due to another operation. Progress on this task can be "
+    'viewed using the commands under "repo tasks".'
+)
+REJECTED = (
+    "The requested operation conflicts with one or more operations already queued for the "
+    "resource. The following operations on the specified resources caused the request to be "
+    "rejected:"
+)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def field(text: str, name: str) -> list[str]:
+    """Every value of ``Name:`` at the start of a line."""
+    return [m.group(1) for m in re.finditer(rf"^{re.escape(name)}:\s*(.*)$", text, re.M)]
+
+
+def records(text: str) -> list[dict[str, str]]:
+    """The blank-line separated ``Label: value`` records of a list, header skipped."""
+    found = []
+    for chunk in text.split("\n\n"):
+        pairs = re.findall(r"^([A-Z][A-Za-z ]+):\s*(.*)$", chunk, re.M)
+        if pairs and not chunk.startswith("+"):
+            found.append(dict(pairs))
+    return found
+
+
+@contextlib.contextmanager
+def held(daemon: DaemonProcess, repo_id: str = "demo", kind: str = "update") -> Iterator[str]:
+    """Hold ``repository repo_id`` with an external lock until the block ends."""
+    client = daemon.client(timeout=30)
+    answer = client.call(
+        "lock.acquire",
+        {
+            "resources": [{"type": "repository", "id": repo_id, "kind": kind}],
+            "command": ["long-update"],
+        },
+    )
+    task_id = answer["task"]["id"]
+    deadline = time.monotonic() + 20
+    while True:
+        note = client.next_notification(max(0.1, deadline - time.monotonic()))
+        if note and note["method"] == "lock.granted" and note["params"]["task_id"] == task_id:
+            break
+        assert time.monotonic() < deadline, "lock not granted"
+    try:
+        yield task_id
+    finally:
+        with contextlib.suppress(Exception):
+            client.call("lock.release", {"task_id": task_id, "exit_status": 0})
+        client.close()
+
+
+def create(daemon: DaemonProcess, repo_id: str = "demo", *extra: str) -> None:
+    result = coordctl(daemon, "repo", "create", "--repo-id", repo_id, *extra, "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "Repository create finished." in result.stdout
+
+
+def task_id_of(text: str) -> str:
+    ids = field(text, "Task Id")
+    assert ids, text
+    return ids[-1]
+
+
+def states(daemon: DaemonProcess) -> dict[str, str]:
+    return {t["id"]: t["state"] for t in daemon.call("task.list", state="all")["tasks"]}
+
+
+# -- the seed scenario -------------------------------------------------------------------------
+
+
+def test_postponed_then_rejected_like_the_seed(daemon):
+    create(daemon)
+    with held(daemon) as lock_id:
+        update = coordctl(daemon, "repo", "update", "--repo-id", "demo", "--only-newest", "false")
+        assert update.returncode == exitcodes.OK, update.stderr
+        assert flat(POSTPONED.format(verb="update")) in flat(update.stdout)
+        assert "\nResource:  repository - demo\nOperation: update\n" in update.stdout
+        assert f"Held By:   task {lock_id}" in update.stdout
+        update_id = task_id_of(update.stdout)
+
+        delete = coordctl(daemon, "repo", "delete", "--repo-id", "demo")
+        assert delete.returncode == exitcodes.OK, delete.stderr
+        assert flat(POSTPONED.format(verb="delete")) in flat(delete.stdout)
+        assert "Resource:  repository - demo\nOperation: update\n" in delete.stdout
+        assert f"Held By:   task {update_id}" in delete.stdout
+        delete_id = task_id_of(delete.stdout)
+
+        rejected = coordctl(
+            daemon, "repo", "update", "--repo-id", "demo", "--display-name", "Rejected Update"
+        )
+        assert rejected.returncode == exitcodes.REJECTED == 3
+        assert flat(REJECTED) in flat(rejected.stderr)
+        assert "Resource:  repository - demo\nOperation: delete\n" in rejected.stderr
+        assert f"task {delete_id}" in rejected.stderr
+
+        as_json = coordctl(
+            daemon, "--json", "repo", "update", "--repo-id", "demo", "--description", "x"
+        )
+        assert as_json.returncode == exitcodes.REJECTED
+        error = json.loads(as_json.stdout)["error"]
+        assert error["code"] == -32001
+        [conflict] = error["data"]["conflicts"]
+        assert conflict["operation"] == "delete"
+        assert conflict["task_id"] == delete_id
+
+        listing = coordctl(daemon, "repo", "tasks", "list", "--repo-id", "demo")
+        assert listing.returncode == 0, listing.stderr
+        assert listing.stdout.startswith(output.RULE + "\n")
+        assert "                                 Tasks\n" in listing.stdout
+        running, first, second = records(listing.stdout)
+        assert running["Operations"] == "lock: long-update"
+        assert running["Resources"] == "demo (repository)"
+        assert running["State"] == "Running"
+        assert ISO.match(running["Start Time"])
+        assert running["Task Id"] == lock_id
+        for rec, task_id, op in ((first, update_id, "update"), (second, delete_id, "delete")):
+            assert rec["Operations"] == op
+            assert rec["State"] == "Waiting"
+            assert rec["Start Time"] == "Unstarted"
+            assert rec["Finish Time"] == "Incomplete"
+            assert rec["Result"] == "Incomplete"
+            assert rec["Task Id"] == task_id
+        assert first["Waiting For"] == f"update on demo (repository), task {lock_id}"
+        assert second["Waiting For"] == f"update on demo (repository), task {update_id}"
+        assert running["Finish Time"] == "Incomplete"
+        assert "Waiting For" not in running
+
+        canceled = coordctl(daemon, "repo", "tasks", "cancel", "--task-id", delete_id)
+        assert canceled.returncode == 0, canceled.stderr
+        assert canceled.stdout == f"Task {delete_id} canceled.\n"
+        # With the delete gone, the same update is postponed instead of rejected.
+        again = coordctl(daemon, "repo", "update", "--repo-id", "demo", "--description", "x")
+        assert again.returncode == 0, again.stderr
+        assert "postponed" in again.stdout
+    # The lock released: both updates run, in order, and finish.
+    wait_until(lambda: not daemon.call("task.list")["tasks"], what="the queued updates to finish")
+    history = coordctl(daemon, "repo", "tasks", "list", "--repo-id", "demo", "--all")
+    recs = records(history.stdout)
+    assert {r["Task Id"]: r["Result"] for r in recs}[update_id] == "Success"
+    assert {r["Task Id"]: r["State"] for r in recs}[delete_id] == "Canceled"
+
+
+def test_tasks_list_all_resources_running_first(daemon):
+    create(daemon, "one")
+    create(daemon, "two")
+    with held(daemon, "one") as lock_one:
+        waiting = coordctl(daemon, "--json", "repo", "update", "--repo-id", "one", "--notes", "n")
+        waiting_id = json.loads(waiting.stdout)["task"]["id"]
+        with held(daemon, "two") as lock_two:
+            listing = coordctl(daemon, "tasks", "list")
+            recs = records(listing.stdout)
+            assert [r["Task Id"] for r in recs] == [lock_one, lock_two, waiting_id]
+            assert [r["State"] for r in recs] == ["Running", "Running", "Waiting"]
+            only = coordctl(daemon, "tasks", "list", "--resource", "repository:two")
+            assert [r["Task Id"] for r in records(only.stdout)] == [lock_two]
+            waiting_only = coordctl(daemon, "tasks", "list", "--state", "waiting")
+            assert [r["Task Id"] for r in records(waiting_only.stdout)] == [waiting_id]
+    wait_until(lambda: states(daemon)[waiting_id] == "finished", what="the update to run")
+    finished = coordctl(daemon, "tasks", "list", "--state", "finished")
+    ids = [r["Task Id"] for r in records(finished.stdout)]
+    assert waiting_id in ids
+    assert lock_one not in [r["Task Id"] for r in records(coordctl(daemon, "tasks", "list").stdout)]
+    empty = coordctl(daemon, "tasks", "list")
+    assert "There are no tasks to show." in empty.stdout
+
+
+# -- details and progress ----------------------------------------------------------------------
+
+
+def test_details_show_the_sync_progress_tree(make_daemon, tmp_path):
+    daemon = make_daemon(["--heavy-slots", "1"]).start()
+    packages = default_packages(6)
+    feed = build_feed(tmp_path / "feed", packages)
+    with FeedServer(feed.root) as server:
+        server.misbehave(packages[-1].href, STALL)
+        create(daemon, "demo", "--feed", server.url)
+        sync = coordctl(daemon, "repo", "sync", "--repo-id", "demo")
+        assert sync.returncode == 0, sync.stderr
+        assert "Repository sync accepted and started." in flat(sync.stdout)
+        task_id = task_id_of(sync.stdout)
+
+        def downloading() -> bool:
+            task = daemon.call("task.get", task_id=task_id)
+            content = task["progress"].get("importer", {}).get("content", {})
+            return content.get("num_success", 0) >= 1
+
+        wait_until(downloading, what="the sync to download something")
+        details = coordctl(daemon, "repo", "tasks", "details", "--task-id", task_id)
+        assert details.returncode == 0, details.stderr
+        text = details.stdout
+        assert "                              Task Details\n" in text
+        assert re.search(r"^Operations:\s+sync$", text, re.M)
+        assert re.search(r"^State:\s+Running$", text, re.M)
+        assert re.search(r"^Task Id:\s+" + task_id + "$", text, re.M)
+        tree = text[text.index("Progress:") :]
+        for label in (
+            "  Importer:",
+            "    Content:",
+            "      Details:",
+            "        Delta Rpm:",
+            "        Rpm:",
+            "        Tree File:",
+            "      Error Details:",
+            "    Errata:",
+            "    Metadata:",
+        ):
+            assert f"\n{label}\n" in tree, label
+        assert re.search(r"^ {10}Items Left:\s+\d+$", tree, re.M)
+        assert re.search(r"^ {10}Num Success:\s+\d+$", tree, re.M)
+        assert re.search(r"^ {6}Size Total:\s+[\d.]+ (B|KiB|MiB)$", tree, re.M)
+        assert re.search(r"^ {6}State:\s+IN_PROGRESS$", tree, re.M)
+        assert re.search(r"^ {6}State: FINISHED$", tree, re.M)  # metadata
+
+        # The one heavy slot is taken: a sync of another repository waits, server busy.
+        create(daemon, "other", "--feed", server.url)
+        busy = coordctl(daemon, "repo", "sync", "--repo-id", "other")
+        assert busy.returncode == 0, busy.stderr
+        assert "Repository sync postponed because the server is busy." in flat(busy.stdout)
+        assert "every slot for heavy operations (sync, publish) is in use" in flat(busy.stdout)
+        listing = records(coordctl(daemon, "tasks", "list").stdout)
+        assert listing[-1]["Waiting For"] == "server busy (every heavy-operation slot is in use)"
+
+        as_json = coordctl(daemon, "--json", "tasks", "details", "--task-id", task_id)
+        assert json.loads(as_json.stdout)["progress"]["importer"]["content"]["items_total"] == 6
+
+        cancel = coordctl(daemon, "tasks", "cancel", "--task-id", task_id, "--wait")
+        assert cancel.returncode == 0, cancel.stderr
+        assert f"Task {task_id} canceled." in cancel.stdout
+
+
+def test_wait_follows_a_sync_then_copy(daemon, tmp_path):
+    feed = build_feed(tmp_path / "feed", default_packages(5))
+    with FeedServer(feed.root) as server:
+        create(daemon, "src", "--feed", server.url)
+        create(daemon, "dst")
+        sync = coordctl(daemon, "repo", "sync", "--repo-id", "src", "--wait")
+    assert sync.returncode == 0, sync.stderr
+    assert sync.stdout.startswith("Repository sync finished.\n")
+    assert re.search(r"^Packages:\s+5$", sync.stdout, re.M)
+    assert "\x1b" not in sync.stdout + sync.stderr  # not a terminal: no progress line
+    copy = coordctl(
+        daemon, "--json", "repo", "copy", "--from", "src", "--to", "dst", "--name", "alpha*"
+    )
+    assert copy.returncode == 0, copy.stderr
+    answer = json.loads(copy.stdout)
+    assert answer["task"]["args"] == {"from": "src", "to": "dst", "name": "alpha*"}
+    wait_until(lambda: states(daemon)[answer["task"]["id"]] == "finished", what="the copy")
+    show = coordctl(daemon, "repo", "show", "--repo-id", "dst")
+    assert re.search(r"^  Packages:\s+3$", show.stdout, re.M), show.stdout
+    publish = coordctl(daemon, "--json", "repo", "publish", "--repo-id", "dst", "--wait")
+    assert publish.returncode == 0, publish.stderr
+    assert json.loads(publish.stdout)["task"]["state"] == "finished"
+    show = coordctl(daemon, "repo", "show", "--repo-id", "dst")
+    [path] = field(show.stdout, "Published Path")
+    assert Path(path).is_dir()
+
+
+def test_wait_on_a_failing_task_exits_task_failed(daemon):
+    create(daemon, "nofeed")
+    result = coordctl(daemon, "repo", "sync", "--repo-id", "nofeed", "--wait")
+    assert result.returncode == exitcodes.TASK_FAILED
+    assert "Repository sync failed: repository nofeed has no feed" in flat(result.stdout)
+    assert field(result.stdout, "Task Id")
+
+
+def _background(daemon: DaemonProcess, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "coordctl", "--socket", str(daemon.socket), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=daemon.env,
+    )
+
+
+def _waiting_update(daemon: DaemonProcess) -> str:
+    def find() -> str | None:
+        for task in daemon.call("task.list", state="waiting")["tasks"]:
+            if task["operation"] == "repo.update":
+                return str(task["id"])
+        return None
+
+    return str(wait_until(find, what="the update to be queued"))
+
+
+def test_wait_then_cancel_exits_canceled(daemon):
+    create(daemon)
+    with held(daemon):
+        proc = _background(daemon, "repo", "update", "--repo-id", "demo", "--notes", "x", "--wait")
+        task_id = _waiting_update(daemon)
+        cancel = coordctl(daemon, "tasks", "cancel", "--task-id", task_id)
+        assert cancel.returncode == 0
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == exitcodes.CANCELED, err
+    assert "Repository update postponed due to another operation" in flat(out)
+    assert f"Repository update was canceled (task {task_id})." in out
+
+
+def test_ctrl_c_detaches_without_canceling(daemon):
+    create(daemon)
+    with held(daemon):
+        proc = _background(daemon, "repo", "update", "--repo-id", "demo", "--notes", "x", "--wait")
+        assert proc.stdout is not None
+        printed = ""
+        while not printed.startswith("Task Id:"):  # the postponed message ends with it
+            printed = proc.stdout.readline()
+            assert printed, "coordctl ended before saying the update was postponed"
+        task_id = printed.split()[-1]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == exitcodes.INTERRUPTED == 130
+        assert f"coordctl tasks details --task-id {task_id} --wait" in err
+        assert f"coordctl tasks cancel --task-id {task_id}" in err
+        assert states(daemon)[task_id] == "waiting"
+    # Following it again picks it up where it is.
+    follow = coordctl(daemon, "tasks", "details", "--task-id", task_id, "--wait")
+    assert follow.returncode == 0, follow.stderr
+    assert re.search(r"^Result:\s+Success$", follow.stdout, re.M)
+
+
+# -- --json, errors and exit statuses ---------------------------------------------------------
+
+
+def test_json_on_every_command(daemon):
+    def run(*args: str, status: int = 0) -> Any:
+        result = coordctl(daemon, "--json", *args)
+        assert result.returncode == status, (args, result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    assert run("server", "status")["version"]
+    created = run("repo", "create", "--repo-id", "j", "--feed", "http://127.0.0.1:9/", "--wait")
+    assert created["task"]["state"] == "finished"
+    assert created["task"]["args"]["config"]["importer"]["feed"] == "http://127.0.0.1:9/"
+    run("repo", "create", "--repo-id", "k", "--wait")
+    assert [r["id"] for r in run("repo", "list")["repositories"]] == ["j", "k"]
+    shown = run("repo", "show", "--repo-id", "j")
+    assert shown["importer"]["feed"] == "http://127.0.0.1:9/"
+    assert "content" in shown
+    updated = run(
+        "repo",
+        "update",
+        "--repo-id",
+        "j",
+        "--display-name",
+        "Jay",
+        "--parallel-downloads",
+        "3",
+        "--tls-verify",
+        "false",
+        "--proxy",
+        "http://127.0.0.1:3128/",
+        "--wait",
+    )
+    assert updated["task"]["args"]["config"] == {
+        "display_name": "Jay",
+        "importer": {
+            "parallel_downloads": 3,
+            "tls_verify": False,
+            "proxy": "http://127.0.0.1:3128/",
+        },
+    }
+    cleared = run("repo", "update", "--repo-id", "j", "--proxy", "", "--wait")
+    assert cleared["task"]["state"] == "finished"
+    assert run("repo", "show", "--repo-id", "j")["importer"]["proxy"] is None
+    with held(daemon, "k"):
+        for command in (["sync"], ["publish"]):
+            assert run("repo", *command, "--repo-id", "k")["verdict"] == "postponed"
+        assert run("repo", "copy", "--from", "j", "--to", "k")["verdict"] == "postponed"
+        assert run("repo", "delete", "--repo-id", "k")["verdict"] == "postponed"
+        behind_delete = run("repo", "sync", "--repo-id", "k", status=exitcodes.REJECTED)
+        assert behind_delete["error"]["data"]["conflicts"][0]["reason"] == "pending delete"
+        tasks = run("repo", "tasks", "list", "--repo-id", "k")["tasks"]
+        assert [t["operation"] for t in tasks] == [
+            "lock",
+            "repo.sync",
+            "repo.publish",
+            "repo.copy",
+            "repo.delete",
+        ]
+        details = run("repo", "tasks", "details", "--task-id", tasks[1]["id"])
+        assert details["waiting_for"][0]["task_id"] == tasks[0]["id"]
+        assert run("tasks", "details", "--task-id", tasks[2]["id"])["operation"] == "repo.publish"
+        assert len(run("tasks", "list")["tasks"]) == 5
+        assert run("repo", "tasks", "cancel", "--task-id", tasks[4]["id"])["state"] == "canceled"
+        assert run("tasks", "cancel", "--task-id", tasks[2]["id"])["state"] == "canceled"
+        error = run("tasks", "cancel", "--task-id", tasks[2]["id"], status=exitcodes.INVALID_STATE)
+        assert error["error"]["code"] == -32005
+        rejected = run("repo", "create", "--repo-id", "k", status=exitcodes.REJECTED)
+        assert rejected["error"]["data"]["conflicts"][0]["reason"] == "already exists"
+    missing = run("repo", "show", "--repo-id", "nope", status=exitcodes.NOT_FOUND)
+    assert missing["error"]["code"] == -32002
+    usage = run("repo", "show", status=exitcodes.USAGE)
+    assert "--repo-id" in usage["error"]["message"]
+    run_json = coordctl(
+        daemon, "--json", "run", "--resource", "repository:j=read", "--", sys.executable, "-c", ""
+    )
+    assert run_json.returncode == 0, run_json.stderr
+
+
+def test_not_found_and_invalid_state_statuses(daemon):
+    show = coordctl(daemon, "repo", "show", "--repo-id", "nope")
+    assert show.returncode == exitcodes.NOT_FOUND == 4
+    assert show.stderr == "coordctl: no repository nope\n"
+    assert coordctl(daemon, "tasks", "details", "--task-id", "0" * 32).returncode == 4
+    assert coordctl(daemon, "repo", "tasks", "list", "--repo-id", "nope").returncode == 4
+    create(daemon)
+    done = daemon.call("task.list", state="finished")["tasks"][0]["id"]
+    again = coordctl(daemon, "tasks", "cancel", "--task-id", done)
+    assert again.returncode == exitcodes.INVALID_STATE
+    assert "already ended" in again.stderr
+    bad = coordctl(daemon, "repo", "update", "--repo-id", "demo")
+    assert bad.returncode == exitcodes.USAGE
+    assert "nothing to update" in bad.stderr
+
+
+def test_unreachable_names_the_socket_and_how_to_start(tmp_path):
+    socket_path = tmp_path / "absent.sock"
+    for args in (["server", "status"], ["repo", "list"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "coordctl", "--socket", str(socket_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == exitcodes.UNREACHABLE == 6
+        assert str(socket_path) in result.stderr
+        assert "Start it with `coordd`" in result.stderr
+    env = {**os.environ, "COORDD_SOCKET": str(socket_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "coordctl", "--json", "tasks", "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == exitcodes.UNREACHABLE
+    assert json.loads(result.stdout)["error"]["data"]["socket"] == str(socket_path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bogus"],
+        ["repo", "create"],
+        ["repo", "create", "--repo-id", "x", "--only-newest", "maybe"],
+        ["repo", "update", "--repo-id", "x", "--parallel-downloads", "0"],
+        ["tasks", "list", "--state", "sleeping"],
+        ["run", "--resource", "repository-demo", "--", "true"],
+        ["run", "--resource", "repository:demo=write", "--", "true"],
+        ["run", "--resource", "repository:demo=read"],
+        ["repo"],
+        [],
+    ],
+)
+def test_usage_errors_exit_2(daemon, args):
+    result = subprocess.run(
+        [sys.executable, "-m", "coordctl", "--socket", str(daemon.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == exitcodes.USAGE
+    assert "usage: coordctl" in result.stderr
+    assert result.stdout == ""
+
+
+def test_version_and_help():
+    version = subprocess.run(
+        [sys.executable, "-m", "coordctl", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert version.returncode == 0
+    assert re.fullmatch(r"coordctl \d+\.\d+\.\d+\n", version.stdout)
+    helped = subprocess.run(
+        [sys.executable, "-m", "coordctl", "repo", "tasks", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert helped.returncode == 0
+    assert "details" in helped.stdout
+    assert "cancel" in helped.stdout
+
+
+def test_server_status_readable(daemon):
+    result = coordctl(daemon, "server", "status")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("coordd ")
+    assert field(result.stdout, "Socket") == [str(daemon.socket)]
+    assert field(result.stdout, "Tasks") == ["0 running, 0 waiting"]
+    assert re.search(r"^Heavy Slots:\s+0 of \d+ in use$", result.stdout, re.M)
+
+
+def test_one_shot_commands_never_import_prompt_toolkit(daemon):
+    code = (
+        "import sys\n"
+        "from coordctl.cli import main\n"
+        f"status = main(['--socket', {str(daemon.socket)!r}, 'server', 'status'])\n"
+        f"status |= main(['--socket', {str(daemon.socket)!r}, 'tasks', 'list'])\n"
+        "leaked = sorted(m for m in sys.modules if m.startswith(('prompt_toolkit', 'asyncio', "
+        "'coordctl.shell', 'anyio', 'jsonrpcserver', 'dataclasses')))\n"
+        "print('LEAKED', leaked)\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LEAKED []" in result.stdout
+    command = ["-X", "importtime", "-m", "coordctl", "--socket", str(daemon.socket)]
+    timed = subprocess.run(
+        [sys.executable, *command, "server", "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert timed.returncode == 0
+    assert "coordctl.cli" in timed.stderr
+    assert "prompt_toolkit" not in timed.stderr
+
+
+def test_run_holds_the_resource_for_the_command(daemon, tmp_path):
+    create(daemon)
+    marker = tmp_path / "ran"
+    result = coordctl(
+        daemon,
+        "run",
+        "--resource",
+        "repository:demo=update",
+        "--",
+        sys.executable,
+        "-c",
+        f"import pathlib; pathlib.Path({str(marker)!r}).write_text('x')",
+    )
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text() == "x"
+    failed = coordctl(
+        daemon,
+        "run",
+        "--resource",
+        "thing:x=read",
+        "--",
+        sys.executable,
+        "-c",
+        "raise SystemExit(5)",
+    )
+    assert failed.returncode == 5
+
+
+# -- rendering (pure) --------------------------------------------------------------------------
+
+
+def test_postponed_by_a_busy_server_explains_it():
+    answer = {
+        "verdict": "postponed",
+        "waiting_for": [{"reason": "server busy"}],
+        "task": {"id": "t1"},
+    }
+    text = output.submitted("Repository sync", answer)
+    assert text.startswith("Repository sync postponed because the server is busy.")
+    assert "every slot for heavy operations (sync, publish) is in use" in flat(text)
+    assert text.endswith("Task Id:   t1\n")
+    assert "Resource:" not in text
+
+
+def test_the_seed_paragraph_wraps_like_the_seed():
+    text = output.submitted(
+        "Repository update",
+        {
+            "verdict": "postponed",
+            "waiting_for": [
+                {
+                    "reason": "conflict",
+                    "resource": {"type": "repository", "id": "demo"},
+                    "operation": "update",
+                    "task_id": "abc",
+                }
+            ],
+            "task": {"id": "def"},
+        },
+    )
+    assert text.startswith(
+        "Repository update postponed due to another operation. Progress on this task can\n"
+        'be viewed using the commands under "repo tasks".\n\n'
+        "Resource:  repository - demo\n"
+        "Operation: update\n"
+    )
+
+
+def test_progress_labels_and_sizes():
+    progress = {
+        "importer": {
+            "content": {
+                "details": {"delta_rpm": {"items_left": 0, "size_total": 0}},
+                "error_details": [{"href": "a.rpm", "error": "checksum mismatch"}],
+                "size_left": 3147523487,
+                "num_success": 376,
+            }
+        }
+    }
+    text = "\n".join(output.tree(progress))
+    assert "      Delta Rpm:\n        Items Left: 0\n        Size Total: 0 B" in text
+    assert "    Num Success:   376" in text
+    assert "    Size Left:     2.9 GiB" in text
+    assert "    Error Details:\n      - Error: checksum mismatch\n        Href:  a.rpm" in text
+    assert output.label("ca_file") == "CA File"
+    assert output.human_size(1536) == "1.5 KiB"
+
+
+def test_progress_line_of_a_sync():
+    task = {
+        "state": "running",
+        "progress": {
+            "importer": {
+                "content": {
+                    "state": "IN_PROGRESS",
+                    "items_total": 10,
+                    "items_left": 4,
+                    "size_total": 10 * 2**20,
+                    "size_left": 4 * 2**20,
+                }
+            }
+        },
+    }
+    rate = Rate()
+    line(task, "sync demo", 100.0, rate, 0)
+    task["progress"]["importer"]["content"]["size_left"] = 2 * 2**20
+    text = line(task, "sync demo", 102.0, rate, 1, width=120)
+    assert text.startswith("sync demo [################----]  80% ")
+    assert "6/10 items" in text
+    assert "8.0 MiB/10.0 MiB" in text
+    assert "1.0 MiB/s" in text
+    assert "2s left" in text
+    assert len(line(task, "sync demo", 103.0, rate, 2, width=40)) <= 39
+    waiting = {
+        "state": "waiting",
+        "waiting_for": [{"reason": "server busy"}],
+    }
+    assert "waiting for server busy" in line(waiting, "sync demo", 0.0, Rate(), 0)
+
+
+def test_task_list_fast_path_renders_like_the_records():
+    tasks = [
+        {
+            "id": "a1",
+            "operation": "lock",
+            "args": {"command": ["sleep", "30"]},
+            "resources": [{"type": "repository", "id": "demo", "kind": "update"}],
+            "state": "running",
+            "started": "2026-01-01T00:00:00Z",
+            "waiting_for": [],
+        },
+        {
+            "id": "b2",
+            "operation": "repo.copy",
+            "args": {"from": "a", "to": "b", "name": "x*"},
+            "resources": [
+                {"type": "repository", "id": "a", "kind": "read"},
+                {"type": "repository", "id": "b", "kind": "update"},
+            ],
+            "state": "waiting",
+            "waiting_for": [
+                {
+                    "reason": "conflict",
+                    "resource": {"type": "repository", "id": "a"},
+                    "operation": "update",
+                    "task_id": "a1",
+                },
+                {"reason": "server busy"},
+            ],
+            "cancel_requested": True,
+        },
+        {
+            "id": "c3",
+            "operation": "repo.sync",
+            "state": "error",
+            "error": {"message": "boom"},
+            "resources": [{"type": "repository", "id": "x", "kind": "update"}],
+            "started": "2026-01-01T00:00:00Z",
+            "finished": "2026-01-01T00:01:00Z",
+        },
+    ]
+    expected = output.header("Tasks") + "".join(
+        "\n" + output.block(output.records(output.task_fields(t))) for t in tasks
+    )
+    assert output.task_list(tasks) == expected
+    assert "Waiting For: update on a (repository), task a1\n             server busy" in expected
+    assert "Result:      Failed: boom" in expected
+    assert "Operations:  copy (name x*)" in expected
+    assert "State:       Waiting (cancel requested)" in expected

@@ -1,0 +1,346 @@
+"""Publish, copy, summary and delete, on repositories synced from real fixture feeds."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import createrepo_c as cr
+import pytest
+
+from coordd.content import (
+    INDEX_NAME,
+    ContentIndex,
+    content_summary,
+    copy_packages,
+    remove_repository,
+)
+from coordd.errors import OperationFailed
+from coordd.importers.yum import ImporterOptions, sync
+from coordd.progress import Progress
+from coordd.publish import publish
+from tests.feeds import Pkg, build_feed, build_rpm_feed, real_rpms  # noqa: F401 - fixture
+from tests.feedserver import FeedServer
+
+PACKAGE_FIELDS = (
+    *("name", "epoch", "version", "release", "arch", "pkgId", "checksum_type", "location_href"),
+    *("summary", "description", "url", "rpm_license", "rpm_vendor", "rpm_group"),
+    *("rpm_buildhost", "rpm_sourcerpm", "rpm_packager", "rpm_header_start", "rpm_header_end"),
+    *("size_package", "size_installed", "size_archive", "time_file", "time_build"),
+)
+DEP_FIELDS = ("provides", "requires", "conflicts", "obsoletes", "suggests", "recommends")
+
+
+async def synced_repo(tmp_path: Path, name: str = "repo", **feed_args: Any) -> tuple[Any, Path]:
+    feed = build_feed(tmp_path / f"{name}-feed", **feed_args)
+    repo = tmp_path / name
+    await sync(repo, ImporterOptions(feed=feed.url), Progress())
+    return feed, repo
+
+
+def read_published(path: Path) -> tuple[dict[str, Any], list[Any], Any]:
+    reader = cr.RepositoryReader.from_path(str(path))
+    packages, warnings = reader.parse_packages()
+    assert warnings == []
+    return packages, reader.advisories(), reader.repomd
+
+
+def inode(path: Path) -> int:
+    return path.stat().st_ino
+
+
+# -- publish ------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_publish_reproduces_the_feed(tmp_path: Path) -> None:
+    feed, repo = await synced_repo(tmp_path, deltas=True, treeinfo=True, comps=True)
+    pub = tmp_path / "published" / "repo"
+    progress = Progress()
+    summary = publish(repo, pub, progress)
+    assert summary["path"] == str(pub)
+    assert summary["packages"] == len(feed.packages)
+    assert summary["linked"] == len(feed.packages) + len(feed.deltas) + 3 + 1  # + .treeinfo
+    assert summary["copied"] == 0
+    assert progress.snapshot()["publish"]["state"] == "FINISHED"
+
+    # Read back with createrepo_c's own parser (not ours) and compare with what the feed
+    # generated: everything a client sees survived sync → index → publish.
+    packages, advisories, repomd = read_published(pub)
+    assert len(packages) == len(feed.packages)
+    for original in feed.packages:
+        published = packages[original.pkgId]
+        for name in PACKAGE_FIELDS:
+            assert getattr(published, name) == getattr(original, name), name
+        for name in DEP_FIELDS:
+            assert sorted(map(str, getattr(published, name))) == sorted(
+                map(str, getattr(original, name))
+            ), name
+        # The parser reports a plain file's type as None where the writer took "".
+        assert {(t or "", d, n) for t, d, n in published.files} == set(original.files)
+        assert published.changelogs == original.changelogs
+        assert published.location_base is None
+    assert sorted(a.id for a in advisories) == ["COORDD-2024-0001", "COORDD-2024-0002"]
+    first = next(a for a in advisories if a.id == "COORDD-2024-0001")
+    assert (first.type, first.severity, first.reboot_suggested) == ("security", "Important", True)
+    assert first.issued_date.isoformat() == "2024-01-02T03:04:05"
+    assert first.references[0].href == "https://bugs.example.org/100"
+    assert first.collections[0].packages[0].sum == feed.packages[0].pkgId
+    assert {r.type for r in repomd.records} == {
+        "primary",
+        "filelists",
+        "other",
+        "updateinfo",
+        "prestodelta",
+        "group",
+    }
+    group = next(r for r in repomd.records if r.type == "group")
+    assert (pub / group.location_href).read_bytes() == (feed.root / "repodata").joinpath(
+        next(p.name for p in (feed.root / "repodata").iterdir() if "comps" in p.name)
+    ).read_bytes()
+    presto = next(r for r in repomd.records if r.type == "prestodelta")
+    data = gzip.decompress((pub / presto.location_href).read_bytes()).decode()
+    for delta in feed.deltas:
+        assert delta["href"] in data
+        assert delta["checksum"] in data
+
+    # Files are hard links to the repository's, not copies.
+    content = repo / "content"
+    for href in [*feed.hrefs, *(d["href"] for d in feed.deltas), *feed.tree_files, ".treeinfo"]:
+        assert inode(pub / href) == inode(content / href), href
+
+
+@pytest.mark.anyio
+async def test_publish_swaps_whole_trees(tmp_path: Path) -> None:
+    feed, repo = await synced_repo(tmp_path, errata=False)
+    parent = tmp_path / "published"
+    pub = parent / "repo"
+    neighbour = parent / "repo.x"  # a name sharing the prefix must not be touched
+    publish(repo, neighbour)
+    neighbour_tree = os.readlink(neighbour)
+
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                generation = Path(os.path.realpath(pub))
+            except OSError:
+                continue
+            if not pub.exists():
+                continue
+            try:
+                repomd = cr.Repomd(str(generation / "repodata" / "repomd.xml"))
+            except Exception as exc:  # a half-written repomd would land here
+                problems.append(f"repomd: {exc}")
+                continue
+            for record in repomd.records:
+                if not (generation / record.location_href).is_file():
+                    problems.append(f"missing {record.location_href} in {generation.name}")
+
+    targets = []
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(6):
+            publish(repo, pub)
+            targets.append(os.readlink(pub))
+    finally:
+        stop.set()
+        thread.join()
+    assert problems == []
+    assert len(set(targets)) == 6  # each publish is a new generation…
+    generations = sorted(p.name for p in parent.iterdir() if p.name.startswith(".repo.gen-"))
+    assert generations == sorted(targets[-2:])  # …and only the current and previous remain
+    assert os.readlink(neighbour) == neighbour_tree
+    assert (parent / neighbour_tree).is_dir()
+    packages, _, _ = read_published(pub)
+    assert {p.location_href for p in packages.values()} == feed.hrefs
+
+
+@pytest.mark.anyio
+async def test_publish_cleans_up_after_an_interrupted_run(tmp_path: Path) -> None:
+    _feed, repo = await synced_repo(tmp_path, errata=False)
+    parent = tmp_path / "published"
+    pub = parent / "repo"
+    publish(repo, pub)
+    stale_tmp = parent / f".repo.tmp-{'a' * 32}"
+    (stale_tmp / "repodata").mkdir(parents=True)
+    (stale_tmp / "repodata" / "repomd.xml").write_text("half")
+    stale_link = parent / f".repo.link-{'b' * 32}"
+    stale_link.symlink_to("nowhere")
+    stray_generation = parent / f".repo.gen-{'c' * 32}"
+    stray_generation.mkdir()
+    publish(repo, pub)
+    assert not stale_tmp.exists()
+    assert not stale_link.is_symlink()
+    assert not stray_generation.exists()
+    assert len(read_published(pub)[0]) == len(ContentIndex.load(repo).packages)
+
+
+@pytest.mark.anyio
+async def test_publish_refuses_an_index_whose_file_is_gone(tmp_path: Path) -> None:
+    feed, repo = await synced_repo(tmp_path, errata=False)
+    pub = tmp_path / "published" / "repo"
+    publish(repo, pub)
+    before = os.readlink(pub)
+    (repo / "content" / next(iter(sorted(feed.hrefs)))).unlink()
+    with pytest.raises(OperationFailed, match="in the index but its file is missing"):
+        publish(repo, pub)
+    assert os.readlink(pub) == before  # the previous publication still stands
+    assert [p.name for p in pub.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_publish_empty_repository(tmp_path: Path) -> None:
+    pub = tmp_path / "published" / "empty"
+    summary = publish(tmp_path / "empty", pub)
+    assert summary["packages"] == 0
+    packages, advisories, _ = read_published(pub)
+    assert (packages, advisories) == ({}, [])
+
+
+DNF = shutil.which("dnf")
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(DNF is None, reason="dnf is not installed")
+async def test_dnf_installs_from_a_publication(
+    tmp_path: Path,
+    real_rpms: list[Path],  # noqa: F811 - the fixture imported above
+) -> None:
+    feed = build_rpm_feed(tmp_path / "feed", real_rpms, compression="zst")
+    repo = tmp_path / "repo"
+    with FeedServer(feed.root) as server:
+        await sync(repo, ImporterOptions(feed=server.url), Progress())
+    pub = tmp_path / "published" / "repo"
+    publish(repo, pub)
+    root = tmp_path / "installroot"
+    dnf = [
+        str(DNF),
+        "-q",
+        "-y",
+        "--setopt=reposdir=/nonexistent",
+        f"--repofrompath=t,{pub.as_uri()}",
+        "--repo=t",
+        "--setopt=t.gpgcheck=0",
+        f"--installroot={root}",
+        f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
+        "--releasever=1",
+        "--setopt=install_weak_deps=0",
+    ]
+
+    def run(*args: str) -> str:
+        result = subprocess.run([*dnf, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    available = run("repoquery", "--qf", "%{name}-%{version}-%{release}.%{arch}")
+    assert set(available.split()) == {
+        "coordd-hello-1.0-1.noarch",
+        "coordd-hello-1.1-1.noarch",
+        "coordd-world-2.0-1.noarch",
+    }
+    run("install", "coordd-hello-1.0")
+    assert (root / "usr/share/coordd-hello/hello.txt").read_text() == "coordd-hello 1.0\n"
+    # The advisory for the newer package applies to what is installed now.
+    assert "COORDD-2024-0002" in run("updateinfo", "list")
+
+
+# -- copy ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_copy_with_glob_links_and_survives_sync(tmp_path: Path) -> None:
+    feed_a, repo_a = await synced_repo(tmp_path, "a")
+    other = [Pkg("zulu", "1", "1"), Pkg("bravo", "2.0", "3", size=999)]  # bravo: other bytes
+    feed_b, repo_b = await synced_repo(tmp_path, "b", packages=other, errata=False, seed=7)
+    bravo = "Packages/b/bravo-2.0-3.x86_64.rpm"
+    bravo_b = (repo_b / "content" / bravo).read_bytes()
+
+    summary = copy_packages(repo_a, repo_b, "alph?")
+    assert summary["matched"] == summary["copied"] == summary["linked"] == 3
+    index_b = ContentIndex.load(repo_b)
+    alphas = [h for h, p in index_b.packages.items() if p["name"] == "alpha"]
+    assert len(alphas) == 3
+    for href in alphas:
+        assert index_b.packages[href]["origin"] == "copy"
+        assert inode(repo_b / "content" / href) == inode(repo_a / "content" / href)
+    assert not (repo_b / ".tmp").exists()
+
+    again = copy_packages(repo_a, repo_b, "alpha")
+    assert (again["copied"], again["already_present"]) == (0, 3)
+
+    everything = copy_packages(repo_a, repo_b, None)
+    assert everything["conflicts"] == [bravo]  # same path, other bytes: left alone
+    assert (repo_b / "content" / bravo).read_bytes() == bravo_b
+    assert everything["copied"] == len(feed_a.packages) - 3 - 1
+
+    # Copied packages are not the feed's to drop: a changed feed keeps them.
+    feed_b.bump()
+    summary = await sync(repo_b, ImporterOptions(feed=feed_b.url), Progress())
+    assert summary["removed"] == 0
+    assert set(ContentIndex.load(repo_b).packages) == feed_a.hrefs | feed_b.hrefs
+    pub = tmp_path / "published" / "b"
+    publish(repo_b, pub)
+    assert len(read_published(pub)[0]) == len(feed_a.hrefs | feed_b.hrefs)
+
+
+@pytest.mark.anyio
+async def test_copy_into_a_new_repository(tmp_path: Path) -> None:
+    _feed, repo_a = await synced_repo(tmp_path, "a")
+    target = tmp_path / "fresh"
+    summary = copy_packages(repo_a, target, "bravo")
+    assert (summary["copied"], summary["packages"]) == (1, 1)
+    assert (target / INDEX_NAME).is_file()
+    assert copy_packages(repo_a, tmp_path / "none", "no-such-*")["matched"] == 0
+
+
+# -- summary and delete -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_content_summary(tmp_path: Path) -> None:
+    feed, repo = await synced_repo(tmp_path, deltas=True, treeinfo=True)
+    summary = content_summary(repo)
+    assert summary["packages"] == len(feed.packages)
+    assert summary["size"] == sum(p.size_package for p in feed.packages)
+    assert (summary["delta_rpms"], summary["tree_files"], summary["errata_count"]) == (2, 3, 2)
+    assert summary["errata"][0] == {
+        "id": "COORDD-2024-0001",
+        "type": "security",
+        "severity": "Important",
+        "title": "Update for alpha",
+        "issued": "2024-01-02 03:04:05",
+    }
+    assert summary["feed"] == feed.url
+    assert content_summary(tmp_path / "never-synced")["packages"] == 0
+
+
+@pytest.mark.anyio
+async def test_remove_repository_is_idempotent_and_restartable(tmp_path: Path) -> None:
+    _feed, repo = await synced_repo(tmp_path, errata=False)
+    parent = tmp_path / "published"
+    pub = parent / "repo"
+    publish(repo, pub)
+    publish(repo, pub)
+    keep = parent / "other"
+    publish(repo, keep)
+
+    # An earlier delete died half-way: its tombstone is still there.
+    tombstone = tmp_path / ".repo.deleting"
+    (tombstone / "content").mkdir(parents=True)
+    result = remove_repository(repo, pub)
+    assert str(repo) in result["removed"]
+    assert not repo.exists()
+    assert not tombstone.exists()
+    assert not pub.is_symlink()
+    assert [p.name for p in parent.iterdir() if p.name.startswith(".repo.")] == []
+    assert keep.is_symlink()
+    assert (keep / "repodata" / "repomd.xml").is_file()
+    assert remove_repository(repo, pub) == {"removed": []}
