@@ -23,6 +23,7 @@ Run from the repository root: ``python bench/sync.py [--quick] [--repeat N]``.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -83,6 +84,12 @@ def start_server(root: Path) -> tuple[subprocess.Popen[str], str]:
         proc.kill()
         raise SystemExit(f"feed server did not start: {url!r}")
     return proc, url
+
+
+def settle() -> None:
+    """Write back dirty pages so one measurement does not pay for the last one's writes."""
+    os.sync()
+    time.sleep(0.2)
 
 
 def timed(fn: Callable[[], Coroutine[Any, Any, Any]]) -> tuple[float, float, Any]:
@@ -161,51 +168,51 @@ def main() -> None:
             runs: dict[str, list[float]] = {
                 k: [] for k in ("full", "cpu", "resync", "plain", "dnf", "null")
             }
-            for n in range(repeat):
+            options = ImporterOptions(feed=url, parallel_downloads=PARALLEL)
+
+            def full_and_resync(n: int) -> None:
                 repo = base / f"repo{n}"
-                wall, cpu, summary = timed(
-                    lambda repo=repo: sync(
-                        repo, ImporterOptions(feed=url, parallel_downloads=PARALLEL), Progress()
-                    )
-                )
+                wall, cpu, summary = timed(lambda: sync(repo, options, Progress()))
                 assert summary["packages"] == count, summary
                 runs["full"].append(wall)
                 runs["cpu"].append(cpu)
-                wall, _cpu, summary = timed(
-                    lambda repo=repo: sync(
-                        repo, ImporterOptions(feed=url, parallel_downloads=PARALLEL), Progress()
-                    )
-                )
+                settle()
+                wall, _cpu, summary = timed(lambda: sync(repo, options, Progress()))
                 assert summary["changed"] is False, summary
                 runs["resync"].append(wall)
                 shutil.rmtree(repo)
 
+            def null_progress(n: int) -> None:
                 repo = base / f"null{n}"
-                wall, _cpu, _ = timed(
-                    lambda repo=repo: sync(
-                        repo,
-                        ImporterOptions(feed=url, parallel_downloads=PARALLEL),
-                        NullProgress(),
-                    )
-                )
+                wall, _cpu, _ = timed(lambda: sync(repo, options, NullProgress()))
                 runs["null"].append(wall)
                 shutil.rmtree(repo)
 
+            def plain(n: int) -> None:
                 out = base / f"plain{n}"
-                wall, _cpu, _ = timed(lambda out=out: plain_download(url, hrefs, out))
+                wall, _cpu, _ = timed(lambda: plain_download(url, hrefs, out))
                 runs["plain"].append(wall)
                 shutil.rmtree(out)
 
+            def dnf(n: int) -> None:
                 work = base / f"dnf{n}"
                 elapsed = dnf_reposync(url, work)
                 if elapsed is not None:
                     runs["dnf"].append(elapsed)
                 shutil.rmtree(work, ignore_errors=True)
+
+            # Every measurement starts with the page cache flushed (the previous one wrote
+            # hundreds of MB), and the order rotates so no contender always goes first.
+            steps = [full_and_resync, null_progress, plain, dnf]
+            for n in range(repeat):
+                for step in steps[n % 4 :] + steps[: n % 4]:
+                    settle()
+                    step(n)
                 print(
                     f"run {n + 1}: full {runs['full'][-1]:.2f}s cpu {runs['cpu'][-1]:.2f}s"
                     f" resync {runs['resync'][-1]:.3f}s null-progress {runs['null'][-1]:.2f}s"
                     f" plain {runs['plain'][-1]:.2f}s"
-                    + (f" dnf {runs['dnf'][-1]:.2f}s" if elapsed is not None else "")
+                    + (f" dnf {runs['dnf'][-1]:.2f}s" if runs["dnf"] else "")
                 )
         finally:
             assert server.stdin is not None

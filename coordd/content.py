@@ -24,6 +24,11 @@ Invariants, relied on by sync, copy, publish and delete:
   files that the index does not mention yet. Readers ignore them; the next sync adopts
   them when their checksum matches (no download) and removes the rest after it commits.
 
+Durability: the index is fsynced, package files are not (one fsync per file would cost more
+than the download on a local mirror). A process crash loses nothing; after a power cut a
+referenced file can come back short, which the next sync's size check catches and fetches
+again.
+
 Path rules (``check_href`` / ``resolve_in``): a relative path that comes from a feed or an
 index must stay below the directory it is joined to. Real attacks used ``../``, absolute
 paths, percent-encoded dots and sibling directories sharing a prefix (librepo

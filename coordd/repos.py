@@ -9,6 +9,7 @@ an operation here runs, so the operations need no locks of their own.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -155,7 +156,9 @@ class Repositories:
     async def create(self, ctx: TaskContext) -> dict[str, Any]:
         repo_id = ctx.args["repo_id"]
         now = time.time()
-        self.repo_dir(repo_id).mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(
+            functools.partial(self.repo_dir(repo_id).mkdir, parents=True, exist_ok=True)
+        )
         self._save(ctx, Repository(repo_id, dict(ctx.args["config"]), now, now))
         return {"repo_id": repo_id}
 

@@ -144,6 +144,8 @@ class Api:
                     INTERNAL_ERROR, "internal error", {"incident": incident, "method": name}
                 )
 
+        # jsonrpcserver asks for the signature on every call; computed once, it costs nothing.
+        guarded.__signature__ = inspect.signature(guarded)  # type: ignore[attr-defined]
         return guarded
 
     async def dispatch(self, request: dict[str, Any], caller: Caller) -> dict[str, Any] | None:

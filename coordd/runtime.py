@@ -121,7 +121,12 @@ class Runtime:
         for task_id in recovery.rerun:
             self.tasks[task_id].state = State.WAITING
             self._count(State.RUNNING, State.WAITING)
-            log.info("task %s will run again after a restart", task_id)
+            log.info(
+                "task %s %s on %s: waiting, to run again after a restart",
+                task_id,
+                self.tasks[task_id].operation,
+                _resources(self.tasks[task_id]),
+            )
         if recovery.rerun:
             await self.store.write(
                 *(
@@ -601,7 +606,14 @@ class Runtime:
             while any(not self.tasks[t].held for t in self._scopes if t in self.tasks):
                 await self._runner_ended.wait()
         for task_id, scope in list(self._scopes.items()):
-            log.info("task %s: stopped by shutdown; it resumes at the next start", task_id)
+            task = self.tasks.get(task_id)
+            if task is not None:
+                log.info(
+                    "task %s %s on %s: stopped by shutdown; it resumes at the next start",
+                    task_id,
+                    task.operation,
+                    _resources(task),
+                )
             scope.cancel()
         with anyio.move_on_after(max(grace, 1.0)):
             while self._scopes:

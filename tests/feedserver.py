@@ -101,6 +101,13 @@ class _Server(http.server.ThreadingHTTPServer):
 
     feed: FeedServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up (a cancelled sync, a reset we caused) are part of the job.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError | TimeoutError):
+            super().handle_error(request, client_address)
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

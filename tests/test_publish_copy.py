@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import shutil
 import subprocess
@@ -21,10 +22,10 @@ from coordd.content import (
     remove_repository,
 )
 from coordd.errors import OperationFailed
-from coordd.importers.yum import ImporterOptions, sync
+from coordd.importers.yum import ImporterOptions
 from coordd.progress import Progress
 from coordd.publish import publish
-from tests.feeds import Pkg, build_feed, build_rpm_feed, real_rpms  # noqa: F401 - fixture
+from tests.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
 from tests.feedserver import FeedServer
 
 PACKAGE_FIELDS = (
@@ -299,6 +300,46 @@ async def test_copy_into_a_new_repository(tmp_path: Path) -> None:
     assert (summary["copied"], summary["packages"]) == (1, 1)
     assert (target / INDEX_NAME).is_file()
     assert copy_packages(repo_a, tmp_path / "none", "no-such-*")["matched"] == 0
+
+
+def test_index_is_replaced_atomically(tmp_path: Path) -> None:
+    """Readers see the old index or the new one, never a torn file: each save is a new inode
+    renamed into place, and a reader polling all along always parses a whole index."""
+    index = ContentIndex()
+    for i in range(3000):
+        href = f"Packages/p/p{i}.rpm"
+        index.packages[href] = {
+            "href": href,
+            "size": i,
+            "checksum_type": "sha256",
+            "checksum": f"{i:064x}",
+            "description": "x" * 200,
+        }
+    index.save(tmp_path)
+    torn: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                ContentIndex.load(tmp_path)
+            except OperationFailed as exc:
+                torn.append(exc.message)
+
+    inodes = [inode(tmp_path / INDEX_NAME)]
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(15):
+            index.save(tmp_path)
+            inodes.append(inode(tmp_path / INDEX_NAME))
+    finally:
+        stop.set()
+        thread.join()
+    assert torn == []
+    # A new file each time (the kernel may reuse a freed inode number, but never the live one).
+    assert all(a != b for a, b in itertools.pairwise(inodes))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_NAME]
 
 
 # -- summary and delete -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Syncs are held mid-way by the fixture feed server (a package whose body stalls o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -80,6 +81,20 @@ def short_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[DaemonProcess], Client]]:
+    """Open client connections that are closed at the end of the test, whatever happens."""
+    opened: list[Client] = []
+
+    def factory(daemon: DaemonProcess) -> Client:
+        opened.append(Client(daemon.socket, timeout=WAIT_S).connect())
+        return opened[-1]
+
+    yield factory
+    for client in opened:
+        client.close()
 
 
 # -- fixture feeds ------------------------------------------------------------------------------
@@ -237,7 +252,7 @@ class NotifyListener:
 
 
 @pytest.mark.parametrize("watchdog_pid", ["own", "unset"])
-def test_notifications(tmp_path, short_dir, watchdog_pid):
+def test_notifications(tmp_path, short_dir, watchdog_pid, connect):
     listener = NotifyListener(short_dir / "notify")
     env = {"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "400000"}
     daemon = NotifyingDaemon(tmp_path / "state", env, own_watchdog_pid=watchdog_pid == "own")
@@ -250,8 +265,8 @@ def test_notifications(tmp_path, short_dir, watchdog_pid):
         listener.wait(lambda m: m.startswith("STATUS=0 running, 0 waiting;"), "idle STATUS")
 
         # A running and a waiting task: the status line follows.
-        holder = Client(daemon.socket, timeout=WAIT_S).connect()
-        waiter = Client(daemon.socket, timeout=WAIT_S).connect()
+        holder = connect(daemon)
+        waiter = connect(daemon)
         resources = [{"type": "notify-test", "id": "r", "kind": "update"}]
         assert holder.call("lock.acquire", resources=resources)["verdict"] == "accepted"
         assert waiter.call("lock.acquire", resources=resources)["verdict"] == "postponed"
@@ -281,7 +296,7 @@ def test_notifications(tmp_path, short_dir, watchdog_pid):
 # -- stopping -------------------------------------------------------------------------------------
 
 
-def test_sigterm_during_a_sync_loses_nothing(tmp_path, feed_server):
+def test_sigterm_during_a_sync_loses_nothing(tmp_path, feed_server, connect):
     daemon = DaemonProcess(tmp_path / "state")
     write_config(daemon, '[tasks]\ncancel_grace = "1s"\n')
     feed = add_feed(feed_server, "demo", hold=STALL)
@@ -294,7 +309,7 @@ def test_sigterm_during_a_sync_loses_nothing(tmp_path, feed_server):
         assert update["verdict"] == publish["verdict"] == "postponed"
         update_id, publish_id = update["task"]["id"], publish["task"]["id"]
         # An external lock, held by a client across the restart.
-        holder = Client(daemon.socket, timeout=WAIT_S).connect()
+        holder = connect(daemon)
         lock = holder.call(
             "lock.acquire", resources=[{"type": "other", "id": "x", "kind": "update"}]
         )
@@ -305,10 +320,15 @@ def test_sigterm_during_a_sync_loses_nothing(tmp_path, feed_server):
         assert daemon.proc is not None
         daemon.signal(signal.SIGTERM)
         code, took = wait_exit(daemon.proc, WAIT_S)
-        holder.close()
         assert code == 0, daemon.log_text()
         assert took < 1.0 + 4.0, f"exit took {took:.1f} s with a 1 s grace"
-        assert f"task {sync_id}: stopped by shutdown" in daemon.log_text()
+        # The lock's client is not told to kill its command: it re-attaches after the restart.
+        told = []
+        with contextlib.suppress(ProtocolError):  # the daemon closed the connection
+            while (note := holder.next_notification(WAIT_S)) is not None:
+                told.append(note["method"])
+        assert told == ["lock.granted"]
+        holder.close()
 
         # The held package now arrives, slowly enough to see the queue while it does.
         feed_server.misbehave(f"demo/{SLOW.href}", TRICKLE)
@@ -351,6 +371,16 @@ def test_sigterm_during_a_sync_loses_nothing(tmp_path, feed_server):
         assert {t["state"] for t in tasks.values()} == {"finished"}, tasks
         assert tasks[sync_id]["attempts"] == 2
         assert tasks[update_id]["attempts"] == tasks[publish_id]["attempts"] == 1
+        # Every line about the sync, across the restart, says what it is and what it holds.
+        prefix = f"task {sync_id} repo.sync on repository/demo:update: "
+        about_sync = [line for line in daemon.log_text().splitlines() if sync_id in line]
+        assert [line.partition(prefix)[2] or line for line in about_sync] == [
+            "accepted",
+            "stopped by shutdown; it resumes at the next start",
+            "waiting, to run again after a restart",
+            "running (attempt 2)",
+            "finished",
+        ]
         shown = daemon.call("repo.show", repo_id="demo")
         assert shown["description"] == "after the sync"
         assert shown["content"]  # the sync's packages are there
@@ -428,7 +458,7 @@ def test_a_second_stop_signal_exits_at_once(tmp_path, feed_server, signum):
 # -- SIGHUP ---------------------------------------------------------------------------------------
 
 
-def test_sighup_reloads_the_configuration(tmp_path, feed_server):
+def test_sighup_reloads_the_configuration(tmp_path, feed_server, connect):
     daemon = DaemonProcess(tmp_path / "state")
     write_config(daemon, 'log_level = "info"\n[tasks]\nheavy_slots = 1\n')
     slow, quick = add_feed(feed_server, "slow", hold=STALL), add_feed(feed_server, "quick")
@@ -441,8 +471,8 @@ def test_sighup_reloads_the_configuration(tmp_path, feed_server):
         assert queued["verdict"] == "postponed"
         assert queued["waiting_for"] == [{"reason": "server busy"}]
         quick_id = queued["task"]["id"]
-        holder = Client(daemon.socket, timeout=WAIT_S).connect()
-        waiter = Client(daemon.socket, timeout=WAIT_S).connect()
+        holder = connect(daemon)
+        waiter = connect(daemon)
         resources = [{"type": "hup-test", "id": "r", "kind": "update"}]
         held_id = holder.call("lock.acquire", resources=resources)["task"]["id"]
         waiting_id = waiter.call("lock.acquire", resources=resources)["task"]["id"]
@@ -491,7 +521,7 @@ TASK_LINE = re.compile(
 )
 
 
-def test_journal_stream_gets_priorities_and_task_changes(tmp_path):
+def test_journal_stream_gets_priorities_and_task_changes(tmp_path, connect):
     daemon = DaemonProcess(tmp_path / "state")
     daemon.log_path.touch()
     info = daemon.log_path.stat()
@@ -502,7 +532,7 @@ def test_journal_stream_gets_priorities_and_task_changes(tmp_path):
         daemon.call("task.wait", task_id=created)
         failed = daemon.call("repo.sync", repo_id="demo")["task"]["id"]  # no feed
         assert daemon.call("task.wait", task_id=failed)["state"] == "error"
-        holder = Client(daemon.socket, timeout=WAIT_S).connect()
+        holder = connect(daemon)
         resources = [{"type": "log-test", "id": "r", "kind": "update"}]
         held = holder.call("lock.acquire", resources=resources)["task"]["id"]
         canceled = daemon.call("lock.acquire", resources=resources)["task"]["id"]
@@ -623,7 +653,7 @@ def fill(path: Path) -> None:
             assert full.value.errno == errno.ENOSPC
 
 
-def test_database_failure_stops_the_daemon_and_loses_nothing(tmp_path, small_filesystem):
+def test_database_failure_stops_the_daemon_and_loses_nothing(tmp_path, small_filesystem, connect):
     daemon = DaemonProcess(small_filesystem)
     try:
         daemon.start()
@@ -633,7 +663,7 @@ def test_database_failure_stops_the_daemon_and_loses_nothing(tmp_path, small_fil
         updated = daemon.call("repo.update", repo_id="keep", description="stored")
         daemon.call("task.wait", task_id=updated["task"]["id"])
         acknowledged.append(updated["task"]["id"])
-        holder = Client(daemon.socket, timeout=WAIT_S).connect()
+        holder = connect(daemon)
         resources = [{"type": "db-test", "id": "r", "kind": "update"}]
         for verdict in ("accepted", "postponed", "postponed"):
             reply = holder.call("lock.acquire", resources=resources, command=["true"])

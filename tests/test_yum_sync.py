@@ -20,9 +20,9 @@ from hypothesis import strategies as hs
 from coordd import progress as st
 from coordd.content import INDEX_NAME, ContentIndex
 from coordd.errors import InvalidRequest, OperationFailed
-from coordd.importers.yum import ImporterOptions, Limits, compare_evr, rpmvercmp, sync
+from coordd.importers.yum import ImporterOptions, Limits, compare_evr, rpmvercmp
 from coordd.progress import Progress
-from tests.feeds import COMPRESSIONS, Pkg, build_feed, default_packages
+from tests.feeds import COMPRESSIONS, Pkg, build_feed, default_packages, sync
 from tests.feedserver import STALL, TRICKLE, FeedServer, make_self_signed
 
 ROOT = Path(__file__).resolve().parents[1]

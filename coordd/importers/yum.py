@@ -41,6 +41,8 @@ outside ``repo_dir`` and the previous content stays)
       trickling one byte at a time never trips httpx's read timeout), bodies larger than
       declared are cut off at once, redirects from https to http (or to another scheme) are
       refused, and a ``Content-Encoding`` the importer did not ask for is refused.
+      Redirects to other hosts are followed: mirrors and CDNs use them, and what arrives is
+      still checked against the metadata.
 """
 
 from __future__ import annotations
@@ -544,15 +546,15 @@ def iter_xml(
             )
 
 
-def _int(value: str | None, what: str, default: int | None = 0) -> int:
+def _int(value: str | None, what: str, field: str, default: int | None = 0) -> int:
     if value is None or value == "":
         if default is None:
-            raise MetadataError(f"{what}: missing number")
+            raise MetadataError(f"{what}: missing number in {field}")
         return default
     try:
         return int(value)
     except ValueError as exc:
-        raise MetadataError(f"{what}: not a number: {value!r}") from exc
+        raise MetadataError(f"{what}: {field} is not a number: {value!r}") from exc
 
 
 def _deps(element: Any) -> list[list[Any]]:
@@ -575,91 +577,105 @@ class _Location:
     base: str | None
 
 
+# Tags of primary.xml, computed once: this loop runs for every package of every sync.
+_P_NAME = NS_COMMON + "name"
+_P_ARCH = NS_COMMON + "arch"
+_P_VERSION = NS_COMMON + "version"
+_P_CHECKSUM = NS_COMMON + "checksum"
+_P_LOCATION = NS_COMMON + "location"
+_P_SIZE = NS_COMMON + "size"
+_P_TIME = NS_COMMON + "time"
+_P_FORMAT = NS_COMMON + "format"
+_P_FILE = NS_COMMON + "file"
+_P_HEADER_RANGE = NS_RPM + "header-range"
+_P_TEXT = {NS_COMMON + key: key for key in ("summary", "description", "url", "packager")}
+_P_FORMAT_TEXT = {
+    NS_RPM + key: key for key in ("license", "vendor", "group", "buildhost", "sourcerpm")
+}
+_PRIMARY_DEFAULTS: Final[Record] = {
+    "name": None,
+    "epoch": "0",
+    "version": None,
+    "release": None,
+    "arch": None,
+    "checksum_type": None,
+    "checksum": None,
+    "href": None,
+    "size": None,
+    "summary": "",
+    "description": "",
+    "url": "",
+    "packager": "",
+    "license": "",
+    "vendor": "",
+    "group": "",
+    "buildhost": "",
+    "sourcerpm": "",
+    "header_start": 0,
+    "header_end": 0,
+    "time_file": 0,
+    "time_build": 0,
+    "size_installed": 0,
+    "size_archive": 0,
+    "origin": "feed",
+}
+_REQUIRED: Final = ("name", "arch", "version", "release", "checksum", "href", "size")
+
+
 def parse_primary_package(element: Any, what: str) -> tuple[Record, _Location] | None:
     """One ``<package>`` of primary.xml as an index record (None for non-rpm types)."""
     if element.get("type", "rpm") != "rpm":
         return None
-    rec: Record = {
-        "name": None,
-        "epoch": "0",
-        "version": None,
-        "release": None,
-        "arch": None,
-        "checksum_type": None,
-        "checksum": None,
-        "href": None,
-        "size": None,
-        "summary": "",
-        "description": "",
-        "url": "",
-        "packager": "",
-        "license": "",
-        "vendor": "",
-        "group": "",
-        "buildhost": "",
-        "sourcerpm": "",
-        "header_start": 0,
-        "header_end": 0,
-        "time_file": 0,
-        "time_build": 0,
-        "size_installed": 0,
-        "size_archive": 0,
-        **{kind: [] for kind in _DEP_KINDS},
-        "files": [],
-        "changelogs": [],
-        "origin": "feed",
-    }
+    rec = dict(_PRIMARY_DEFAULTS)
+    for kind in _DEP_KINDS:
+        rec[kind] = []
+    files: list[list[str]] = []
+    rec["files"] = files
+    rec["changelogs"] = []
     base: str | None = None
     for child in element:
         tag = child.tag
-        if tag == NS_COMMON + "name":
+        if tag == _P_FORMAT:
+            for sub in child:
+                stag = sub.tag
+                dep_kind = _DEP_TAGS.get(stag)
+                if dep_kind is not None:
+                    rec[dep_kind] = _deps(sub)
+                elif stag == _P_FILE:
+                    files.append([sub.get("type") or "", sub.text or ""])
+                elif stag == _P_HEADER_RANGE:
+                    rec["header_start"] = _int(sub.get("start"), what, "header-range")
+                    rec["header_end"] = _int(sub.get("end"), what, "header-range")
+                else:
+                    key = _P_FORMAT_TEXT.get(stag)
+                    if key is not None:
+                        rec[key] = sub.text or ""
+        elif tag == _P_NAME:
             rec["name"] = child.text
-        elif tag == NS_COMMON + "arch":
+        elif tag == _P_ARCH:
             rec["arch"] = child.text
-        elif tag == NS_COMMON + "version":
+        elif tag == _P_VERSION:
             rec["epoch"] = child.get("epoch") or "0"
             rec["version"] = child.get("ver")
             rec["release"] = child.get("rel")
-        elif tag == NS_COMMON + "checksum":
+        elif tag == _P_CHECKSUM:
             rec["checksum_type"] = child.get("type")
             rec["checksum"] = (child.text or "").strip().lower()
-        elif tag == NS_COMMON + "location":
+        elif tag == _P_LOCATION:
             rec["href"] = child.get("href")
             base = child.get(XML_BASE)
-        elif tag == NS_COMMON + "size":
-            rec["size"] = _int(child.get("package"), f"{what}: size", None)
-            rec["size_installed"] = _int(child.get("installed"), f"{what}: size")
-            rec["size_archive"] = _int(child.get("archive"), f"{what}: size")
-        elif tag == NS_COMMON + "time":
-            rec["time_file"] = _int(child.get("file"), f"{what}: time")
-            rec["time_build"] = _int(child.get("build"), f"{what}: time")
-        elif tag in (
-            NS_COMMON + "summary",
-            NS_COMMON + "description",
-            NS_COMMON + "url",
-            NS_COMMON + "packager",
-        ):
-            rec[tag[len(NS_COMMON) :]] = child.text or ""
-        elif tag == NS_COMMON + "format":
-            for sub in child:
-                stag = sub.tag
-                kind = _DEP_TAGS.get(stag)
-                if kind is not None:
-                    rec[kind] = _deps(sub)
-                elif stag == NS_COMMON + "file":
-                    rec["files"].append([sub.get("type") or "", sub.text or ""])
-                elif stag == NS_RPM + "header-range":
-                    rec["header_start"] = _int(sub.get("start"), f"{what}: header-range")
-                    rec["header_end"] = _int(sub.get("end"), f"{what}: header-range")
-                elif stag in (
-                    NS_RPM + "license",
-                    NS_RPM + "vendor",
-                    NS_RPM + "group",
-                    NS_RPM + "buildhost",
-                    NS_RPM + "sourcerpm",
-                ):
-                    rec[stag[len(NS_RPM) :]] = sub.text or ""
-    for key in ("name", "arch", "version", "release", "checksum", "href", "size"):
+        elif tag == _P_SIZE:
+            rec["size"] = _int(child.get("package"), what, "size", None)
+            rec["size_installed"] = _int(child.get("installed"), what, "size")
+            rec["size_archive"] = _int(child.get("archive"), what, "size")
+        elif tag == _P_TIME:
+            rec["time_file"] = _int(child.get("file"), what, "time")
+            rec["time_build"] = _int(child.get("build"), what, "time")
+        else:
+            key = _P_TEXT.get(tag)
+            if key is not None:
+                rec[key] = child.text or ""
+    for key in _REQUIRED:
         if rec[key] is None or rec[key] == "":
             label = rec["name"] or "a package"
             raise MetadataError(f"{what}: {label} has no {key}")
@@ -684,7 +700,7 @@ def parse_files_or_changelogs(
             if kind == "filelists":
                 entries.append([child.get("type") or "", child.text or ""])
             else:
-                date = _int(child.get("date"), f"{what}: changelog date")
+                date = _int(child.get("date"), what, "changelog date")
                 entries.append([child.get("author") or "", date, child.text or ""])
         out.setdefault(pkgid, []).extend(entries)
     return out
@@ -775,7 +791,7 @@ def parse_newpackage(element: Any, what: str) -> list[Record]:
             "oldrelease": delta.get("oldrelease"),
             "href": _text(delta, "filename"),
             "sequence": _text(delta, "sequence"),
-            "size": _int(_text(delta, "size"), f"{what}: delta size", None),
+            "size": _int(_text(delta, "size"), what, "delta size", None),
             "checksum_type": None if checksum is None else checksum.get("type"),
             "checksum": None if checksum is None else (checksum.text or "").strip().lower(),
         }
@@ -859,8 +875,8 @@ def parse_repomd(data: bytes, allow_weak: bool) -> tuple[str | None, dict[str, _
             type=rtype,
             href=location.get("href"),
             base=location.get(XML_BASE),
-            size=None if size_text is None else _int(size_text, f"{label} size", None),
-            open_size=None if open_text is None else _int(open_text, f"{label} open-size", None),
+            size=None if size_text is None else _int(size_text, label, "size", None),
+            open_size=None if open_text is None else _int(open_text, label, "open-size", None),
             checksum=(
                 _checked_type(checksum.get("type"), label, allow_weak),
                 (checksum.text or "").strip().lower(),
@@ -1053,7 +1069,7 @@ class _Fetcher:
                 if on_bytes is not None:
                     on_bytes(len(chunk))
                 elapsed = time.monotonic() - start
-                if False:
+                if elapsed > grace and received < min_rate * (elapsed - grace):
                     raise DownloadError(
                         f"{what}: too slow: {received} bytes in {elapsed:.1f} s from {url} "
                         f"(minimum {min_rate:.0f} B/s after {grace:g} s)"
@@ -1281,7 +1297,7 @@ class _Sync:
         self._check_collisions(new)
         report.state(report.metadata, st.FINISHED)
 
-        kept = await self._content(old, new, plan)
+        kept = await self._content(old, new)
 
         report.state(report.errata, st.IN_PROGRESS)
         if self.staged:
@@ -1540,7 +1556,7 @@ class _Sync:
                 raise MetadataError(f"two different files claim the path {href!r}")
             claimed[href] = record
 
-    async def _content(self, old: ContentIndex, new: ContentIndex, plan: _Plan) -> set[str]:
+    async def _content(self, old: ContentIndex, new: ContentIndex) -> set[str]:
         """Download what the new index needs and the repository lacks; return kept hrefs."""
         report = self.report
         missing = set(await anyio.to_thread.run_sync(old.missing_files, self.repo_dir))
