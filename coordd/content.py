@@ -86,6 +86,7 @@ from urllib.parse import unquote
 from coordd.errors import InvalidRequest, OperationFailed
 
 INDEX_NAME = "content.json"
+STAMP_NAME = "content.stamp.json"
 CONTENT_DIR = "content"
 TMP_DIR = ".tmp"
 FORMAT = 1
@@ -255,8 +256,34 @@ class ContentIndex:
         }
 
     def save(self, repo_dir: Path) -> None:
-        """Replace ``repo_dir/content.json`` atomically and durably."""
-        write_json_atomic(repo_dir / INDEX_NAME, self.to_json())
+        """Replace ``repo_dir/content.json`` atomically and durably, then its stamp."""
+        token = uuid.uuid4().hex
+        write_json_atomic(
+            repo_dir / INDEX_NAME, {"format": FORMAT, "token": token, **self.to_json()}
+        )
+        write_json_atomic(repo_dir / STAMP_NAME, self.stamp(token))
+
+    def stamp(self, token: str) -> dict[str, Any]:
+        """What a no-change sync needs to know, small enough to read in a millisecond."""
+        return {
+            "format": FORMAT,
+            "token": token,
+            "revision": self.revision,
+            "repomd_checksum": self.repomd_checksum,
+            "treeinfo_checksum": self.treeinfo_checksum,
+            "sync_options": self.sync_options,
+            "counts": {
+                "packages": len(self.packages),
+                "feed_packages": sum(
+                    1 for p in self.packages.values() if p.get("origin") != "copy"
+                ),
+                "errata": len(self.errata),
+                "deltas": len(self.deltas),
+                "tree_files": len(self.tree_files),
+                "metadata_files": len(self.metadata_files),
+            },
+            "files": [[r["href"], r.get("size")] for r in self.files()],
+        }
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -285,6 +312,45 @@ class ContentIndex:
             if record.get("size") is not None and size != record["size"]:
                 missing.append(record["href"])
         return missing
+
+
+_TOKEN = re.compile(rb'^\{"format":\d+,"token":"([0-9a-f]{32})"')
+
+
+def read_stamp(repo_dir: Path) -> dict[str, Any] | None:
+    """The stamp of the current index, or None if there is none or it is not the index's.
+
+    The index and its stamp are two files, replaced one after the other; a crash between
+    the two leaves a stamp of the previous index. Both carry the same random token, which
+    ``save`` writes at the very start of the index, so checking it reads 100 bytes.
+    """
+    try:
+        stamp = json.loads((repo_dir / STAMP_NAME).read_bytes())
+        with open(repo_dir / INDEX_NAME, "rb") as f:
+            head = f.read(100)
+    except (OSError, ValueError):
+        return None
+    match = _TOKEN.match(head)
+    if not isinstance(stamp, dict) or match is None or stamp.get("format") != FORMAT:
+        return None
+    if stamp.get("token") != match.group(1).decode():
+        return None
+    return stamp
+
+
+def missing_from_stamp(repo_dir: Path, stamp: dict[str, Any]) -> list[str]:
+    """Like ``ContentIndex.missing_files``, from a stamp's ``[href, size]`` list."""
+    root = repo_dir / CONTENT_DIR
+    missing = []
+    for href, size in stamp.get("files", []):
+        try:
+            found = os.stat(root / href).st_size
+        except (OSError, TypeError):
+            missing.append(href)
+            continue
+        if size is not None and found != size:
+            missing.append(href)
+    return missing
 
 
 def _check_file_record(record: Any) -> None:

@@ -302,7 +302,8 @@ class Runtime:
                             "UPDATE tasks SET state = 'running', started = ?, attempts = ?"
                             " WHERE id = ?",
                             (task.started, task.attempts, task.id),
-                        )
+                        ),
+                        urgent=False,
                     )
                     self._count(State.WAITING, State.RUNNING)
                     log.info(
@@ -387,6 +388,7 @@ class Runtime:
                     task.id,
                 ),
             ),
+            urgent=ctx is None,  # a runner's end: no client waits on this commit
         )
         if succeeded and ctx is not None:
             for then in ctx.after_commit:
@@ -521,6 +523,7 @@ class Runtime:
             "uptime_s": round(time.time() - self.started_at, 3),
             "tasks": dict(self.counts),
             "slots": {"total": self.coordinator.slots, "in_use": self.coordinator.heavy_running},
+            "commits": self.store.commits,
             "stopping": self.stopping,
         }
 

@@ -77,6 +77,7 @@ MIGRATIONS: tuple[str, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 MAX_BATCH = 2000
+LINGER_S = 0.002  # how long background writes wait for a client's write to share a commit
 
 
 def dumps(value: Any) -> str:
@@ -88,6 +89,7 @@ def dumps(value: Any) -> str:
 class _Job:
     statements: Sequence[Statement]
     done: anyio.Event | None
+    urgent: bool = False
     error: BaseException | None = None
 
 
@@ -145,11 +147,16 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------
 
-    async def write(self, *statements: Statement) -> None:
-        """Run ``statements`` in the next group commit; return once it is on disk."""
+    async def write(self, *statements: Statement, urgent: bool = True) -> None:
+        """Run ``statements`` in the next group commit; return once it is on disk.
+
+        ``urgent``: a client waits for this commit. Writes that only the daemon waits for
+        (a task's start or end) pass ``urgent=False`` and may linger ``LINGER_S`` for an
+        urgent one to share their commit.
+        """
         if self.fatal is not None:
             raise Unavailable(f"the database failed: {self.fatal}")
-        job = _Job(statements, anyio.Event())
+        job = _Job(statements, anyio.Event(), urgent)
         self._send.send_nowait(job)
         assert job.done is not None
         await job.done.wait()
@@ -168,11 +175,9 @@ class Store:
         async with self._receive:
             async for first in self._receive:
                 batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
+                self._drain(batch)
+                if not any(job.urgent for job in batch):
+                    await self._linger(batch)
                 try:
                     await self._commit(conn, batch)
                 except sqlite3.Error as exc:
@@ -181,6 +186,31 @@ class Store:
                 for job in batch:
                     if job.done is not None:
                         job.done.set()
+
+    def _drain(self, batch: list[_Job]) -> None:
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except anyio.WouldBlock:
+                return
+
+    async def _linger(self, batch: list[_Job]) -> None:
+        """Wait up to ``LINGER_S`` for an urgent write to join a batch of background ones.
+
+        Without it, the ends of the tasks a commit just answered take the next commit on
+        their own, and the clients' next submissions wait a whole fsync for the one after:
+        the pipeline locks into alternate commits of each kind. Clients never wait here.
+        """
+        with anyio.move_on_after(LINGER_S):
+            while len(batch) < MAX_BATCH:
+                try:
+                    job = await self._receive.receive()
+                except anyio.EndOfStream:
+                    return
+                batch.append(job)
+                self._drain(batch)
+                if any(j.urgent for j in batch):
+                    return
 
     async def _commit(self, conn: aiosqlite.Connection, batch: list[_Job]) -> None:
         groups: list[tuple[str, list[Sequence[Any]]]] = []
