@@ -120,6 +120,14 @@ class Client:
         try:
             self._sock.sendall(data)
         except OSError as exc:
+            # The daemon may have refused us and closed (permission, too many
+            # connections): its error is then waiting to be read, and is the real answer.
+            try:
+                refusal = self._receive(0.5)
+            except ProtocolError:
+                refusal = None
+            if refusal is not None and isinstance(refusal.get("error"), dict):
+                raise from_json(refusal["error"]) from exc
             raise ProtocolError(f"lost the connection to coordd: {exc}") from exc
 
     def next_notification(self, timeout: float | None) -> dict[str, Any] | None:

@@ -4,6 +4,8 @@ Layout of one repository directory::
 
     repo_dir/
       content.json     the content index; replacing it is the commit point of every change
+      content.stamp.json  a small digest of the index (checksums, options, file sizes) for
+                       the no-change sync; valid only while its token matches the index's
       content/<href>   packages, delta RPMs, tree files and extra metadata, named by the
                        feed's own relative paths so a publication can keep them
       .tmp/            temporary files (same filesystem, so ``os.replace`` is atomic);
@@ -40,7 +42,7 @@ followed, must lie under the resolved root, compared component-wise with
 Content index format (``content.json``, format 1)::
 
     {
-      "format": 1,
+      "format": 1,  "token": "<32 hex, new at every save, shared with the stamp>",
       "feed": "https://…/" | null,       "revision": "…" | null,
       "repomd_checksum": "sha256:…" | null,   "treeinfo_checksum": "sha256:…" | null,
       "sync_options": {"feed": …, "only_newest": …, "allow_weak_checksums": …} | null,

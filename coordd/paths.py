@@ -1,6 +1,6 @@
 """Where coordd keeps its socket, state and configuration, and where coordctl looks for them.
 
-There are two ways to run the daemon (DESIGN §7): as the system service (root, or
+There are two ways to run the daemon (docs/design.md §7): as the system service (root, or
 ``coordd --system``; normally started by systemd) and as a user service (anyone, no
 systemd needed). Each has fixed default locations::
 

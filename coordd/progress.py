@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-# States of a step in a progress report (DESIGN §6).
+# States of a step in a progress report (docs/design.md §6).
 NOT_STARTED = "NOT_STARTED"
 IN_PROGRESS = "IN_PROGRESS"
 FINISHED = "FINISHED"

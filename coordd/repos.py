@@ -1,4 +1,4 @@
-"""Repositories: their configuration, and the operations that change them (DESIGN §6).
+"""Repositories: their configuration, and the operations that change them (docs/design.md §6).
 
 The configuration lives in the ``repositories`` table; content lives under
 ``<state>/repositories/<id>/`` and the published tree under ``<state>/published/<id>/``

@@ -25,6 +25,7 @@ import os
 import pwd
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ MAX_IN_FLIGHT = 16
 WRITE_TIMEOUT_S = 10.0
 EVENT_QUEUE = 1000  # notifications queued for one slow subscriber before it is dropped
 READ_CHUNK = 65536
+ACCESS_CACHE_S = 60.0
 
 
 @dataclass
@@ -73,14 +75,18 @@ class AccessPolicy:
 
     admin_group: str | None = None
     read_group: str | None = None
-    _cache: dict[tuple[int, int], frozenset[str]] = field(default_factory=dict)
+    # Group lookups go through NSS (possibly LDAP): cache them, but briefly, so that
+    # removing someone from a group takes effect within a minute, not at the next reload.
+    _cache: dict[tuple[int, int], tuple[float, frozenset[str]]] = field(default_factory=dict)
 
     def access_of(self, peer: Peer) -> frozenset[str]:
+        """The access levels of a peer, decided once per connection."""
         key = (peer.uid, peer.gid)
+        now = time.monotonic()
         cached = self._cache.get(key)
-        if cached is None:
-            cached = self._cache[key] = self._compute(peer)
-        return cached
+        if cached is None or now - cached[0] > ACCESS_CACHE_S:
+            cached = self._cache[key] = (now, self._compute(peer))
+        return cached[1]
 
     def _compute(self, peer: Peer) -> frozenset[str]:
         if peer.uid in (0, os.geteuid()):

@@ -63,7 +63,7 @@ def blocker_to_json(blocker: Blocker) -> dict[str, Any]:
 
 @dataclass(slots=True, eq=False)
 class Task:
-    """One request, from submission to its end (DESIGN §4 lists the fields)."""
+    """One request, from submission to its end (docs/design.md §4 lists the fields)."""
 
     id: str
     seq: int

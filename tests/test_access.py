@@ -1,4 +1,4 @@
-"""Access control with real users: the socket file's permissions, then SO_PEERCRED (DESIGN §8).
+"""Access control with real users: socket permissions, then SO_PEERCRED (docs/design.md §8).
 
 The test (root) creates groups and users with ``groupadd``/``useradd`` for this run and
 removes them afterwards. Each client runs in a forked child that drops to the user's uid,
@@ -9,6 +9,9 @@ that calls ``connect``, whatever program it runs.
 
 Every method of ``Api.table`` is called by every kind of user, so a method added to the
 table is checked here without anyone remembering to.
+
+The daemons run as root (as the harness starts them), except one started through
+``setpriv`` as a user of its own, to show that the daemon's own uid has admin access.
 """
 
 from __future__ import annotations

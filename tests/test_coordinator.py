@@ -1,6 +1,6 @@
 """Unit tests of the coordinator, driven directly: no daemon, no store, no clock.
 
-The expected answers are written out from DESIGN.md §2 to §4 rather than derived from the
+The expected answers are written out from docs/design.md §2 to §4 rather than derived from the
 coordinator's own helpers, so a wrong rule in ``coordd/coordinator.py`` fails here.
 """
 
@@ -34,7 +34,7 @@ REJECTED = Verdict.REJECTED
 # A type named only by external locks (`coordctl run`): its existence is unknown.
 LOCK = "lock"
 
-# DESIGN.md §2, row by row (ahead ↓ / new →): True means the new task must wait.
+# docs/design.md §2, row by row (ahead ↓ / new →): True means the new task must wait.
 MUST_WAIT: dict[Kind, dict[Kind, bool]] = {
     "create": {"create": True, "read": True, "update": True, "delete": True},
     "read": {"create": True, "read": False, "update": True, "delete": True},

@@ -1,4 +1,4 @@
-"""The coordinator against a deliberately naive model of DESIGN.md §2 to §4.
+"""The coordinator against a deliberately naive model of docs/design.md §2 to §4.
 
 The model keeps every incomplete task in one global list, in arrival order, and answers every
 question by brute force over that list: existence by replaying the whole list, conflicts by
@@ -45,7 +45,7 @@ POOL = REPOS + LOCKS
 # Creates and deletes rarer than reads and updates: most of them would be rejected anyway.
 SOME_KIND = st.sampled_from(["create", "read", "read", "update", "update", "delete"])
 
-# DESIGN.md §2 (ahead ↓ / new →): True means the new task must wait.
+# docs/design.md §2 (ahead ↓ / new →): True means the new task must wait.
 MUST_WAIT: dict[Kind, dict[Kind, bool]] = {
     "create": {"create": True, "read": True, "update": True, "delete": True},
     "read": {"create": True, "read": False, "update": True, "delete": True},

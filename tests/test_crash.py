@@ -1,6 +1,6 @@
 """kill -9 of the daemon while clients submit: what was acknowledged survives, in order.
 
-DESIGN §5: a request is answered only after the transaction storing it committed. So after
+docs/design.md §5: a request is answered only after the transaction storing it committed. So after
 any crash, every task a client got an answer for is in the database: waiting ones back in
 their original order, ended ones in the history. Requests that got no answer may or may not
 be there. The database file passes ``PRAGMA integrity_check`` after every crash.

@@ -339,7 +339,7 @@ def test_index_is_replaced_atomically(tmp_path: Path) -> None:
     assert torn == []
     # A new file each time (the kernel may reuse a freed inode number, but never the live one).
     assert all(a != b for a, b in itertools.pairwise(inodes))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_NAME, "content.stamp.json"]
 
 
 # -- summary and delete -------------------------------------------------------------------------

@@ -62,7 +62,13 @@ def wait_exit(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, float]:
 
 
 def wait_log(daemon: DaemonProcess, text: str) -> str:
-    return wait_for(lambda: text in daemon.log_text() and daemon.log_text(), repr(text))
+    """Wait until the daemon's log contains ``text``; return the whole log."""
+
+    def seen() -> str:
+        log = daemon.log_text()
+        return log if text in log else ""
+
+    return wait_for(seen, f"{text!r} in the log")
 
 
 def write_config(daemon: DaemonProcess, text: str) -> None:

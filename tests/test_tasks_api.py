@@ -195,7 +195,7 @@ def test_seed_scenario_with_an_external_lock_across_kill9(
         daemon.call("task.cancel", task_id=update_id)
     assert [t["id"] for t in tasks(daemon)] == [lock["id"], delete_id]
 
-    # task.get: every field DESIGN §4 lists.
+    # task.get: every field docs/design.md §4 lists.
     details = daemon.call("task.get", task_id=delete_id)
     assert details["id"] == delete_id
     assert details["operation"] == "repo.delete"

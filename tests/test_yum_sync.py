@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,6 +213,28 @@ async def test_resync_downloads_nothing(tmp_path: Path) -> None:
         assert summary["kept"] == len(feed.packages)
         assert summary["downloaded"] == 0
         assert server.count(".rpm") == server.count(".drpm") == server.count(".img") == 0
+
+
+@pytest.mark.anyio
+async def test_stale_stamp_is_not_trusted(tmp_path: Path) -> None:
+    """A crash between writing the index and its stamp leaves the previous stamp: it must
+    not let a later sync skip work, even when the feed is back to what that stamp saw."""
+    feed = build_feed(tmp_path / "feed")
+    repo = tmp_path / "repo"
+    await run(repo, feed.url)
+    stamp = (repo / "content.stamp.json").read_bytes()
+    v1 = tmp_path / "v1"
+    shutil.copytree(feed.root, v1)
+    extra = feed.add(Pkg("kilo", "1", "1"))
+    await run(repo, feed.url)
+    assert extra.location_href in ContentIndex.load(repo).packages
+    (repo / "content.stamp.json").write_bytes(stamp)  # as if the stamp write was lost
+    shutil.rmtree(feed.root)
+    shutil.copytree(v1, feed.root)  # the feed serves exactly what the old stamp describes
+    summary = await run(repo, feed.url)
+    assert summary["changed"] is True
+    assert summary["removed"] == 1
+    assert extra.location_href not in assert_consistent(repo).packages
 
 
 @pytest.mark.anyio
