@@ -169,7 +169,7 @@ def block(lines: Iterable[str]) -> str:
 
 
 def resource_text(resource: Mapping[str, Any]) -> str:
-    """``repository - demo``, the way the seed names a resource."""
+    """``repository - demo``, the way Pulp v2 names a resource."""
     return f"{resource.get('type')} - {resource.get('id')}"
 
 
@@ -255,7 +255,7 @@ def task_fields(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def task_list(tasks: Sequence[Mapping[str, Any]], title: str = "Tasks") -> str:
-    """The seed's task list: running first, then waiting in the order they will run."""
+    """Pulp v2.s task list: running first, then waiting in the order they will run."""
     if not tasks:
         return header(title) + "\nThere are no tasks to show.\n"
     # Formatted directly rather than through ``records``: a queue of thousands of tasks is
@@ -336,7 +336,7 @@ def submitted(what: str, answer: Mapping[str, Any]) -> str:
 
 
 def blocker_record(blocker: Mapping[str, Any], task_label: str = "Held By:") -> list[str]:
-    """``Resource:``/``Operation:`` as in the seed, and the task that causes it."""
+    """``Resource:``/``Operation:`` as Pulp v2 printed them, and the task that causes it."""
     lines = [f"Resource:  {resource_text(blocker['resource'])}"]
     if blocker.get("operation"):
         lines.append(f"Operation: {blocker['operation']}")

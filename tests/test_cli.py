@@ -2,7 +2,7 @@
 
 Long-running work that needs no network comes from external locks held through the client
 library (``held``): while a lock holds ``repository demo`` for update, updates and deletes of
-demo postpone behind it, as in the seed's "sync running" scenario.
+demo postpone behind it, as in Pulp v2's "sync running" scenario.
 """
 
 from __future__ import annotations
@@ -112,10 +112,10 @@ def states(daemon: DaemonProcess) -> dict[str, str]:
     return {t["id"]: t["state"] for t in daemon.call("task.list", state="all")["tasks"]}
 
 
-# -- the seed scenario -------------------------------------------------------------------------
+# -- the Pulp v2 scenario -------------------------------------------------------------------------
 
 
-def test_postponed_then_rejected_like_the_seed(daemon):
+def test_postponed_then_rejected_like_pulp_v2(daemon):
     create(daemon)
     with held(daemon) as lock_id:
         update = coordctl(daemon, "repo", "update", "--repo-id", "demo", "--only-newest", "false")
@@ -617,7 +617,7 @@ def test_postponed_by_a_busy_server_explains_it():
     assert "Resource:" not in text
 
 
-def test_the_seed_paragraph_wraps_like_the_seed():
+def test_the_postponed_paragraph_wraps_like_pulp_v2():
     text = output.submitted(
         "Repository update",
         {

@@ -334,10 +334,10 @@ def test_set_exists() -> None:
     assert coord.exists(r) is False
 
 
-# -- the seed scenario -------------------------------------------------------------------
+# -- the Pulp v2 scenario -------------------------------------------------------------------
 
 
-def test_seed_scenario() -> None:
+def test_pulp_scenario() -> None:
     demo = repo("demo")
     h = Harness(slots=2, existing=[demo])
 

@@ -1,6 +1,6 @@
 """The task API end to end: a real coordd, real ``coordctl run`` clients, kill -9 and restart.
 
-The scenario is the seed one: someone holds ``repository demo`` for an update through
+The scenario is the Pulp v2 one: someone holds ``repository demo`` for an update through
 ``coordctl run``; an update and a delete queue behind it; a further update is rejected because
 of the pending delete. Commands run by ``coordctl run`` are small shell loops that the test
 releases by creating a file, so nothing waits on a fixed sleep.
@@ -135,10 +135,10 @@ def configured(make_daemon: Any, text: str, name: str = "state") -> DaemonProces
     return daemon.start()
 
 
-# -- the seed scenario, through a restart ------------------------------------------------
+# -- the Pulp v2 scenario, through a restart ------------------------------------------------
 
 
-def test_seed_scenario_with_an_external_lock_across_kill9(
+def test_pulp_scenario_with_an_external_lock_across_kill9(
     make_daemon: Any, tmp_path: Path, lock_clients: list[subprocess.Popen[str]]
 ) -> None:
     daemon = configured(make_daemon, "[tasks]\nreattach_grace = 20\n")
