@@ -8,11 +8,15 @@ server's work does not share our interpreter's lock. Measured, as medians over r
   process, worker threads included);
 - ``resync_s``: a second sync of the unchanged feed;
 - ``plain_s``: the same package files fetched with a bare httpx client and the same
-  parallelism, each streamed to a file (no verification, no index, no metadata);
+  parallelism, each streamed to a file (no verification, no index, no metadata); also
+  shown, not in the last line: the same with one single-connection client per worker,
+  the pooling the importer uses;
 - ``dnf_s``: ``dnf reposync`` of the same feed with the same parallelism (if dnf and its
   reposync plugin are installed);
 - ``progress_overhead``: full sync with a live ``Progress`` versus one whose updates do
-  nothing, as a fraction of the latter.
+  nothing, run back to back in alternating order, CPU seconds, as a fraction of the
+  latter (median over the pairs); also printed: the number of progress writes times the
+  cost of one.
 
 The last line holds the figures as ``key=value`` pairs. Targets: ``ratio_plain`` ≤ 1.25,
 ``ratio_dnf`` ≤ 1.0, ``resync_ratio`` ≤ 0.05, ``progress_overhead`` < 0.05.
@@ -45,6 +49,47 @@ from coordd.progress import Progress
 from tests.feeds import Pkg, build_feed
 
 PARALLEL = 8
+
+
+class CountingProgress(Progress):
+    """A live report that counts how often it is written to."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def set(self, *path: str, **values: Any) -> None:
+        self.writes += 1
+        super().set(*path, **values)
+
+    def add(self, *path: str, **deltas: int) -> None:
+        self.writes += 1
+        super().add(*path, **deltas)
+
+    def touch(self) -> None:
+        self.writes += 1
+        super().touch()
+
+
+def update_cost() -> float:
+    """Seconds for one progress write as the importer makes it per chunk."""
+    progress = Progress()
+    progress.set("importer", content={"size_left": 0, "details": {"rpm": {"size_left": 0}}})
+    content = progress.node("importer", "content")
+    kind = content["details"]["rpm"]
+
+    def write() -> None:
+        content["size_left"] -= 1
+        kind["size_left"] -= 1
+        progress.touch()
+
+    n = 200_000
+    start = time.perf_counter()
+    for _ in range(n):
+        write()
+    return (time.perf_counter() - start) / n
 
 
 class NullProgress(Progress):
@@ -96,6 +141,30 @@ def timed(fn: Callable[[], Coroutine[Any, Any, Any]]) -> tuple[float, float, Any
     wall, cpu = time.perf_counter(), time.process_time()
     result = anyio.run(fn)
     return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+async def plain_download_per_connection(url: str, hrefs: list[str], out: Path) -> None:
+    """The same, with one single-connection client per worker (as the importer does)."""
+    pending = iter(hrefs)
+
+    async def worker() -> None:
+        async with httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            trust_env=False,
+            headers={"Accept-Encoding": "identity"},
+        ) as client:
+            for href in pending:
+                async with client.stream("GET", url + href) as response:
+                    response.raise_for_status()
+                    target = out / href
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with open(target, "wb") as f:
+                        async for chunk in response.aiter_raw():
+                            f.write(chunk)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(PARALLEL):
+            tg.start_soon(worker)
 
 
 async def plain_download(url: str, hrefs: list[str], out: Path) -> None:
@@ -166,7 +235,11 @@ def main() -> None:
         server, url = start_server(feed.root)
         try:
             runs: dict[str, list[float]] = {
-                k: [] for k in ("full", "cpu", "resync", "plain", "dnf", "null")
+                k: []
+                for k in (
+                    *("full", "cpu", "resync", "plain", "plain1", "plain_cpu", "dnf"),
+                    *("null", "paired"),
+                )
             }
             options = ImporterOptions(feed=url, parallel_downloads=PARALLEL)
 
@@ -183,15 +256,32 @@ def main() -> None:
                 shutil.rmtree(repo)
 
             def null_progress(n: int) -> None:
-                repo = base / f"null{n}"
-                wall, _cpu, _ = timed(lambda: sync(repo, options, NullProgress()))
-                runs["null"].append(wall)
-                shutil.rmtree(repo)
+                # Right beside a full sync with a live report, each first in turn, so the
+                # pair sees the same machine: the difference sought is far below the
+                # drift of a loaded 2-core machine over a whole run.
+                pair: dict[str, float] = {}
+                for kind in ("live", "null") if n % 2 else ("null", "live"):
+                    repo = base / f"{kind}{n}"
+                    report = Progress() if kind == "live" else NullProgress()
+                    settle()
+                    wall, cpu, _ = timed(
+                        lambda repo=repo, report=report: sync(repo, options, report)
+                    )
+                    pair[kind] = cpu
+                    if kind == "null":
+                        runs["null"].append(wall)
+                    shutil.rmtree(repo)
+                runs["paired"].append(pair["live"] / pair["null"] - 1)
 
             def plain(n: int) -> None:
                 out = base / f"plain{n}"
-                wall, _cpu, _ = timed(lambda: plain_download(url, hrefs, out))
+                wall, cpu, _ = timed(lambda: plain_download(url, hrefs, out))
                 runs["plain"].append(wall)
+                runs["plain_cpu"].append(cpu)
+                shutil.rmtree(out)
+                settle()
+                wall, _cpu, _ = timed(lambda: plain_download_per_connection(url, hrefs, out))
+                runs["plain1"].append(wall)
                 shutil.rmtree(out)
 
             def dnf(n: int) -> None:
@@ -200,6 +290,10 @@ def main() -> None:
                 if elapsed is not None:
                     runs["dnf"].append(elapsed)
                 shutil.rmtree(work, ignore_errors=True)
+
+            counting = CountingProgress()
+            anyio.run(sync, base / "counted", options, counting)
+            shutil.rmtree(base / "counted")
 
             # Every measurement starts with the page cache flushed (the previous one wrote
             # hundreds of MB), and the order rotates so no contender always goes first.
@@ -211,7 +305,8 @@ def main() -> None:
                 print(
                     f"run {n + 1}: full {runs['full'][-1]:.2f}s cpu {runs['cpu'][-1]:.2f}s"
                     f" resync {runs['resync'][-1]:.3f}s null-progress {runs['null'][-1]:.2f}s"
-                    f" plain {runs['plain'][-1]:.2f}s"
+                    f" plain {runs['plain'][-1]:.2f}s (cpu {runs['plain_cpu'][-1]:.2f}s)"
+                    f" plain-1-conn-clients {runs['plain1'][-1]:.2f}s"
                     + (f" dnf {runs['dnf'][-1]:.2f}s" if runs["dnf"] else "")
                 )
         finally:
@@ -220,6 +315,16 @@ def main() -> None:
             server.wait(timeout=30)
 
         med = {k: statistics.median(v) for k, v in runs.items() if v}
+        cost = update_cost()
+        print(
+            f"progress: {counting.writes} writes in a full sync x {cost * 1e6:.2f} us"
+            f" = {counting.writes * cost * 1e3:.1f} ms"
+            f" ({counting.writes * cost / med['full']:.2%} of its wall time)"
+        )
+        print(
+            f"medians: plain with one-connection clients {med['plain1']:.3f}s"
+            f" (the importer {med['full'] / med['plain1']:.2f}x that)"
+        )
         figures = {
             "full_s": med["full"],
             "cpu_s": med["cpu"],
@@ -232,7 +337,8 @@ def main() -> None:
         if "dnf" in med:
             figures["ratio_dnf"] = med["full"] / med["dnf"]
         figures["resync_ratio"] = med["resync"] / med["full"]
-        figures["progress_overhead"] = (med["full"] - med["null"]) / med["null"]
+        # CPU seconds of adjacent pairs (see null_progress), median over the pairs.
+        figures["progress_overhead"] = med["paired"]
         print(" ".join(f"{k}={v:.3f}" for k, v in figures.items()))
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -83,9 +83,10 @@ def publish(repo_dir: Path, publish_dir: Path, progress: Progress | None = None)
     """Build a fresh publication of ``repo_dir`` and swap it in at ``publish_dir``."""
     check_cancelled = _check_cancelled()
     progress = progress if progress is not None else Progress()
+    # Runs in a worker thread: the keys are created under the report's lock (``set``);
+    # afterwards only their values change, which a concurrent snapshot tolerates.
+    progress.set("publish", state=st.IN_PROGRESS, step="link", items_total=0, items_done=0)
     report = progress.node("publish")
-    report.update(state=st.IN_PROGRESS, step="link", items_total=0, items_done=0)
-    progress.touch()
     try:
         summary = _publish(repo_dir, publish_dir, progress, report, check_cancelled)
     except BaseException as exc:
