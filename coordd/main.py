@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log_level)
     daemon = Daemon(config, config_file=args.config, overrides=overrides, system=system)
     try:
-        return anyio.run(daemon.run)
+        return anyio.run(daemon.run, backend_options={"use_uvloop": True})
     except KeyboardInterrupt:
         return 130
 

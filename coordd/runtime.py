@@ -303,7 +303,6 @@ class Runtime:
                             " WHERE id = ?",
                             (task.started, task.attempts, task.id),
                         ),
-                        urgent=False,
                     )
                     self._count(State.WAITING, State.RUNNING)
                     log.info(
@@ -388,7 +387,6 @@ class Runtime:
                     task.id,
                 ),
             ),
-            urgent=ctx is None,  # a runner's end: no client waits on this commit
         )
         if succeeded and ctx is not None:
             for then in ctx.after_commit:

@@ -1,29 +1,33 @@
 """Persistence: one SQLite file, one writer, group commit.
 
 Every change of state goes through ``Store.write``: the statements join a queue that a single
-writer task drains. The writer takes everything queued at that moment, runs it in one
+writer thread drains. The writer takes everything queued at that moment, runs it in one
 ``BEGIN IMMEDIATE … COMMIT`` (WAL, ``synchronous=FULL``: the commit is durable when it
 returns), then wakes every request whose statements it carried. Concurrent requests thus share
 one fsync, and a request is answered only after its own transaction is on disk.
 
-Consecutive statements with the same SQL are merged into one ``executemany``, and the whole
-transaction runs on the connection's thread in a single call: a batch of submissions costs
-one thread crossing and one fsync, not one per row.
+Why a thread of its own, not a coroutine: a coroutine writer commits only when the event loop
+gets round to resuming it, so under load each commit waits for a whole loop iteration and
+batches shrink. The thread commits as soon as the previous commit is on disk, whatever the
+loop is doing; the loop only queues jobs and receives one wake-up per batch. Consecutive
+statements with the same SQL are merged into one ``executemany``.
 
 A failure of the database (I/O error, disk full, corruption) is fatal: the writer records it,
 fails every waiting request with ``Unavailable``, and ``fatal`` is set so the daemon exits
 non-zero and the supervisor restarts it on a state that is known to be on disk.
 
-Reads (history, repository details) use a second connection, so they never wait behind a
-commit.
+Reads (history, repository details) use a second connection through aiosqlite, so they never
+wait behind a commit and never block the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import math
+import queue
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +35,6 @@ from typing import Any
 
 import aiosqlite
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from coordd.errors import Unavailable
 
@@ -77,7 +80,6 @@ MIGRATIONS: tuple[str, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 MAX_BATCH = 2000
-LINGER_S = 0.002  # how long background writes wait for a client's write to share a commit
 
 
 def dumps(value: Any) -> str:
@@ -89,75 +91,74 @@ def dumps(value: Any) -> str:
 class _Job:
     statements: Sequence[Statement]
     done: anyio.Event | None
-    urgent: bool = False
     error: BaseException | None = None
 
 
+_STOP = None  # queued to end the writer thread
+
+
 class Store:
-    """The SQLite file behind the daemon's state; ``open`` it inside a task group."""
+    """The SQLite file behind the daemon's state; ``open`` it, then ``run_writer``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer: aiosqlite.Connection | None = None
+        self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        send, receive = anyio.create_memory_object_stream[_Job](math.inf)
-        self._send: MemoryObjectSendStream[_Job] = send
-        self._receive: MemoryObjectReceiveStream[_Job] = receive
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = anyio.Event()
+        self._closing = False
         self.fatal: BaseException | None = None
         self.fatal_event = anyio.Event()
         self.commits = 0
 
     async def open(self) -> None:
-        """Open both connections, migrate the schema forward, check the file is sound."""
+        """Open both connections, migrate the schema forward."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._writer.execute("PRAGMA journal_mode=WAL")
-            await self._writer.execute("PRAGMA synchronous=FULL")
-            await self._writer.execute("PRAGMA foreign_keys=ON")
-            await self._migrate(self._writer)
+            self._db = await anyio.to_thread.run_sync(self._open_writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             await self.close()
             raise Unavailable(f"cannot open the database {self.path}: {exc}") from exc
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        async with conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"schema version {version} is newer than this coordd ({SCHEMA_VERSION}); "
-                "upgrade coordd"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            await conn.execute("BEGIN IMMEDIATE")
-            for sql in _split(MIGRATIONS[number]):
-                await conn.execute(sql)
-            await conn.execute(f"PRAGMA user_version = {number + 1}")
-            await conn.execute("COMMIT")
-            log.info("database schema migrated to version %d", number + 1)
+    def _open_writer(self) -> sqlite3.Connection:
+        # Used by the writer thread only, once this returns; opened elsewhere, hence the flag.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            _migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
+        """Close the connections (after ``run_writer`` has returned)."""
+        if self._thread is not None:
+            await anyio.to_thread.run_sync(self._thread.join)
+            self._thread = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     # -- writing -----------------------------------------------------------------------
 
-    async def write(self, *statements: Statement, urgent: bool = True) -> None:
-        """Run ``statements`` in the next group commit; return once it is on disk.
-
-        ``urgent``: a client waits for this commit. Writes that only the daemon waits for
-        (a task's start or end) pass ``urgent=False`` and may linger ``LINGER_S`` for an
-        urgent one to share their commit.
-        """
+    async def write(self, *statements: Statement) -> None:
+        """Run ``statements`` in the next group commit; return once it is on disk."""
         if self.fatal is not None:
             raise Unavailable(f"the database failed: {self.fatal}")
-        job = _Job(statements, anyio.Event(), urgent)
-        self._send.send_nowait(job)
+        if self._closing:
+            raise Unavailable("coordd is shutting down")
+        job = _Job(statements, anyio.Event())
+        self._queue.put(job)
         assert job.done is not None
         await job.done.wait()
         if job.error is not None:
@@ -165,91 +166,77 @@ class Store:
 
     def write_later(self, *statements: Statement) -> None:
         """Queue ``statements`` for the next group commit without waiting for it."""
-        if self.fatal is None:
-            self._send.send_nowait(_Job(statements, None))
+        if self.fatal is None and not self._closing:
+            self._queue.put(_Job(statements, None))
 
     async def run_writer(self) -> None:
-        """The single writer: drain the queue, commit each batch, wake its requests."""
-        assert self._writer is not None
-        conn = self._writer
-        async with self._receive:
-            async for first in self._receive:
-                batch = [first]
-                self._drain(batch)
-                if not any(job.urgent for job in batch):
-                    await self._linger(batch)
-                try:
-                    await self._commit(conn, batch)
-                except sqlite3.Error as exc:
-                    self._fail(batch, exc)
-                    return
-                for job in batch:
-                    if job.done is not None:
-                        job.done.set()
+        """Run the writer thread until ``stop_writer`` (or a database failure)."""
+        assert self._db is not None
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._writer_thread, name="coordd-writer")
+        self._thread.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            self.stop_writer()
 
-    def _drain(self, batch: list[_Job]) -> None:
-        while len(batch) < MAX_BATCH:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except anyio.WouldBlock:
-                return
-
-    async def _linger(self, batch: list[_Job]) -> None:
-        """Wait up to ``LINGER_S`` for an urgent write to join a batch of background ones.
-
-        Without it, the ends of the tasks a commit just answered take the next commit on
-        their own, and the clients' next submissions wait a whole fsync for the one after:
-        the pipeline locks into alternate commits of each kind. Clients never wait here.
-        """
-        with anyio.move_on_after(LINGER_S):
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = await self._receive.receive()
-                except anyio.EndOfStream:
-                    return
-                batch.append(job)
-                self._drain(batch)
-                if any(j.urgent for j in batch):
-                    return
-
-    async def _commit(self, conn: aiosqlite.Connection, batch: list[_Job]) -> None:
-        groups: list[tuple[str, list[Sequence[Any]]]] = []
-        for job in batch:
-            for statement, params in job.statements:
-                if groups and groups[-1][0] == statement:
-                    groups[-1][1].append(params)
-                else:
-                    groups.append((statement, [params]))
-        # The whole transaction runs on the connection's own thread in one call: one thread
-        # crossing per group commit instead of one per statement. aiosqlite has no public
-        # way to run a function there; ``_execute`` is its own dispatch (the version is
-        # pinned in pyproject.toml and the store's tests exercise this path).
-        await conn._execute(_transaction, conn._conn, groups)  # type: ignore[no-untyped-call]
-        self.commits += 1
-
-    def _fail(self, batch: list[_Job], exc: sqlite3.Error) -> None:
-        log.critical("database %s failed, stopping: %s", self.path, exc)
-        self.fatal = exc
-        for job in batch:
-            job.error = exc
-            if job.done is not None:
-                job.done.set()
-        while True:
-            try:
-                job = self._receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-            job.error = exc
-            if job.done is not None:
-                job.done.set()
-        self.fatal_event.set()
+    def stop_writer(self) -> None:
+        """Commit what is queued, then end the writer thread."""
+        if not self._closing:
+            self._closing = True
+            self._queue.put(_STOP)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         await self.write()
 
-    def stop_writer(self) -> None:
-        self._send.close()
+    def _writer_thread(self) -> None:
+        """The single writer: take what is queued, commit it, wake its requests."""
+        assert self._db is not None
+        assert self._loop is not None
+        loop = self._loop
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stop = True
+                    break
+                batch.append(job)
+            try:
+                _transaction(self._db, _grouped(batch))
+            except sqlite3.Error as exc:
+                loop.call_soon_threadsafe(self._fail, batch, exc)
+                return
+            self.commits += 1
+            loop.call_soon_threadsafe(_wake, batch)
+        loop.call_soon_threadsafe(self._stopped.set)
+
+    def _fail(self, batch: list[_Job], exc: sqlite3.Error) -> None:
+        """On the event loop: fail this batch and everything queued after it."""
+        log.critical("database %s failed, stopping: %s", self.path, exc)
+        self.fatal = exc
+        self._closing = True
+        pending = list(batch)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                pending.append(job)
+        for job in pending:
+            job.error = exc
+        _wake(pending)
+        self.fatal_event.set()
+        self._stopped.set()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -259,7 +246,7 @@ class Store:
         ``named``: ``sqlite3.Row`` objects; otherwise plain tuples, cheaper by half when
         reading a whole queue at start-up.
         """
-        conn = self._reader or self._writer
+        conn = self._reader
         assert conn is not None
         conn.row_factory = sqlite3.Row if named else None
         try:
@@ -270,6 +257,39 @@ class Store:
     async def integrity_check(self) -> str:
         rows = await self.fetch("PRAGMA integrity_check")
         return str(rows[0][0])
+
+
+def _grouped(batch: list[_Job]) -> list[tuple[str, list[Sequence[Any]]]]:
+    """Consecutive statements with the same SQL, merged for ``executemany``."""
+    groups: list[tuple[str, list[Sequence[Any]]]] = []
+    for job in batch:
+        for statement, params in job.statements:
+            if groups and groups[-1][0] == statement:
+                groups[-1][1].append(params)
+            else:
+                groups.append((statement, [params]))
+    return groups
+
+
+def _wake(batch: list[_Job]) -> None:
+    for job in batch:
+        if job.done is not None:
+            job.done.set()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this coordd ({SCHEMA_VERSION}); upgrade coordd"
+        )
+    for number in range(version, SCHEMA_VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        for sql in _split(MIGRATIONS[number]):
+            db.execute(sql)
+        db.execute(f"PRAGMA user_version = {number + 1}")
+        db.execute("COMMIT")
+        log.info("database schema migrated to version %d", number + 1)
 
 
 def _transaction(db: sqlite3.Connection, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
