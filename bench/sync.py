@@ -16,10 +16,13 @@ server's work does not share our interpreter's lock. Measured, as medians over r
 - ``progress_overhead``: full sync with a live ``Progress`` versus one whose updates do
   nothing, run back to back in alternating order, CPU seconds, as a fraction of the
   latter (median over the pairs); also printed: the number of progress writes times the
-  cost of one.
+  cost of one;
+- ``status_p99_ms``: the same sync run as a task of a real coordd while another client
+  calls ``server.status`` back to back: the 99th percentile of its latency.
 
 The last line holds the figures as ``key=value`` pairs. Targets: ``ratio_plain`` ≤ 1.25,
-``ratio_dnf`` ≤ 1.0, ``resync_ratio`` ≤ 0.05, ``progress_overhead`` < 0.05.
+``ratio_dnf`` ≤ 1.0, ``resync_ratio`` ≤ 0.05, ``progress_overhead`` < 0.05,
+``status_p99_ms`` < 50.
 
 Run from the repository root: ``python bench/sync.py [--quick] [--repeat N]``.
 """
@@ -34,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -46,6 +50,7 @@ import httpx
 
 from coordd.importers.yum import ImporterOptions, sync
 from coordd.progress import Progress
+from tests.daemon import DaemonProcess, wait_for
 from tests.feeds import Pkg, build_feed
 
 PARALLEL = 8
@@ -238,7 +243,7 @@ def main() -> None:
                 k: []
                 for k in (
                     *("full", "cpu", "resync", "plain", "plain1", "plain_cpu", "dnf"),
-                    *("null", "paired"),
+                    *("null", "paired", "daemon", "status_p99"),
                 )
             }
             options = ImporterOptions(feed=url, parallel_downloads=PARALLEL)
@@ -284,6 +289,45 @@ def main() -> None:
                 runs["plain1"].append(wall)
                 shutil.rmtree(out)
 
+            def through_daemon(n: int) -> None:
+                # The same sync as a task of a real daemon, while another client calls
+                # server.status back to back: the event loop must stay responsive.
+                daemon = DaemonProcess(base / f"daemon{n}", ["--log-level", "warning"])
+                try:
+                    daemon.start()
+                    daemon.call(
+                        "repo.create",
+                        repo_id="bench",
+                        importer={"feed": url, "parallel_downloads": PARALLEL},
+                    )
+                    wait_for(lambda: daemon.call("repo.list")["repositories"], "the create")
+                    latencies: list[float] = []
+                    done = threading.Event()
+
+                    def poll() -> None:
+                        with daemon.client() as client:
+                            while not done.is_set():
+                                started = time.perf_counter()
+                                client.call("server.status")
+                                latencies.append(time.perf_counter() - started)
+
+                    poller = threading.Thread(target=poll)
+                    started = time.perf_counter()
+                    task = daemon.call("repo.sync", repo_id="bench")["task"]
+                    poller.start()
+                    with daemon.client(timeout=600) as client:
+                        ended = client.call("task.wait", {"task_id": task["id"], "timeout": 600})
+                    runs["daemon"].append(time.perf_counter() - started)
+                    done.set()
+                    poller.join()
+                    assert ended["state"] == "finished", ended
+                    latencies.sort()
+                    runs["status_p99"].append(latencies[int(len(latencies) * 0.99) - 1])
+                finally:
+                    daemon.stop()
+                    daemon.cleanup()
+                    shutil.rmtree(base / f"daemon{n}", ignore_errors=True)
+
             def dnf(n: int) -> None:
                 work = base / f"dnf{n}"
                 elapsed = dnf_reposync(url, work)
@@ -297,9 +341,9 @@ def main() -> None:
 
             # Every measurement starts with the page cache flushed (the previous one wrote
             # hundreds of MB), and the order rotates so no contender always goes first.
-            steps = [full_and_resync, null_progress, plain, dnf]
+            steps = [full_and_resync, null_progress, plain, dnf, through_daemon]
             for n in range(repeat):
-                for step in steps[n % 4 :] + steps[: n % 4]:
+                for step in steps[n % 5 :] + steps[: n % 5]:
                     settle()
                     step(n)
                 print(
@@ -308,6 +352,8 @@ def main() -> None:
                     f" plain {runs['plain'][-1]:.2f}s (cpu {runs['plain_cpu'][-1]:.2f}s)"
                     f" plain-1-conn-clients {runs['plain1'][-1]:.2f}s"
                     + (f" dnf {runs['dnf'][-1]:.2f}s" if runs["dnf"] else "")
+                    + f" daemon {runs['daemon'][-1]:.2f}s"
+                    f" (status p99 {runs['status_p99'][-1] * 1000:.1f} ms)"
                 )
         finally:
             assert server.stdin is not None
@@ -339,6 +385,8 @@ def main() -> None:
         figures["resync_ratio"] = med["resync"] / med["full"]
         # CPU seconds of adjacent pairs (see null_progress), median over the pairs.
         figures["progress_overhead"] = med["paired"]
+        print(f"medians: the same sync as a daemon task {med['daemon']:.3f}s")
+        figures["status_p99_ms"] = med["status_p99"] * 1000
         print(" ".join(f"{k}={v:.3f}" for k, v in figures.items()))
     finally:
         shutil.rmtree(base, ignore_errors=True)

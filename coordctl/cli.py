@@ -825,21 +825,29 @@ def cmd_tasks_list(ctx: Context, args: argparse.Namespace) -> int:
     return _print_tasks(ctx, query(ctx, "task.list", params))
 
 
-def cmd_task_details(ctx: Context, args: argparse.Namespace) -> int:
+def _task_call(ctx: Context, method: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Call a ``task.*`` method on ``--task-id``; with ``--wait``, follow the task to its end.
+
+    ``None`` when the user detached (Ctrl-C) while waiting.
+    """
     from coordctl import output
 
     client = ctx.connect()
     try:
-        task = client.call("task.get", {"task_id": args.task_id})
-    except BaseException:
+        task: dict[str, Any] = client.call(method, {"task_id": args.task_id})
+        if args.wait and task["state"] not in output.ENDED:
+            return wait_for(ctx, client, task)
+        return task
+    finally:
         client.close()
-        raise
-    if args.wait and task["state"] not in output.ENDED:
-        final = wait_for(ctx, client, task)
-        if final is None:
-            return exitcodes.INTERRUPTED
-        task = final
-    client.close()
+
+
+def cmd_task_details(ctx: Context, args: argparse.Namespace) -> int:
+    from coordctl import output
+
+    task = _task_call(ctx, "task.get", args)
+    if task is None:
+        return exitcodes.INTERRUPTED
     if ctx.json:
         ctx.json_out(task)
     else:
@@ -850,18 +858,9 @@ def cmd_task_details(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_task_cancel(ctx: Context, args: argparse.Namespace) -> int:
     from coordctl import output
 
-    client = ctx.connect()
-    try:
-        task = client.call("task.cancel", {"task_id": args.task_id})
-    except BaseException:
-        client.close()
-        raise
-    if args.wait and task["state"] not in output.ENDED:
-        final = wait_for(ctx, client, task)
-        if final is None:
-            return exitcodes.INTERRUPTED
-        task = final
-    client.close()
+    task = _task_call(ctx, "task.cancel", args)
+    if task is None:
+        return exitcodes.INTERRUPTED
     if ctx.json:
         ctx.json_out(task)
     elif task["state"] in ("canceled", "waiting", "running"):

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 
 from coordctl import exitcodes, output
 from coordctl.bar import Rate, line
-from tests.daemon import DaemonProcess, coordctl
+from tests.daemon import DaemonProcess, coordctl, wait_for
 from tests.feeds import build_feed, default_packages
 from tests.feedserver import STALL, FeedServer
 
@@ -42,17 +42,6 @@ REJECTED = (
 
 def flat(text: str) -> str:
     return " ".join(text.split())
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def field(text: str, name: str) -> list[str]:
@@ -180,7 +169,7 @@ def test_postponed_then_rejected_like_pulp_v2(daemon):
         assert again.returncode == 0, again.stderr
         assert "postponed" in again.stdout
     # The lock released: both updates run, in order, and finish.
-    wait_until(lambda: not daemon.call("task.list")["tasks"], what="the queued updates to finish")
+    wait_for(lambda: not daemon.call("task.list")["tasks"], what="the queued updates to finish")
     history = coordctl(daemon, "repo", "tasks", "list", "--repo-id", "demo", "--all")
     recs = records(history.stdout)
     assert {r["Task Id"]: r["Result"] for r in recs}[update_id] == "Success"
@@ -202,7 +191,7 @@ def test_tasks_list_all_resources_running_first(daemon):
             assert [r["Task Id"] for r in records(only.stdout)] == [lock_two]
             waiting_only = coordctl(daemon, "tasks", "list", "--state", "waiting")
             assert [r["Task Id"] for r in records(waiting_only.stdout)] == [waiting_id]
-    wait_until(lambda: states(daemon)[waiting_id] == "finished", what="the update to run")
+    wait_for(lambda: states(daemon)[waiting_id] == "finished", what="the update to run")
     finished = coordctl(daemon, "tasks", "list", "--state", "finished")
     ids = [r["Task Id"] for r in records(finished.stdout)]
     assert waiting_id in ids
@@ -231,7 +220,7 @@ def test_details_show_the_sync_progress_tree(make_daemon, tmp_path):
             content = task["progress"].get("importer", {}).get("content", {})
             return content.get("num_success", 0) >= 1
 
-        wait_until(downloading, what="the sync to download something")
+        wait_for(downloading, what="the sync to download something")
         details = coordctl(daemon, "repo", "tasks", "details", "--task-id", task_id)
         assert details.returncode == 0, details.stderr
         text = details.stdout
@@ -291,7 +280,7 @@ def test_wait_follows_a_sync_then_copy(daemon, tmp_path):
     assert copy.returncode == 0, copy.stderr
     answer = json.loads(copy.stdout)
     assert answer["task"]["args"] == {"from": "src", "to": "dst", "name": "alpha*"}
-    wait_until(lambda: states(daemon)[answer["task"]["id"]] == "finished", what="the copy")
+    wait_for(lambda: states(daemon)[answer["task"]["id"]] == "finished", what="the copy")
     show = coordctl(daemon, "repo", "show", "--repo-id", "dst")
     assert re.search(r"^  Packages:\s+3$", show.stdout, re.M), show.stdout
     publish = coordctl(daemon, "--json", "repo", "publish", "--repo-id", "dst", "--wait")
@@ -327,7 +316,7 @@ def _waiting_update(daemon: DaemonProcess) -> str:
                 return str(task["id"])
         return None
 
-    return str(wait_until(find, what="the update to be queued"))
+    return str(wait_for(find, what="the update to be queued"))
 
 
 def test_wait_then_cancel_exits_canceled(daemon):

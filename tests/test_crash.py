@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,23 +22,12 @@ import pytest
 
 from coordctl.client import Client
 from coordd.errors import CoorddError
-from tests.daemon import DaemonProcess
+from tests.daemon import DaemonProcess, wait_for
 
 ROUNDS = 20
 PER_THREAD = 12  # submissions per thread per round, at most
 HELD = "held"
 EXIT_RUNNING = 75  # coordd.main.EXIT_RUNNING (EX_TEMPFAIL), as documented in coordd(8)
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def integrity(db: Path) -> str:

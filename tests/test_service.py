@@ -24,13 +24,13 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from coordctl.client import Client, NotReachable
 from coordd.errors import ProtocolError, Unavailable
-from tests.daemon import DaemonProcess
+from tests.daemon import DaemonProcess, wait_for
 from tests.feeds import Pkg, build_feed, default_packages
 from tests.feedserver import STALL, TRICKLE, FeedServer
 
@@ -38,20 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 30.0  # a bound on waiting for something that should happen within a second or two
 EXIT_DATABASE = 70
 EXIT_CONFIG = 78
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = WAIT_S) -> T:
-    """Poll ``condition`` until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def wait_exit(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, float]:
