@@ -9,7 +9,6 @@ an operation here runs, so the operations need no locks of their own.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Mapping
@@ -156,9 +155,7 @@ class Repositories:
     async def create(self, ctx: TaskContext) -> dict[str, Any]:
         repo_id = ctx.args["repo_id"]
         now = time.time()
-        await anyio.to_thread.run_sync(
-            functools.partial(self.repo_dir(repo_id).mkdir, parents=True, exist_ok=True)
-        )
+        # No directory yet: sync, copy and publish create what they write into.
         self._save(ctx, Repository(repo_id, dict(ctx.args["config"]), now, now))
         return {"repo_id": repo_id}
 

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jsonrpcserver import Error, Success
-from jsonrpcserver.async_main import dispatch_to_serializable
+from jsonrpcserver.async_dispatcher import dispatch_request
+from jsonrpcserver.dispatcher import create_request, to_response
+from jsonrpcserver.response import to_serializable
+from jsonrpcserver.sentinels import NOID
 
 from coordd import params
 from coordd.coordinator import Decision, Resource, Verdict
@@ -149,15 +152,17 @@ class Api:
         return guarded
 
     async def dispatch(self, request: dict[str, Any], caller: Caller) -> dict[str, Any] | None:
-        """Dispatch one already-validated request object; ``None`` for a notification."""
-        response = await dispatch_to_serializable(
-            "",
-            methods=self._methods,
-            context=caller,
-            deserializer=lambda _: request,
-            validator=lambda parsed: parsed,
-        )
-        assert response is None or isinstance(response, dict)
+        """Dispatch one already-validated request object; ``None`` for a notification.
+
+        The framing layer has parsed and checked the request, and answers batches member
+        by member; so jsonrpcserver's per-request step is called directly, without its
+        parsing, validation and ``asyncio.gather`` over a batch of one.
+        """
+        parsed, result = await dispatch_request(self._methods, caller, create_request(request))
+        if parsed.id is NOID:
+            return None
+        response = to_serializable(to_response(parsed, result))
+        assert isinstance(response, dict)
         return response
 
     # -- server and tasks ----------------------------------------------------------------

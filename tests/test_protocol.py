@@ -807,7 +807,7 @@ def test_an_exception_inside_a_method_is_a_bare_internal_error(daemon: DaemonPro
     )
     # A directory where the content index should be: reading it raises IsADirectoryError,
     # which no method expects.
-    (daemon.state_dir / "repositories" / repo_id / INDEX_NAME).mkdir()
+    (daemon.state_dir / "repositories" / repo_id / INDEX_NAME).mkdir(parents=True)
     reply = one_reply(daemon, frame(request("repo.show", {"repo_id": repo_id}, "boom")))
     error = assert_error(reply, INTERNAL_ERROR, "internal error", "boom")
     assert error["message"] == "internal error"
