@@ -198,30 +198,9 @@ class Runtime:
         if before_start is not None:
             before_start(task)
 
-        # Decided: from here the task is stored and started even if the caller goes away.
-        async def store_and_start() -> None:
-            await self.store.write(
-                (
-                    "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held,"
-                    " uid, state, submitted, started, attempts)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        task.seq,
-                        task.id,
-                        operation,
-                        task.args_json,
-                        dumps(claims_to_json(claims)),
-                        int(op.heavy),
-                        int(op.restartable),
-                        int(op.held),
-                        uid,
-                        task.state.value,
-                        now,
-                        task.started,
-                        task.attempts,
-                    ),
-                )
-            )
+        # Decided. The row is queued, and the task started once it is committed, by the
+        # writer's wake-up: neither can be stopped half-way by the caller going away.
+        def started() -> None:
             self.counts[task.state] += 1
             log.info(
                 "task %s %s on %s: %s",
@@ -234,7 +213,30 @@ class Runtime:
             for task_id in decision.start:
                 self._launch(self.tasks[task_id], stored_running=task_id == task.id)
 
-        await self._uncancellable(store_and_start)
+        committed = self.store.write_then(
+            (
+                "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held,"
+                " uid, state, submitted, started, attempts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task.seq,
+                    task.id,
+                    operation,
+                    task.args_json,
+                    dumps(claims_to_json(claims)),
+                    int(op.heavy),
+                    int(op.restartable),
+                    int(op.held),
+                    uid,
+                    task.state.value,
+                    now,
+                    task.started,
+                    task.attempts,
+                ),
+            ),
+            then=started,
+        )
+        await committed
         return task, decision
 
     async def _uncancellable(self, work: Callable[[], Awaitable[None]]) -> None:

@@ -23,12 +23,13 @@ wait behind a commit and never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,22 @@ def dumps(value: Any) -> str:
 
 
 @dataclass
-class _Job:
+class PendingWrite:
+    """Statements queued for a group commit; await it to wait for the commit."""
+
     statements: Sequence[Statement]
     done: anyio.Event | None
+    then: Callable[[], None] | None = None  # run on the event loop once committed
     error: BaseException | None = None
+
+    async def wait(self) -> None:
+        assert self.done is not None
+        await self.done.wait()
+        if self.error is not None:
+            raise Unavailable(f"the database failed: {self.error}") from self.error
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.wait().__await__()
 
 
 _STOP = None  # queued to end the writer thread
@@ -104,10 +117,12 @@ class Store:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[PendingWrite | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = anyio.Event()
+        self._committed: collections.deque[list[PendingWrite]] = collections.deque()
+        self._delivered = anyio.Event()
         self._closing = False
         self.fatal: BaseException | None = None
         self.fatal_event = anyio.Event()
@@ -153,21 +168,28 @@ class Store:
 
     async def write(self, *statements: Statement) -> None:
         """Run ``statements`` in the next group commit; return once it is on disk."""
+        await self.write_then(*statements)
+
+    def write_then(
+        self, *statements: Statement, then: Callable[[], None] | None = None
+    ) -> PendingWrite:
+        """Queue ``statements`` now; ``then`` runs on the event loop right after the commit.
+
+        Await the result to wait for the commit. Queued and ``then`` are unaffected by the
+        caller being cancelled while it waits: what was decided happens regardless.
+        """
         if self.fatal is not None:
             raise Unavailable(f"the database failed: {self.fatal}")
         if self._closing:
             raise Unavailable("coordd is shutting down")
-        job = _Job(statements, anyio.Event())
+        job = PendingWrite(statements, anyio.Event(), then)
         self._queue.put(job)
-        assert job.done is not None
-        await job.done.wait()
-        if job.error is not None:
-            raise Unavailable(f"the database failed: {job.error}") from job.error
+        return job
 
     def write_later(self, *statements: Statement) -> None:
         """Queue ``statements`` for the next group commit without waiting for it."""
         if self.fatal is None and not self._closing:
-            self._queue.put(_Job(statements, None))
+            self._queue.put(PendingWrite(statements, None))
 
     async def run_writer(self) -> None:
         """Run the writer thread until ``stop_writer`` (or a database failure)."""
@@ -176,9 +198,25 @@ class Store:
         self._thread = threading.Thread(target=self._writer_thread, name="coordd-writer")
         self._thread.start()
         try:
-            await self._stopped.wait()
+            # Committed batches come back here, so that what runs after a commit (starting
+            # a task, say) runs inside a task, as anyio requires, not in a bare callback.
+            while self._committed or not self._stopped.is_set():
+                if not self._committed:
+                    await self._delivered.wait()
+                    self._delivered = anyio.Event()
+                    continue
+                _wake(self._committed.popleft())
         finally:
             self.stop_writer()
+
+    def _deliver(self, batch: list[PendingWrite]) -> None:
+        """On the event loop, from the writer thread: a batch is on disk."""
+        self._committed.append(batch)
+        self._delivered.set()
+
+    def _stop_delivering(self) -> None:
+        self._stopped.set()
+        self._delivered.set()
 
     def stop_writer(self) -> None:
         """Commit what is queued, then end the writer thread."""
@@ -216,10 +254,10 @@ class Store:
                 loop.call_soon_threadsafe(self._fail, batch, exc)
                 return
             self.commits += 1
-            loop.call_soon_threadsafe(_wake, batch)
-        loop.call_soon_threadsafe(self._stopped.set)
+            loop.call_soon_threadsafe(self._deliver, batch)
+        loop.call_soon_threadsafe(self._stop_delivering)
 
-    def _fail(self, batch: list[_Job], exc: sqlite3.Error) -> None:
+    def _fail(self, batch: list[PendingWrite], exc: sqlite3.Error) -> None:
         """On the event loop: fail this batch and everything queued after it."""
         log.critical("database %s failed, stopping: %s", self.path, exc)
         self.fatal = exc
@@ -234,9 +272,9 @@ class Store:
                 pending.append(job)
         for job in pending:
             job.error = exc
-        _wake(pending)
+        self._deliver(pending)
         self.fatal_event.set()
-        self._stopped.set()
+        self._stop_delivering()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -259,7 +297,7 @@ class Store:
         return str(rows[0][0])
 
 
-def _grouped(batch: list[_Job]) -> list[tuple[str, list[Sequence[Any]]]]:
+def _grouped(batch: list[PendingWrite]) -> list[tuple[str, list[Sequence[Any]]]]:
     """Consecutive statements with the same SQL, merged for ``executemany``."""
     groups: list[tuple[str, list[Sequence[Any]]]] = []
     for job in batch:
@@ -271,8 +309,13 @@ def _grouped(batch: list[_Job]) -> list[tuple[str, list[Sequence[Any]]]]:
     return groups
 
 
-def _wake(batch: list[_Job]) -> None:
+def _wake(batch: list[PendingWrite]) -> None:
     for job in batch:
+        if job.then is not None and job.error is None:
+            try:
+                job.then()
+            except Exception:
+                log.exception("an action after a commit failed")
         if job.done is not None:
             job.done.set()
 
