@@ -242,10 +242,10 @@ class Runtime:
     async def _uncancellable(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` to its end in the runtime's task group, and wait for it.
 
-        A method runs in a task jsonrpcserver creates (``asyncio.gather``), which a client
-        hanging up cancels outright, through any anyio shield. What must not stop half-way
-        once the coordinator has decided (storing a new task and starting it, ending a
-        canceled one) runs here: the caller may stop waiting, the work still completes.
+        A client hanging up cancels the method serving it. What must not stop half-way
+        once the coordinator has decided (recording a canceled task's end and starting
+        those behind it) runs here: the caller may stop waiting, the work still completes.
+        (A submission needs no such task: ``Store.write_then`` does its after-commit work.)
         """
         done = anyio.Event()
         failure: list[Exception] = []
