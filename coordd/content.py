@@ -82,7 +82,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 from coordd.errors import InvalidRequest, OperationFailed
@@ -91,6 +91,18 @@ INDEX_NAME = "content.json"
 STAMP_NAME = "content.stamp.json"
 CONTENT_DIR = "content"
 TMP_DIR = ".tmp"
+
+#: The dependency lists an index entry holds for each package, as in primary.xml.
+DEPENDENCY_KINDS: Final = (
+    "provides",
+    "requires",
+    "conflicts",
+    "obsoletes",
+    "suggests",
+    "enhances",
+    "recommends",
+    "supplements",
+)
 FORMAT = 1
 
 # Top-level directory of a publication that the publisher generates; no stored file may

@@ -36,6 +36,7 @@ from lxml import etree
 from coordd import progress as st
 from coordd.content import (
     CONTENT_DIR,
+    DEPENDENCY_KINDS,
     ContentIndex,
     Record,
     UnsafePath,
@@ -249,16 +250,7 @@ def cr_package(record: Record) -> Any:
     pkg.size_installed = int(record.get("size_installed") or 0)
     pkg.size_archive = int(record.get("size_archive") or 0)
     pkg.location_href = record["href"]
-    for kind in (
-        "provides",
-        "requires",
-        "conflicts",
-        "obsoletes",
-        "suggests",
-        "enhances",
-        "recommends",
-        "supplements",
-    ):
+    for kind in DEPENDENCY_KINDS:
         setattr(
             pkg,
             kind,

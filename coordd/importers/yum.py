@@ -77,6 +77,7 @@ from lxml import etree
 from coordd import progress as st
 from coordd.content import (
     CONTENT_DIR,
+    DEPENDENCY_KINDS,
     RESERVED_TOP,
     ContentIndex,
     Record,
@@ -362,17 +363,7 @@ NS_OTHER: Final = "{http://linux.duke.edu/metadata/other}"
 XML_BASE: Final = "{http://www.w3.org/XML/1998/namespace}base"
 
 _READ_CHUNK = 1 << 20
-_DEP_KINDS: Final = (
-    "provides",
-    "requires",
-    "conflicts",
-    "obsoletes",
-    "suggests",
-    "enhances",
-    "recommends",
-    "supplements",
-)
-_DEP_TAGS: Final = {NS_RPM + kind: kind for kind in _DEP_KINDS}
+_DEP_TAGS: Final = {NS_RPM + kind: kind for kind in DEPENDENCY_KINDS}
 # Repomd record types this importer regenerates (so does not keep as files), or that only
 # duplicate them in another form.
 _PARSED: Final = ("primary", "filelists", "other", "updateinfo", "prestodelta")
@@ -629,7 +620,7 @@ def parse_primary_package(element: Any, what: str) -> tuple[Record, _Location] |
     if element.get("type", "rpm") != "rpm":
         return None
     rec = dict(_PRIMARY_DEFAULTS)
-    for kind in _DEP_KINDS:
+    for kind in DEPENDENCY_KINDS:
         rec[kind] = []
     files: list[list[str]] = []
     rec["files"] = files
