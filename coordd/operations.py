@@ -32,7 +32,7 @@ class TaskContext:
 
     task: Task
     runtime: Runtime
-    stop_requested: anyio.Event = field(default_factory=anyio.Event)
+    _stop: anyio.Event | None = None
     resumed: bool = False  # re-run or re-attached after a restart
     final_writes: list[Statement] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
@@ -47,6 +47,13 @@ class TaskContext:
         self.final_writes.extend(statements)
         if then is not None:
             self.after_commit.append(then)
+
+    @property
+    def stop_requested(self) -> anyio.Event:
+        """Set when the task is asked to stop (cooperative operations watch it)."""
+        if self._stop is None:
+            self._stop = anyio.Event()  # made on demand: most operations never look
+        return self._stop
 
     @property
     def args(self) -> dict[str, Any]:
