@@ -47,47 +47,30 @@ def build(state_dir: Path, resources: int, per_resource: int) -> DaemonProcess:
     daemon.start()
     daemon.stop()
     now = time.time()
-    rows = []
-    seq = 0
-    for r in range(resources):
-        seq += 1
-        rows.append(
-            (
-                seq,
-                uuid.uuid4().hex,
-                "lock",
-                _args(r),
-                _claims(r),
-                0,
-                0,
-                1,
-                0,
-                "running",
-                now,
-                now,
-                1,
-            )
+
+    def row(seq: int, resource: int, state: str) -> tuple[object, ...]:
+        running = state == "running"
+        return (
+            seq,
+            uuid.uuid4().hex,
+            "lock",
+            _args(resource),
+            _claims(resource),
+            0,  # heavy
+            0,  # restartable
+            1,  # held
+            0,  # uid
+            state,
+            now,
+            now if running else None,
+            1 if running else 0,
         )
+
+    # Each resource's holder first, then the waiting tasks, round after round.
+    rows = [row(r + 1, r, "running") for r in range(resources)]
     for _ in range(per_resource):
         for r in range(resources):
-            seq += 1
-            rows.append(
-                (
-                    seq,
-                    uuid.uuid4().hex,
-                    "lock",
-                    _args(r),
-                    _claims(r),
-                    0,
-                    0,
-                    1,
-                    0,
-                    "waiting",
-                    now,
-                    None,
-                    0,
-                )
-            )
+            rows.append(row(len(rows) + 1, r, "waiting"))
     db = sqlite3.connect(state_dir / "coordd.db")
     with db:
         db.executemany(

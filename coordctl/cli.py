@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from coordctl import exitcodes
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from coordctl.client import Client
     from coordd.errors import CoorddError
 
@@ -556,6 +558,16 @@ class Context:
 
         self.print(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
+    def show(self, answer: Any, render: Callable[[ModuleType], str]) -> int:
+        """Print the daemon's ``answer`` as JSON, or as ``render(coordctl.output)`` gives it."""
+        if self.json:
+            self.json_out(answer)
+        else:
+            from coordctl import output
+
+            self.print(render(output))
+        return exitcodes.OK
+
 
 def execute(ctx: Context, args: argparse.Namespace) -> int:
     """Run the parsed command; turn the daemon's errors into output and an exit status."""
@@ -770,24 +782,12 @@ def query(ctx: Context, method: str, params: dict[str, Any] | None = None) -> An
 
 def cmd_repo_list(ctx: Context, args: argparse.Namespace) -> int:
     answer = query(ctx, "repo.list")
-    if ctx.json:
-        ctx.json_out(answer)
-    else:
-        from coordctl import output
-
-        ctx.print(output.repo_list(answer["repositories"]))
-    return exitcodes.OK
+    return ctx.show(answer, lambda output: output.repo_list(answer["repositories"]))
 
 
 def cmd_repo_show(ctx: Context, args: argparse.Namespace) -> int:
     answer = query(ctx, "repo.show", {"repo_id": args.repo_id})
-    if ctx.json:
-        ctx.json_out(answer)
-    else:
-        from coordctl import output
-
-        ctx.print(output.repo_show(answer))
-    return exitcodes.OK
+    return ctx.show(answer, lambda output: output.repo_show(answer))
 
 
 def _list_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -800,13 +800,7 @@ def _list_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_tasks(ctx: Context, answer: dict[str, Any]) -> int:
-    if ctx.json:
-        ctx.json_out(answer)
-    else:
-        from coordctl import output
-
-        ctx.print(output.task_list(answer["tasks"]))
-    return exitcodes.OK
+    return ctx.show(answer, lambda output: output.task_list(answer["tasks"]))
 
 
 def cmd_repo_tasks_list(ctx: Context, args: argparse.Namespace) -> int:
@@ -872,13 +866,7 @@ def cmd_task_cancel(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_server_status(ctx: Context, args: argparse.Namespace) -> int:
     status = query(ctx, "server.status")
-    if ctx.json:
-        ctx.json_out(status)
-    else:
-        from coordctl import output
-
-        ctx.print(output.server_status(status, str(ctx.socket_path())))
-    return exitcodes.OK
+    return ctx.show(status, lambda output: output.server_status(status, str(ctx.socket_path())))
 
 
 # -- run and shell -------------------------------------------------------------------------
