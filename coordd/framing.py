@@ -123,6 +123,14 @@ def _check_text(value: Any) -> None:
             stack.extend(item)
 
 
+_DECODER = json.JSONDecoder(
+    parse_constant=_no_constants,
+    parse_int=_checked_int,
+    parse_float=_checked_float,
+    object_pairs_hook=_unique_keys,
+)
+
+
 def decode(frame: bytes) -> Any:
     """Strict JSON decoding of one frame; raises ``BadMessage`` (parse error) on refusal."""
     try:
@@ -130,13 +138,7 @@ def decode(frame: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BadMessage(PARSE_ERROR, f"parse error: invalid UTF-8 at byte {exc.start}") from exc
     try:
-        value = json.loads(
-            text,
-            parse_constant=_no_constants,
-            parse_int=_checked_int,
-            parse_float=_checked_float,
-            object_pairs_hook=_unique_keys,
-        )
+        value = _DECODER.decode(text)
     except RecursionError as exc:
         raise BadMessage(PARSE_ERROR, "parse error: nesting too deep") from exc
     except json.JSONDecodeError as exc:
@@ -206,6 +208,9 @@ def split_batch(value: Any, max_batch: int) -> tuple[bool, list[Any]]:
     return True, value
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(message: Any) -> bytes:
     """One message as a frame: compact JSON and a newline."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _ENCODER.encode(message).encode() + b"\n"

@@ -2,10 +2,17 @@
 
 Each operation states, from its arguments alone, every resource it touches and how
 (``claims``), whether it needs a heavy slot, whether it may be re-run after a crash
-(``restartable``: it must then be idempotent), and the coroutine that does the work. The
-coroutine receives a ``TaskContext`` with a progress report and honours cancellation: the
-runtime cancels its anyio scope, at once, or after ``cancel_grace`` for ``cooperative``
-operations that watch ``stop_requested`` and wind down themselves.
+(``restartable``: it must then be idempotent), and what does the work:
+
+- ``run``, a coroutine receiving a ``TaskContext`` with a progress report, run in a task of
+  its own; it honours cancellation: the runtime cancels its anyio scope, at once, or after
+  ``cancel_grace`` for ``cooperative`` operations that watch ``stop_requested`` and wind
+  down themselves;
+- or ``apply``, for an operation that only changes the database (a repository's
+  configuration): a plain function, called when the task starts, that hands its change to
+  ``commit_at_end``. The task's start, the change and its end are then one transaction, so
+  such a task is never seen half-done, after a crash or otherwise, and costs no task of its
+  own.
 """
 
 from __future__ import annotations
@@ -75,11 +82,16 @@ class Operation:
     name: str
     summary: str
     claims: Callable[[Mapping[str, Any]], tuple[Claim, ...]]
-    run: Callable[[TaskContext], Awaitable[Any]]
+    run: Callable[[TaskContext], Awaitable[Any]] | None = None
+    apply: Callable[[TaskContext], Any] | None = None
     heavy: bool = False
     restartable: bool = False
     held: bool = False  # an external lock: a client holds it; see coordd.locks
     cooperative: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.run is None) == (self.apply is None):
+            raise ValueError(f"operation {self.name} needs either run or apply, not both")
 
 
 class Registry:

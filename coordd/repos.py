@@ -150,16 +150,17 @@ class Repositories:
     #
     # Each operation changes files (idempotently) and then hands its database change to
     # ``_save``: the change and the task's end commit together. Queries see a Repository
-    # object only when it is on disk; operations work on copies until then.
+    # object only when it is on disk; operations work on copies until then. Create and
+    # update change no file: they are plain functions, applied when their task starts.
 
-    async def create(self, ctx: TaskContext) -> dict[str, Any]:
+    def create(self, ctx: TaskContext) -> dict[str, Any]:
         repo_id = ctx.args["repo_id"]
         now = time.time()
         # No directory yet: sync, copy and publish create what they write into.
         self._save(ctx, Repository(repo_id, dict(ctx.args["config"]), now, now))
         return {"repo_id": repo_id}
 
-    async def update(self, ctx: TaskContext) -> dict[str, Any]:
+    def update(self, ctx: TaskContext) -> dict[str, Any]:
         repo = self._existing(ctx.args["repo_id"])
         changes = ctx.args["config"]
         config = dict(repo.config)
@@ -237,8 +238,8 @@ class Repositories:
             return (Claim(resource(args["from"]), "read"), Claim(resource(args["to"]), "update"))
 
         return [
-            Operation("repo.create", "create repository", on("create"), self.create),
-            Operation("repo.update", "update configuration", on("update"), self.update),
+            Operation("repo.create", "create repository", on("create"), apply=self.create),
+            Operation("repo.update", "update configuration", on("update"), apply=self.update),
             Operation(
                 "repo.delete", "delete repository", on("delete"), self.delete, restartable=True
             ),

@@ -16,12 +16,13 @@ recovers after a restart. Its rules:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,8 +40,16 @@ from coordd.coordinator import (
 from coordd.errors import Conflict, CoorddError, InvalidState, NotFound, Unavailable
 from coordd.operations import Registry, TaskContext
 from coordd.progress import Progress
-from coordd.store import Store, dumps
-from coordd.tasks import ENDED, State, Task, blocker_to_json, claims_from_json, claims_to_json
+from coordd.store import Statement, Store, dumps
+from coordd.tasks import (
+    ENDED,
+    State,
+    Task,
+    blocker_to_json,
+    claims_from_json,
+    claims_to_json,
+    new_task_id,
+)
 
 if TYPE_CHECKING:
     from coordd.config import Config
@@ -167,7 +176,7 @@ class Runtime:
             raise Unavailable("coordd is shutting down; submit again once it is back")
         op = self.operations[operation]
         claims = op.claims(args)
-        spec = TaskSpec(uuid.uuid4().hex, self._seq + 1, claims, op.heavy)
+        spec = TaskSpec(new_task_id(), self._seq + 1, claims, op.heavy)
         decision = self.coordinator.submit(spec)
         if decision.verdict is Verdict.REJECTED:
             raise Conflict(
@@ -189,6 +198,7 @@ class Runtime:
             uid=uid,
             state=State.WAITING,
             submitted=now,
+            _args=args,
         )
         accepted = decision.verdict is Verdict.ACCEPTED
         if accepted:
@@ -197,45 +207,36 @@ class Runtime:
         self.tasks[task.id] = task
         if before_start is not None:
             before_start(task)
+        applied: Callable[[], None] | None = None
+        if accepted and op.apply is not None:
+            # It only changes the database: applied now, its change and its end are stored
+            # with the task, in one row and one transaction.
+            end, ctx = self._apply(task)
+            writes = [_insert(task, end), *_change(end, ctx)]
+            applied = functools.partial(self._applied, task, end, ctx)
+        else:
+            writes = [_insert(task)]
 
         # Decided. The row is queued, and the task started once it is committed, by the
         # writer's wake-up: neither can be stopped half-way by the caller going away.
         def started() -> None:
             self.counts[task.state] += 1
-            log.info(
-                "task %s %s on %s: %s",
-                task.id,
-                operation,
-                _resources(task),
-                decision.verdict.value,
-            )
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "task %s %s on %s: %s",
+                    task.id,
+                    operation,
+                    _resources(task),
+                    decision.verdict.value,
+                )
+            if applied is not None:
+                applied()
+                return
             self._emit_changed(task)
             for task_id in decision.start:
                 self._launch(self.tasks[task_id], stored_running=task_id == task.id)
 
-        committed = self.store.write_then(
-            (
-                "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held,"
-                " uid, state, submitted, started, attempts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    task.seq,
-                    task.id,
-                    operation,
-                    task.args_json,
-                    dumps(claims_to_json(claims)),
-                    int(op.heavy),
-                    int(op.restartable),
-                    int(op.held),
-                    uid,
-                    task.state.value,
-                    now,
-                    task.started,
-                    task.attempts,
-                ),
-            ),
-            then=started,
-        )
+        committed = self.store.write_then(*writes, then=started)
         await committed
         return task, decision
 
@@ -268,7 +269,7 @@ class Runtime:
         """What submitting would decide now, without storing anything."""
         op = self.operations[operation]
         return self.coordinator.check(
-            TaskSpec(uuid.uuid4().hex, self._seq + 1, op.claims(args), op.heavy)
+            TaskSpec(new_task_id(), self._seq + 1, op.claims(args), op.heavy)
         )
 
     # -- running -------------------------------------------------------------------------
@@ -281,9 +282,43 @@ class Runtime:
         """
         if self.stopping and not stored_running:
             return  # stays waiting on disk; the next start picks it up
-        assert self._tg is not None
+        if not stored_running:
+            self._count(task.state, State.RUNNING)
         task.state = State.RUNNING
+        if self.operations[task.operation].apply is not None:
+            task.started = time.time()
+            task.attempts += 1
+            end, ctx = self._apply(task)
+            # The database failed: the daemon is stopping, the task stays waiting on disk.
+            with contextlib.suppress(Unavailable):
+                self.store.write_then(
+                    *_change(end, ctx),
+                    _end_update(task, end),
+                    then=functools.partial(self._applied, task, end, ctx),
+                )
+            return
+        assert self._tg is not None
         self._tg.start_soon(self._run, task, resumed, stored_running)
+
+    def _apply(self, task: Task) -> tuple[_End, TaskContext]:
+        """Run an ``apply`` operation at once.
+
+        The caller stores the end with the operation's change (``_change``) and calls
+        ``_applied`` once that is committed; until then the task is running, for queries
+        and for the coordinator.
+        """
+        op = self.operations[task.operation]
+        assert op.apply is not None
+        ctx = TaskContext(task, self)
+        try:
+            return _End(State.FINISHED, op.apply(ctx), None, time.time()), ctx
+        except Exception as exc:
+            return _End(State.ERROR, None, _failure(task, exc), time.time()), ctx
+
+    def _applied(self, task: Task, end: _End, ctx: TaskContext) -> None:
+        self._emit_changed(task)  # running: subscribers see the whole lifecycle
+        self._after_end(task, end, ctx)
+        self._release(task, succeeded=end.state is State.FINISHED)
 
     async def _run(self, task: Task, resumed: bool, stored_running: bool) -> None:
         op = self.operations[task.operation]
@@ -306,7 +341,6 @@ class Runtime:
                             (task.started, task.attempts, task.id),
                         ),
                     )
-                    self._count(State.WAITING, State.RUNNING)
                     log.info(
                         "task %s %s on %s: running (attempt %d)",
                         task.id,
@@ -315,6 +349,7 @@ class Runtime:
                         task.attempts,
                     )
                     self._emit_changed(task)
+                assert op.run is not None
                 result = await op.run(ctx)
             if scope.cancelled_caught:
                 if self.stopping and not task.cancel_requested:
@@ -325,12 +360,8 @@ class Runtime:
                 # It wound down when asked to (a lock's command stopped): canceled, not
                 # finished; the result (the command's exit status) is kept.
                 state, error = State.CANCELED, {"message": "canceled", "detail": None}
-        except CoorddError as exc:
-            state, error = State.ERROR, {"message": exc.message, "detail": exc.data}
         except Exception as exc:
-            log.exception("task %s (%s) failed unexpectedly", task.id, task.operation)
-            state = State.ERROR
-            error = {"message": f"internal error: {type(exc).__name__}: {exc}", "detail": None}
+            state, error = State.ERROR, _failure(task, exc)
         finally:
             self._scopes.pop(task.id, None)
             self._contexts.pop(task.id, None)
@@ -355,9 +386,12 @@ class Runtime:
     ) -> None:
         """Record a running task's end durably, then let the tasks behind it start."""
         await self._record_end(task, state, result, error, ctx)
+        self._release(task, succeeded=state is State.FINISHED)
+
+    def _release(self, task: Task, *, succeeded: bool) -> None:
+        """An ended task leaves the coordinator: start what it held back."""
         if task.id in self.coordinator:
-            starts = self.coordinator.finish(task.id, succeeded=state is State.FINISHED)
-            for task_id in starts:
+            for task_id in self.coordinator.finish(task.id, succeeded=succeeded):
                 self._launch(self.tasks[task_id])
 
     async def _record_end(
@@ -368,40 +402,33 @@ class Runtime:
         error: dict[str, Any] | None,
         ctx: TaskContext | None = None,
     ) -> None:
-        previous = task.state
-        task.state = state
-        task.finished = time.time()
-        task.result = result
-        task.error = error
-        succeeded = ctx is not None and state is State.FINISHED
-        await self.store.write(
-            *(ctx.final_writes if succeeded and ctx is not None else ()),
-            (
-                "UPDATE tasks SET state = ?, finished = ?, result = ?, error = ?, progress = ?,"
-                " cancel_requested = ? WHERE id = ?",
-                (
-                    state.value,
-                    task.finished,
-                    dumps(result),
-                    dumps(error),
-                    dumps(task.progress.snapshot()),
-                    int(task.cancel_requested),
-                    task.id,
-                ),
-            ),
-        )
-        if succeeded and ctx is not None:
+        end = _End(state, result, error, time.time())
+        await self.store.write(*_change(end, ctx), _end_update(task, end))
+        self._after_end(task, end, ctx)
+
+    def _after_end(self, task: Task, end: _End, ctx: TaskContext | None) -> None:
+        """Once a task's end is committed, and not before: show it, and its change."""
+        if ctx is not None and end.state is State.FINISHED:
             for then in ctx.after_commit:
                 then()
-        self._count(previous, state)
+        self._count(task.state, end.state)
+        task.state, task.result, task.error, task.finished = (
+            end.state,
+            end.result,
+            end.error,
+            end.finished,
+        )
         del self.tasks[task.id]
         self.recent[task.id] = task
         while len(self.recent) > RECENT_CAP:
             self.recent.popitem(last=False)
         self._progress_seen.pop(task.id, None)
         self._progress_saved.pop(task.id, None)
-        outcome = state.value if error is None else f"{state.value}: {error['message']}"
-        log.info("task %s %s on %s: %s", task.id, task.operation, _resources(task), outcome)
+        if log.isEnabledFor(logging.INFO):
+            outcome = end.state.value
+            if end.error is not None:
+                outcome += f": {end.error['message']}"
+            log.info("task %s %s on %s: %s", task.id, task.operation, _resources(task), outcome)
         self._emit_changed(task)
         event = self._ended.pop(task.id, None)
         if event is not None:
@@ -421,7 +448,11 @@ class Runtime:
             raise InvalidState(
                 f"task {task_id} has already ended ({ended.state.value}); nothing to cancel"
             )
-        if task.state is State.WAITING and not self.coordinator.is_running(task_id):
+        if (
+            task.state is State.WAITING
+            and not task.cancel_requested  # else already withdrawn, its end being recorded
+            and not self.coordinator.is_running(task_id)
+        ):
             task.cancel_requested = True
             starts = self.coordinator.cancel_waiting(task_id)
 
@@ -625,6 +656,73 @@ class Runtime:
 
 def _resources(task: Task) -> str:
     return ", ".join(f"{c.resource.type}/{c.resource.id}:{c.kind}" for c in task.claims)
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """How a task ended; applied to the task once it is committed."""
+
+    state: State
+    result: Any
+    error: dict[str, Any] | None
+    finished: float
+
+
+def _failure(task: Task, exc: Exception) -> dict[str, Any]:
+    """The error an operation's exception ends its task with."""
+    if isinstance(exc, CoorddError):
+        return {"message": exc.message, "detail": exc.data}
+    log.exception("task %s (%s) failed unexpectedly", task.id, task.operation)
+    return {"message": f"internal error: {type(exc).__name__}: {exc}", "detail": None}
+
+
+def _insert(task: Task, end: _End | None = None) -> Statement:
+    """The statement storing a new task, with its ``end`` if it already has one."""
+    return (
+        "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held, uid,"
+        " state, submitted, started, attempts, finished, result, error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            task.seq,
+            task.id,
+            task.operation,
+            task.args_json,
+            dumps(claims_to_json(task.claims)),
+            int(task.heavy),
+            int(task.restartable),
+            int(task.held),
+            task.uid,
+            (end.state if end is not None else task.state).value,
+            task.submitted,
+            task.started,
+            task.attempts,
+            *((end.finished, dumps(end.result), dumps(end.error)) if end else (None,) * 3),
+        ),
+    )
+
+
+def _end_update(task: Task, end: _End) -> Statement:
+    """The statement recording a task's end (and its start, for one applied at once)."""
+    return (
+        "UPDATE tasks SET state = ?, started = ?, attempts = ?, finished = ?, result = ?,"
+        " error = ?, progress = ?, cancel_requested = ? WHERE id = ?",
+        (
+            end.state.value,
+            task.started,
+            task.attempts,
+            end.finished,
+            dumps(end.result),
+            dumps(end.error),
+            dumps(task.progress_snapshot()),
+            int(task.cancel_requested),
+            task.id,
+        ),
+    )
+
+
+def _change(end: _End, ctx: TaskContext | None) -> list[Statement]:
+    """The operation's own change (``TaskContext.commit_at_end``), kept only if it finished."""
+    return ctx.final_writes if ctx is not None and end.state is State.FINISHED else []
 
 
 _QUEUE_COLUMNS = (

@@ -1,34 +1,32 @@
 """Persistence: one SQLite file, one writer, group commit.
 
-Every change of state goes through ``Store.write``: the statements join a queue that a single
-writer thread drains. The writer takes everything queued at that moment, runs it in one
-``BEGIN IMMEDIATE … COMMIT`` (WAL, ``synchronous=FULL``: the commit is durable when it
-returns), then wakes every request whose statements it carried. Concurrent requests thus share
-one fsync, and a request is answered only after its own transaction is on disk.
+Every change of state goes through ``Store.write``: the statements go to a single writer,
+a process of its own (``coordd.writer``) that takes everything that has arrived, runs it in
+one ``BEGIN IMMEDIATE … COMMIT`` (WAL, ``synchronous=FULL``: the commit is durable when it
+returns) and answers how many jobs it committed; the store then wakes each of them, in
+order. Concurrent requests thus share one fsync, and a request is answered only after its
+own transaction is on disk. The event loop only sends jobs and reads one answer per commit;
+the writer commits as soon as the previous commit is on disk, whatever the loop is doing.
 
-Why a thread of its own, not a coroutine: a coroutine writer commits only when the event loop
-gets round to resuming it, so under load each commit waits for a whole loop iteration and
-batches shrink. The thread commits as soon as the previous commit is on disk, whatever the
-loop is doing; the loop only queues jobs and receives one wake-up per batch. Consecutive
-statements with the same SQL are merged into one ``executemany``.
+A failure of the database (I/O error, disk full, corruption) is fatal: the writer reports it
+and exits, every waiting request fails with ``Unavailable``, and ``fatal`` is set so the
+daemon exits non-zero and the supervisor restarts it on a state that is known to be on disk.
+The writer dying is such a failure too.
 
-A failure of the database (I/O error, disk full, corruption) is fatal: the writer records it,
-fails every waiting request with ``Unavailable``, and ``fatal`` is set so the daemon exits
-non-zero and the supervisor restarts it on a state that is known to be on disk.
-
-Reads (history, repository details) use a second connection through aiosqlite, so they never
-wait behind a commit and never block the event loop.
+Reads (history, repository details) use a connection of the daemon's own through aiosqlite,
+so they never wait behind a commit and never block the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
-import queue
+import socket
 import sqlite3
-import threading
+import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,56 +34,30 @@ from typing import Any
 
 import aiosqlite
 import anyio
+from anyio.abc import Process
 
+from coordd import writer
 from coordd.errors import Unavailable
+from coordd.writer import SCHEMA_VERSION, Statement
+
+__all__ = ["SCHEMA_VERSION", "PendingWrite", "Statement", "Store", "dumps"]
 
 log = logging.getLogger(__name__)
 
-Statement = tuple[str, Sequence[Any]]
+CHANNEL_BUFFER = 4 << 20  # bytes of jobs the socket to the writer absorbs in a burst
+STOP_WAIT_S = 30.0  # for the writer's last commit at shutdown
 
-# Forward migrations, one per schema version; ``user_version`` counts those applied.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE tasks (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        operation TEXT NOT NULL,
-        args TEXT NOT NULL,
-        claims TEXT NOT NULL,
-        heavy INTEGER NOT NULL,
-        restartable INTEGER NOT NULL,
-        held INTEGER NOT NULL DEFAULT 0,
-        uid INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        submitted REAL NOT NULL,
-        started REAL,
-        finished REAL,
-        result TEXT,
-        error TEXT,
-        progress TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        cancel_requested INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX tasks_incomplete ON tasks(seq) WHERE state IN ('waiting', 'running');
-    CREATE INDEX tasks_finished ON tasks(finished) WHERE finished IS NOT NULL;
-    CREATE TABLE repositories (
-        id TEXT PRIMARY KEY,
-        config TEXT NOT NULL,
-        created REAL NOT NULL,
-        updated REAL NOT NULL,
-        last_sync TEXT,
-        last_publish TEXT
-    );
-    """,
-)
 
-SCHEMA_VERSION = len(MIGRATIONS)
-MAX_BATCH = 2000
+class WriterFailed(Exception):
+    """The database writer reported a failure, or went away."""
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def dumps(value: Any) -> str:
     """JSON for a column: compact, and refusing what SQLite or a reader could not take back."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)  # one encoder: ``json.dumps`` with options makes one a call
 
 
 @dataclass
@@ -107,62 +79,116 @@ class PendingWrite:
         return self.wait().__await__()
 
 
-_STOP = None  # queued to end the writer thread
-
-
 class Store:
     """The SQLite file behind the daemon's state; ``open`` it, then ``run_writer``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: queue.SimpleQueue[PendingWrite | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._process: Process | None = None
+        self._channel: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped = anyio.Event()
-        self._committed: collections.deque[list[PendingWrite]] = collections.deque()
-        self._delivered = anyio.Event()
+        self._unanswered: collections.deque[PendingWrite] = collections.deque()
+        self._outgoing = bytearray()
+        self._incoming = bytearray()
+        self._flush_pending = False
+        self._waiting_writable = False
         self._closing = False
         self.fatal: BaseException | None = None
         self.fatal_event = anyio.Event()
         self.commits = 0
 
     async def open(self) -> None:
-        """Open both connections, migrate the schema forward."""
+        """Start the writer (which migrates the schema forward), then open the reader."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
         try:
-            self._db = await anyio.to_thread.run_sync(self._open_writer)
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
+            self._process = await anyio.open_process(
+                [sys.executable, "-m", "coordd.writer", str(self.path)],
+                stdin=theirs.fileno(),
+                stdout=None,
+                stderr=None,
+            )
+        except OSError as exc:
+            ours.close()
+            raise Unavailable(f"cannot start the database writer: {exc}") from exc
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._channel = ours
+        try:
+            kind, payload = await self._next_message()
+            if kind != writer.READY:
+                raise Unavailable(f"cannot open the database {self.path}: {payload.decode()}")
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA query_only=ON")
+        except EOFError as exc:
+            status = await self._abandon()
+            raise Unavailable(
+                f"cannot open the database {self.path}: the writer exited with status {status}"
+            ) from exc
         except sqlite3.Error as exc:
-            await self.close()
+            await self._abandon()
             raise Unavailable(f"cannot open the database {self.path}: {exc}") from exc
-
-    def _open_writer(self) -> sqlite3.Connection:
-        # Used by the writer thread only, once this returns; opened elsewhere, hence the flag.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            _migrate(db)
         except BaseException:
-            db.close()
+            await self._abandon()
             raise
-        return db
+
+    async def _abandon(self) -> int | None:
+        """Opening failed: stop the writer (it committed nothing) and close; its status."""
+        status = None
+        with anyio.CancelScope(shield=True):
+            if self._process is not None:
+                if self._process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._process.kill()
+                status = await self._process.wait()
+                self._process = None
+            self._closing = True
+            await self.close()
+        return status
 
     async def close(self) -> None:
-        """Close the connections (after ``run_writer`` has returned)."""
-        if self._thread is not None:
-            await anyio.to_thread.run_sync(self._thread.join)
-            self._thread = None
+        """Let the writer finish what it was sent, then close everything."""
+        if self._process is not None:
+            self.stop_writer()
+            channel = self._channel
+            if channel is not None and self._outgoing and self.fatal is None:
+                # The loop may not get to flush it any more: hand over the rest now.
+                with contextlib.suppress(OSError):
+                    channel.setblocking(True)
+                    channel.settimeout(STOP_WAIT_S)
+                    channel.sendall(self._outgoing)
+                    self._outgoing.clear()
+            await self._wait_for_writer()
+            self._process = None
+        if self._channel is not None:
+            if self._waiting_writable and self._loop is not None:
+                self._loop.remove_writer(self._channel.fileno())
+            self._channel.close()
+            self._channel = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+
+    async def _wait_for_writer(self) -> None:
+        process = self._process
+        assert process is not None
+        with anyio.move_on_after(STOP_WAIT_S) as waited:
+            await process.wait()
+        if waited.cancelled_caught:
+            log.error("the database writer did not stop within %.0f s; killing it", STOP_WAIT_S)
+            process.kill()
+            await process.wait()
+
+    async def _exit_status(self) -> int | None:
+        if self._process is None:
+            return None
+        with anyio.move_on_after(5):
+            return await self._process.wait()
+        return None
 
     # -- writing -----------------------------------------------------------------------
 
@@ -173,9 +199,9 @@ class Store:
     def write_then(
         self, *statements: Statement, then: Callable[[], None] | None = None
     ) -> PendingWrite:
-        """Queue ``statements`` now; ``then`` runs on the event loop right after the commit.
+        """Send ``statements`` now; ``then`` runs on the event loop right after the commit.
 
-        Await the result to wait for the commit. Queued and ``then`` are unaffected by the
+        Await the result to wait for the commit. Sent and ``then`` are unaffected by the
         caller being cancelled while it waits: what was decided happens regardless.
         """
         if self.fatal is not None:
@@ -183,98 +209,111 @@ class Store:
         if self._closing:
             raise Unavailable("coordd is shutting down")
         job = PendingWrite(statements, anyio.Event(), then)
-        self._queue.put(job)
+        self._send(job)
         return job
 
     def write_later(self, *statements: Statement) -> None:
-        """Queue ``statements`` for the next group commit without waiting for it."""
+        """Send ``statements`` for the next group commit without waiting for it."""
         if self.fatal is None and not self._closing:
-            self._queue.put(PendingWrite(statements, None))
-
-    async def run_writer(self) -> None:
-        """Run the writer thread until ``stop_writer`` (or a database failure)."""
-        assert self._db is not None
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._writer_thread, name="coordd-writer")
-        self._thread.start()
-        try:
-            # Committed batches come back here, so that what runs after a commit (starting
-            # a task, say) runs inside a task, as anyio requires, not in a bare callback.
-            while self._committed or not self._stopped.is_set():
-                if not self._committed:
-                    await self._delivered.wait()
-                    self._delivered = anyio.Event()
-                    continue
-                _wake(self._committed.popleft())
-        finally:
-            self.stop_writer()
-
-    def _deliver(self, batch: list[PendingWrite]) -> None:
-        """On the event loop, from the writer thread: a batch is on disk."""
-        self._committed.append(batch)
-        self._delivered.set()
-
-    def _stop_delivering(self) -> None:
-        self._stopped.set()
-        self._delivered.set()
-
-    def stop_writer(self) -> None:
-        """Commit what is queued, then end the writer thread."""
-        if not self._closing:
-            self._closing = True
-            self._queue.put(_STOP)
+            self._send(PendingWrite(statements, None))
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
+        """Wait until everything sent so far is committed."""
         await self.write()
 
-    def _writer_thread(self) -> None:
-        """The single writer: take what is queued, commit it, wake its requests."""
-        assert self._db is not None
-        assert self._loop is not None
-        loop = self._loop
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    stop = True
-                    break
-                batch.append(job)
-            try:
-                _transaction(self._db, _grouped(batch))
-            except sqlite3.Error as exc:
-                loop.call_soon_threadsafe(self._fail, batch, exc)
-                return
-            self.commits += 1
-            loop.call_soon_threadsafe(self._deliver, batch)
-        loop.call_soon_threadsafe(self._stop_delivering)
+    def stop_writer(self) -> None:
+        """Ask the writer to commit what it was sent, then exit."""
+        if not self._closing:
+            self._closing = True
+            if self.fatal is None:
+                self._outgoing += writer.STOP_FRAME
+                self._flush()
 
-    def _fail(self, batch: list[PendingWrite], exc: sqlite3.Error) -> None:
-        """On the event loop: fail this batch and everything queued after it."""
+    def _send(self, job: PendingWrite) -> None:
+        self._unanswered.append(job)
+        self._outgoing += writer.job_frame(job.statements)
+        if not self._flush_pending and not self._waiting_writable:
+            # Jobs sent in the same turn of the event loop leave in one system call.
+            self._flush_pending = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        channel = self._channel
+        if channel is None or not self._outgoing or self.fatal is not None:
+            return
+        try:
+            sent = channel.send(self._outgoing)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._fail(WriterFailed(f"cannot reach the database writer: {exc}"))
+            return
+        del self._outgoing[:sent]
+        if self._outgoing and not self._waiting_writable:
+            assert self._loop is not None
+            self._waiting_writable = True
+            self._loop.add_writer(channel.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        assert self._loop is not None
+        assert self._channel is not None
+        self._loop.remove_writer(self._channel.fileno())
+        self._waiting_writable = False
+        self._flush()
+
+    async def run_writer(self) -> None:
+        """Wake the jobs the writer committed, until it stops (or the database fails)."""
+        while True:
+            try:
+                kind, payload = await self._next_message()
+            except EOFError:
+                if not self._closing:
+                    status = await self._exit_status()
+                    self._fail(WriterFailed(f"the database writer exited (status {status})"))
+                return
+            if kind == writer.COMMITTED:
+                self.commits += 1
+                (count,) = writer.LENGTH.unpack(payload)
+                _wake([self._unanswered.popleft() for _ in range(count)])
+            elif kind == writer.FAILED:
+                self._fail(WriterFailed(payload.decode("utf-8", "replace")))
+                return
+
+    async def _next_message(self) -> tuple[bytes, bytes]:
+        """The writer's next message: its kind, and its payload."""
+        channel = self._channel
+        assert channel is not None
+        while True:
+            message = _take_message(self._incoming)
+            if message is not None:
+                return message
+            await anyio.wait_readable(channel)
+            try:
+                data = channel.recv(1 << 16)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                raise EOFError
+            self._incoming += data
+
+    def _fail(self, exc: BaseException) -> None:
+        """The database failed: fail every unanswered job; the daemon stops."""
+        if self.fatal is not None:
+            return
         log.critical("database %s failed, stopping: %s", self.path, exc)
         self.fatal = exc
         self._closing = True
-        pending = list(batch)
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not _STOP:
-                pending.append(job)
+        self._outgoing.clear()
+        pending = list(self._unanswered)
+        self._unanswered.clear()
         for job in pending:
             job.error = exc
-        self._deliver(pending)
+        _wake(pending)
         self.fatal_event.set()
-        self._stop_delivering()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -297,16 +336,27 @@ class Store:
         return str(rows[0][0])
 
 
-def _grouped(batch: list[PendingWrite]) -> list[tuple[str, list[Sequence[Any]]]]:
-    """Consecutive statements with the same SQL, merged for ``executemany``."""
-    groups: list[tuple[str, list[Sequence[Any]]]] = []
-    for job in batch:
-        for statement, params in job.statements:
-            if groups and groups[-1][0] == statement:
-                groups[-1][1].append(params)
-            else:
-                groups.append((statement, [params]))
-    return groups
+def _take_message(buffer: bytearray) -> tuple[bytes, bytes] | None:
+    """One complete message of the writer from the front of ``buffer`` (removed from it)."""
+    if not buffer:
+        return None
+    kind = bytes(buffer[:1])
+    size = writer.LENGTH.size
+    if kind == writer.READY:
+        del buffer[:1]
+        return kind, b""
+    if len(buffer) < 1 + size:
+        return None
+    (value,) = writer.LENGTH.unpack_from(buffer, 1)
+    if kind == writer.COMMITTED:
+        payload = bytes(buffer[1 : 1 + size])
+        del buffer[: 1 + size]
+        return kind, payload
+    if len(buffer) < 1 + size + value:
+        return None
+    payload = bytes(buffer[1 + size : 1 + size + value])
+    del buffer[: 1 + size + value]
+    return kind, payload
 
 
 def _wake(batch: list[PendingWrite]) -> None:
@@ -318,35 +368,3 @@ def _wake(batch: list[PendingWrite]) -> None:
                 log.exception("an action after a commit failed")
         if job.done is not None:
             job.done.set()
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(
-            f"schema version {version} is newer than this coordd ({SCHEMA_VERSION}); upgrade coordd"
-        )
-    for number in range(version, SCHEMA_VERSION):
-        db.execute("BEGIN IMMEDIATE")
-        for sql in _split(MIGRATIONS[number]):
-            db.execute(sql)
-        db.execute(f"PRAGMA user_version = {number + 1}")
-        db.execute("COMMIT")
-        log.info("database schema migrated to version %d", number + 1)
-
-
-def _transaction(db: sqlite3.Connection, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
-    """Run ``groups`` of (SQL, rows) in one immediate transaction (on the writer thread)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for sql, rows in groups:
-            db.executemany(sql, rows)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-
-
-def _split(script: str) -> list[str]:
-    return [part.strip() for part in script.split(";") if part.strip()]

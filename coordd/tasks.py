@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,14 @@ class State(enum.StrEnum):
 
 
 ENDED = frozenset({State.FINISHED, State.ERROR, State.CANCELED})
+
+
+def new_task_id() -> str:
+    """A random (version 4) UUID as 32 hex digits: ``uuid.uuid4().hex`` without the object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -91,6 +100,10 @@ class Task:
             self.progress_report = Progress()
         return self.progress_report
 
+    def progress_snapshot(self) -> dict[str, Any]:
+        """The progress report as it is now (``{}`` if the task never reported)."""
+        return {} if self.progress_report is None else self.progress_report.snapshot()
+
     @property
     def args(self) -> dict[str, Any]:
         if self._args is None:
@@ -117,7 +130,7 @@ class Task:
             "finished": iso(self.finished),
             "result": self.result,
             "error": self.error,
-            "progress": self.progress.snapshot(),
+            "progress": self.progress_snapshot(),
             "uid": self.uid,
             "attempts": self.attempts,
             "heavy": self.heavy,

@@ -545,8 +545,9 @@ def coordd_page() -> str:
         *tagged(
             [".I /var/lib/coordd"],
             "The system service's state (~/.local/state/coordd for a user): coordd.db "
-            "(SQLite, WAL), coordd.lock (one daemon per state directory), repositories/ID "
-            "(content) and published/ID (the tree to use as a baseurl).",
+            "(SQLite, WAL; written by one process of its own, which holds "
+            "coordd.db-writer.lock), coordd.lock (one daemon per state directory), "
+            "repositories/ID (content) and published/ID (the tree to use as a baseurl).",
         ),
         *tagged(
             [".I /etc/coordd/coordd.toml"],
