@@ -83,6 +83,14 @@ def build(state_dir: Path, resources: int, per_resource: int) -> DaemonProcess:
 
 
 def peak_rss_mb(pid: int) -> float:
+    """Peak resident size (VmHWM) of the daemon and of its children (the database writer)."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(child) for child in children.read_text().split()]
+    return sum(_peak_rss_mb(p) for p in pids)
+
+
+def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024

@@ -2,8 +2,9 @@
 
 The state holds 1,000 held external locks and 100,000 tasks waiting behind them. The
 daemon is started over it; ``ready_s`` is the time from exec to the first ``server.status``
-answer, ``rss_mb`` the process's peak resident size (VmHWM) at that point. For comparison
-the same is measured over an empty state in the same run.
+answer, ``rss_mb`` the peak resident size (VmHWM) of the daemon and its database writer
+process at that point. For comparison the same is measured over an empty state in the same
+run.
 
 Targets: ready_s <= 3 and rss_mb <= 300.
 Usage: python bench/recovery.py [--quick]

@@ -644,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str, Any]) -> int:
-    """Submit a task; print accepted/postponed, or follow it with ``--wait``."""
+    """Submit a task; print accepted/postponed, or follow it with ``--wait`` (one done as it
+    was accepted, a configuration change, is reported as it ended)."""
     from coordctl import output
 
     what: str = args.what
@@ -662,6 +663,13 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
         client.close()
         raise
     task = answer["task"]
+    if task["state"] in output.ENDED:  # done as it was accepted: nothing to follow
+        client.close()
+        if ctx.json:
+            ctx.json_out(answer)
+        else:
+            ctx.print(output.outcome(what, task))
+        return ended_status(task)
     try:
         if not args.wait:
             detach(ctx, task["id"])

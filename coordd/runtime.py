@@ -6,8 +6,11 @@ recovers after a restart. Its rules:
 
 - A submission is answered only after the transaction storing it committed. A task that
   starts later is recorded ``running`` (durably) before its operation runs, so a crash never
-  re-runs a non-restartable task by mistake.
-- An ending is recorded before the tasks behind it are started.
+  re-runs a non-restartable task by mistake. An operation that only changes the database
+  (``Operation.apply``) is applied when its task starts: its start, its change and its end
+  are one transaction (with the submission's, when it starts at once).
+- An ending is recorded before the tasks behind it are started, and shown (state, counts,
+  the operation's change) only once it is committed.
 - On shutdown, running tasks get ``shutdown_grace`` to finish, then are cancelled without
   recording an end: at the next start restartable ones run again and the others end
   ``error`` "interrupted". External locks stay held so their clients can re-attach.
@@ -412,12 +415,10 @@ class Runtime:
             for then in ctx.after_commit:
                 then()
         self._count(task.state, end.state)
-        task.state, task.result, task.error, task.finished = (
-            end.state,
-            end.result,
-            end.error,
-            end.finished,
-        )
+        task.state = end.state
+        task.result = end.result
+        task.error = end.error
+        task.finished = end.finished
         del self.tasks[task.id]
         self.recent[task.id] = task
         while len(self.recent) > RECENT_CAP:

@@ -291,6 +291,23 @@ def test_wait_follows_a_sync_then_copy(daemon, tmp_path):
     assert Path(path).is_dir()
 
 
+def test_a_configuration_change_is_reported_done_without_wait(daemon):
+    """Create and update are done as they are accepted: the answer says how they ended."""
+    created = coordctl(daemon, "repo", "create", "--repo-id", "quick")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("Repository create finished."), created.stdout
+    updated = coordctl(
+        daemon, "--json", "repo", "update", "--repo-id", "quick", "--description", "d"
+    )
+    assert updated.returncode == 0, updated.stderr
+    answer = json.loads(updated.stdout)
+    assert answer["verdict"] == "accepted"
+    assert answer["task"]["state"] == "finished"
+    assert answer["task"]["result"] == {"repo_id": "quick", "changed": ["description"]}
+    shown = json.loads(coordctl(daemon, "--json", "repo", "show", "--repo-id", "quick").stdout)
+    assert shown["description"] == "d"  # already visible: the answer came after the commit
+
+
 def test_wait_on_a_failing_task_exits_task_failed(daemon):
     create(daemon, "nofeed")
     result = coordctl(daemon, "repo", "sync", "--repo-id", "nofeed", "--wait")
