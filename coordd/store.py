@@ -38,9 +38,9 @@ from anyio.abc import Process
 
 from coordd import writer
 from coordd.errors import Unavailable
-from coordd.writer import SCHEMA_VERSION, Statement
+from coordd.writer import Statement
 
-__all__ = ["SCHEMA_VERSION", "PendingWrite", "Statement", "Store", "dumps"]
+__all__ = ["PendingWrite", "Statement", "Store", "dumps"]
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,11 @@ class Store:
         self._flush()
 
     async def run_writer(self) -> None:
-        """Wake the jobs the writer committed, until it stops (or the database fails)."""
+        """Wake the jobs the writer committed, until it stops (or the database fails).
+
+        What runs after a commit (starting a task, say) thus runs inside this task, as anyio
+        requires, not in a bare callback.
+        """
         while True:
             try:
                 kind, payload = await self._next_message()

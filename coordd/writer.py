@@ -237,7 +237,7 @@ def _lock(path: Path) -> int:
 def serve(path: Path, channel: socket.socket) -> int:
     """Commit jobs from ``channel`` until told to stop or the daemon goes away."""
     try:
-        _lock(path)
+        _lock(path)  # held until this process exits
         db = open_database(path)
     except (sqlite3.Error, OSError, LockTimeout) as exc:
         channel.sendall(failure_message(str(exc)))
