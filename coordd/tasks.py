@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -41,7 +42,13 @@ def iso(timestamp: float | None) -> str | None:
     """ISO 8601 UTC with a ``Z``, to the second; ``None`` stays ``None``."""
     if timestamp is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+    return _iso_second(math.floor(timestamp))
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    # Cached: a task's times, and a list of tasks submitted together, share their seconds.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def claims_to_json(claims: tuple[Claim, ...]) -> list[dict[str, str]]:
