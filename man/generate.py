@@ -479,7 +479,14 @@ def coordd_page() -> str:
             "restart, waiting tasks come back in their order; a task that was running runs "
             "again if it is restartable (delete, sync, publish, copy), up to max_attempts, "
             "and otherwise ends in error with the reason interrupted. Ended tasks stay in "
-            "the history for the retention period."
+            "the history for the retention period. Creating a repository or changing its "
+            "configuration is done in the same transaction that stores the task."
+        ),
+        *para(
+            "The daemon runs one child process, its database writer (python3 -m "
+            "coordd.writer), which commits what the daemon sends it, many requests to one "
+            "fsync. It ignores SIGINT and SIGTERM and exits when the daemon stops or goes "
+            "away; if it fails or dies, the daemon stops with status 70."
         ),
         *para(
             "Clients speak JSON-RPC 2.0 on a Unix socket, one message per line; see "
