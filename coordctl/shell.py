@@ -8,10 +8,11 @@ Each line is parsed by the one-shot parser and run by the same command functions
   (cached for a moment, fetched in prompt_toolkit's completion thread);
 - history in ``$XDG_STATE_HOME/coordd/coordctl_history`` (``~/.local/state/coordd/…``);
 - a notice above the prompt when a task this shell submitted ends. A thread holds its own
-  connection subscribed to every task event and hands the notice to a prompt_toolkit
-  ``StdoutProxy``, which prints it above the prompt while the prompt is shown (or directly
-  while a command runs). A task followed to its end with ``--wait`` gets no notice: its end
-  was printed in front of the user; one detached from with Ctrl-C gets one.
+  connection, subscribed to the events of those tasks only (a busy daemon does not flood an
+  idle shell), and hands the notice to a prompt_toolkit ``StdoutProxy``, which prints it
+  above the prompt while the prompt is shown (or directly while a command runs). A task
+  followed to its end with ``--wait`` gets no notice: its end was printed in front of the
+  user; one detached from with Ctrl-C gets one.
 
 Commands run in the main thread with the prompt closed, so Ctrl-C interrupts them (``--wait``
 detaches) and lands back at the prompt; Ctrl-C at the prompt clears the line; Ctrl-D,
@@ -27,7 +28,6 @@ import shlex
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,12 @@ from coordctl import exitcodes, output
 from coordctl.cli import Context, build_parser, run_line
 from coordctl.client import Client
 from coordctl.completion import Command, candidates, command_tree
-from coordd.errors import CoorddError
+from coordd.errors import CoorddError, NotFound
 
 PROMPT = "coordctl> "
 SHELL_WORDS = ("help", "exit", "quit")
 ID_CACHE_S = 2.0
-RECENT_ENDED = 500
+WATCH_POLL_S = 0.2  # how soon a newly watched task is subscribed to
 HELP_TAIL = """
 In the shell, type commands without 'coordctl': repo tasks list --repo-id demo
   help [COMMAND]   this help, or a command's
@@ -118,8 +118,7 @@ class Watcher:
     def __init__(self, ctx: Context, proxy: StdoutProxy) -> None:
         self.ctx = ctx
         self.proxy = proxy
-        self.watched: set[str] = set()
-        self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.watched: set[str] = set()  # tasks whose end is still to be told
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="coordctl-events", daemon=True)
@@ -134,20 +133,21 @@ class Watcher:
     def watch(self, task_id: str) -> None:
         """Say when ``task_id`` ends (a command left it running: no ``--wait``, or Ctrl-C)."""
         with self._lock:
-            task = self.ended.get(task_id)
-            if task is None:
-                self.watched.add(task_id)
-                return
-        self._notify(task)  # it ended before the command returned
+            self.watched.add(task_id)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             client: Client | None = None
             try:
                 client = self.ctx.connect(timeout=10.0)
-                client.call("events.subscribe")
+                subscribed: set[str] = set()  # on this connection
                 while not self._stop.is_set():
-                    message = client.next_notification(0.5)
+                    with self._lock:
+                        new = self.watched - subscribed
+                    if new:
+                        self._subscribe(client, sorted(new))
+                        subscribed |= new
+                    message = client.next_notification(WATCH_POLL_S)
                     if message is not None and message.get("method") == "task.changed":
                         self._changed(message.get("params", {}).get("task") or {})
             except CoorddError:
@@ -156,22 +156,28 @@ class Watcher:
                 if client is not None:
                     client.close()
 
-    def _changed(self, task: dict[str, Any]) -> None:
-        if task.get("state") not in output.ENDED:
-            return
-        task_id = str(task.get("id"))
-        with self._lock:
-            if task_id not in self.watched:
-                self.ended[task_id] = task
-                while len(self.ended) > RECENT_ENDED:
-                    self.ended.popitem(last=False)
-                return
-            self.watched.discard(task_id)
-        self._notify(task)
+    def _subscribe(self, client: Client, task_ids: list[str]) -> None:
+        """Events of ``task_ids`` from now on; and those that ended before, told now."""
+        client.call("events.subscribe", {"task_ids": task_ids})
+        for task_id in task_ids:
+            try:
+                self._changed(client.call("task.get", {"task_id": task_id}))
+            except NotFound:
+                self._forget(task_id)  # purged from the history already
 
-    def _notify(self, task: dict[str, Any]) -> None:
+    def _changed(self, task: dict[str, Any]) -> None:
+        if task.get("state") not in output.ENDED or not self._forget(str(task.get("id"))):
+            return
         self.proxy.write(notice(task))
         self.proxy.flush()
+
+    def _forget(self, task_id: str) -> bool:
+        """Stop watching ``task_id``; whether it was watched (its end not yet told)."""
+        with self._lock:
+            if task_id not in self.watched:
+                return False
+            self.watched.discard(task_id)
+            return True
 
 
 def notice(task: dict[str, Any]) -> str:
