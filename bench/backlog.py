@@ -68,9 +68,11 @@ def build(state_dir: Path, resources: int, per_resource: int) -> DaemonProcess:
 
     # Each resource's holder first, then the waiting tasks, round after round.
     rows = [row(r + 1, r, "running") for r in range(resources)]
+    claimed = [("bench", f"r{r}", r + 1) for r in range(resources)]
     for _ in range(per_resource):
         for r in range(resources):
             rows.append(row(len(rows) + 1, r, "waiting"))
+            claimed.append(("bench", f"r{r}", len(rows)))
     db = sqlite3.connect(state_dir / "coordd.db")
     with db:
         db.executemany(
@@ -78,6 +80,7 @@ def build(state_dir: Path, resources: int, per_resource: int) -> DaemonProcess:
             " state, submitted, started, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
+        db.executemany("INSERT INTO task_resources (type, id, seq) VALUES (?, ?, ?)", claimed)
     db.close()
     return daemon
 

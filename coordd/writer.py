@@ -74,6 +74,18 @@ MIGRATIONS: tuple[str, ...] = (
         last_publish TEXT
     );
     """,
+    # Which tasks touched a resource: one resource's history without a scan of all tasks.
+    """
+    CREATE TABLE task_resources (
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (type, id, seq)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO task_resources (type, id, seq)
+        SELECT json_extract(claim.value, '$.type'), json_extract(claim.value, '$.id'), tasks.seq
+        FROM tasks, json_each(tasks.claims) AS claim;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

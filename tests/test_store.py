@@ -3,6 +3,7 @@ and what happens when the writer goes away."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -154,3 +155,40 @@ async def test_a_second_writer_waits_for_the_first(tmp_path: Path) -> None:
         await first.close()
         await second.close()
     assert second._process is None  # the waiting writer was stopped, not left behind
+
+
+def test_a_first_version_database_is_migrated_and_its_history_indexed(tmp_path: Path) -> None:
+    path = tmp_path / "coordd.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(writer.MIGRATIONS[0])
+        db.execute("PRAGMA user_version = 1")
+        db.executemany(
+            "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, uid,"
+            " state, submitted) VALUES (?, ?, 'repo.copy', '{}', ?, 0, 1, 0, 'finished', 0)",
+            [
+                (1, "a", '[{"type":"repository","id":"x","kind":"create"}]'),
+                (
+                    2,
+                    "b",
+                    '[{"type":"repository","id":"x","kind":"read"},'
+                    '{"type":"repository","id":"y","kind":"update"}]',
+                ),
+            ],
+        )
+        db.commit()
+    with contextlib.closing(writer.open_database(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (writer.SCHEMA_VERSION,)
+        assert db.execute("SELECT type, id, seq FROM task_resources").fetchall() == [
+            ("repository", "x", 1),
+            ("repository", "x", 2),
+            ("repository", "y", 2),
+        ]
+
+
+@pytest.mark.anyio
+async def test_a_database_of_a_newer_coordd_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "coordd.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(Unavailable, match="schema version 99 is newer than this coordd"):
+        await Store(path).open()

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from coordctl.client import Client
-from coordd.errors import Conflict, InvalidState
+from coordd.errors import Conflict, InvalidState, NotFound
 from tests.daemon import DaemonProcess, wait_for
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -415,3 +416,26 @@ def test_events_report_state_changes(
         daemon.call("task.wait", task_id=create["task"]["id"], timeout=10)
         assert everything.call("server.status")  # a round trip after the task ended
         assert everything.next_notification(0.2) is None
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+def test_ended_tasks_are_purged_after_the_retention(make_daemon):
+    daemon = configured(make_daemon, '[tasks]\nretention = "1s"\n')
+    create_repo(daemon, "old")
+    old = daemon.call("task.list", repo_id="old", state="all")["tasks"]
+    assert [t["operation"] for t in old] == ["repo.create"]
+
+    def purged() -> bool:
+        return not daemon.call("task.list", repo_id="old", state="all")["tasks"]
+
+    wait_for(purged, what="the ended task to be purged", timeout=15)
+    with pytest.raises(NotFound):
+        daemon.call("task.get", task_id=old[0]["id"])
+    assert daemon.call("server.status")["tasks"]["finished"] == 0
+    assert daemon.call("repo.show", repo_id="old")["id"] == "old"  # the repository stays
+    # Nothing of it is left behind in the database, the per-resource index included.
+    with contextlib.closing(sqlite3.connect(daemon.state_dir / "coordd.db")) as db:
+        assert db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM task_resources").fetchone() == (0,)
