@@ -91,7 +91,7 @@ class Operation:
 
     def __post_init__(self) -> None:
         if (self.run is None) == (self.apply is None):
-            raise ValueError(f"operation {self.name} needs either run or apply, not both")
+            raise ValueError(f"operation {self.name} needs exactly one of run and apply")
 
 
 class Registry:

@@ -427,8 +427,8 @@ def _params_check(signature: inspect.Signature) -> Callable[[Caller, Any, Any], 
     """A check that params fit a method, raising ``TypeError`` with Python's precise message.
 
     Params by name, as clients send them, are checked against the names computed here;
-    anything else goes through ``Signature.bind``, which is exact but costs a request's worth
-    of time on the hot path.
+    anything else (and every mistake) goes through ``Signature.bind``, exact but too slow to
+    run on every request.
     """
     parameters = list(signature.parameters.values())[1:]  # after the caller
     names = frozenset(p.name for p in parameters)
