@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.load import with_children
 from tests.daemon import DaemonProcess
 
 # Clients that hold or wait for these locks never come back during a benchmark; keep the
@@ -87,10 +88,7 @@ def build(state_dir: Path, resources: int, per_resource: int) -> DaemonProcess:
 
 def peak_rss_mb(pid: int) -> float:
     """Peak resident size (VmHWM) of the daemon and of its children (the database writer)."""
-    pids = [pid]
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        pids += [int(child) for child in children.read_text().split()]
-    return sum(_peak_rss_mb(p) for p in pids)
+    return sum(_peak_rss_mb(p) for p in with_children(pid))
 
 
 def _peak_rss_mb(pid: int) -> float:

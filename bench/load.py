@@ -89,13 +89,18 @@ def run_load_process(
     return result
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) used so far by process ``pid`` and its children."""
+def with_children(pid: int) -> list[int]:
+    """Process ``pid`` and its children (the daemon and its database writer)."""
     pids = [pid]
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
         pids += [int(child) for child in children.read_text().split()]
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) used so far by process ``pid`` and its children."""
     total = 0
-    for each in pids:
+    for each in with_children(pid):
         fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf("SC_CLK_TCK")
