@@ -665,20 +665,12 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
     task = answer["task"]
     if task["state"] in output.ENDED:  # done as it was accepted: nothing to follow
         client.close()
-        if ctx.json:
-            ctx.json_out(answer)
-        else:
-            ctx.print(output.outcome(what, task))
-        return ended_status(task)
+        return report_end(ctx, what, answer, task)
     try:
         if not args.wait:
             detach(ctx, task["id"])
             client.close()
-            if ctx.json:
-                ctx.json_out(answer)
-            else:
-                ctx.print(output.submitted(what, answer))
-            return exitcodes.OK
+            return ctx.show(answer, lambda output: output.submitted(what, answer))
         if not ctx.json and answer.get("verdict") == "postponed":
             ctx.print(output.submitted(what, answer) + "\n")
         final = wait_for(ctx, client, task)
@@ -689,10 +681,12 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
         return exitcodes.INTERRUPTED
     if final is None:
         return exitcodes.INTERRUPTED
-    if ctx.json:
-        ctx.json_out({**answer, "task": final})
-    else:
-        ctx.print(output.outcome(what, final))
+    return report_end(ctx, what, answer, final)
+
+
+def report_end(ctx: Context, what: str, answer: dict[str, Any], final: dict[str, Any]) -> int:
+    """How a submitted task ended: the answer with the task as it ended, or its outcome."""
+    ctx.show({**answer, "task": final}, lambda output: output.outcome(what, final))
     return ended_status(final)
 
 
