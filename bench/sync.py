@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import anyio
 import httpx
 
-from coordd.importers.yum import ImporterOptions, sync
-from coordd.progress import Progress
+from coordd.engine.progress import Progress
+from coordd.repo.yum.sync import ImporterOptions, sync
 from tests.daemon import DaemonProcess, wait_for
 from tests.feeds import Pkg, build_feed
 

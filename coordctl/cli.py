@@ -5,7 +5,7 @@ The same parser and the same command functions serve a one-shot ``coordctl repo 
 (``coordctl.shell``), the way supervisorctl runs a one-shot command as one shell line. A
 command function takes a ``Context`` (where the daemon is, how to print, and the shell's hooks)
 and the parsed arguments, and returns the exit status (``coordctl.exitcodes``). Errors from
-the daemon are raised as ``coordd.errors`` classes and turned into output and a status in one
+the daemon are raised as ``coordd.api.errors`` classes and turned into output and a status in one
 place, ``execute``.
 
 Start-up time matters here: every script pays it on every call. This module imports only
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from coordctl.client import Client
-    from coordd.errors import CoorddError
+    from coordd.api.errors import CoorddError
 
 PROG = "coordctl"
 KINDS = ("create", "read", "update", "delete")
@@ -540,7 +540,7 @@ class Context:
     def socket_path(self) -> Path:
         if self.socket is not None:
             return self.socket
-        from coordd.paths import client_socket_path
+        from coordd.service.locations import client_socket_path
 
         return client_socket_path()
 
@@ -571,7 +571,7 @@ class Context:
 
 def execute(ctx: Context, args: argparse.Namespace) -> int:
     """Run the parsed command; turn the daemon's errors into output and an exit status."""
-    from coordd.errors import Conflict, CoorddError
+    from coordd.api.errors import Conflict, CoorddError
 
     if args.func is None:
         args.command_parser.print_help(ctx.err)
@@ -603,7 +603,7 @@ def report_error(ctx: Context, exc: CoorddError) -> None:
 
 def report_usage(ctx: Context, exc: UsageError) -> int:
     if ctx.json:
-        from coordd.errors import InvalidRequest
+        from coordd.api.errors import InvalidRequest
 
         error = InvalidRequest(exc.message, {"usage": exc.parser.format_usage()})
         ctx.json_out({"error": error.to_json()})

@@ -2,7 +2,7 @@
 
 Blocking and small on purpose: a one-shot ``coordctl`` command imports this, ``json`` and
 ``socket`` and nothing else, so it starts fast. Errors come back as the same classes the daemon
-raised (``coordd.errors``), rebuilt from their stable codes; notifications that arrive while a
+raised (``coordd.api.errors``), rebuilt from their stable codes; notifications that arrive while a
 call waits for its reply are kept, in order, for ``next_notification``.
 """
 
@@ -16,8 +16,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from coordd import paths
-from coordd.errors import CoorddError, ProtocolError, from_json
+from coordd.api.errors import CoorddError, ProtocolError, from_json
+from coordd.service import locations as paths
 
 
 class NotReachable(CoorddError):

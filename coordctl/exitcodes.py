@@ -6,7 +6,7 @@ of these (``POSTPONED`` when ``--no-wait`` found the resources busy).
 
 from __future__ import annotations
 
-from coordd.errors import (
+from coordd.api.errors import (
     Conflict,
     CoorddError,
     InvalidRequest,

@@ -18,7 +18,7 @@ from typing import Any
 
 from coordctl.bar import Bar
 from coordctl.client import Client, NotReachable
-from coordd.errors import ProtocolError
+from coordd.api.errors import ProtocolError
 
 ENDED = frozenset({"finished", "error", "canceled"})
 TICK_S = 0.1  # redraw the spinner this often when drawing

@@ -32,7 +32,7 @@ from typing import Any
 
 from coordctl import exitcodes
 from coordctl.client import Client, NotReachable
-from coordd.errors import Conflict, CoorddError, ProtocolError
+from coordd.api.errors import Conflict, CoorddError, ProtocolError
 
 KILL_AFTER_S = 5.0
 POLL_S = 0.2

@@ -42,7 +42,7 @@ from coordctl import exitcodes, output
 from coordctl.cli import Context, build_parser, run_line
 from coordctl.client import Client
 from coordctl.completion import Command, candidates, command_tree
-from coordd.errors import CoorddError, NotFound
+from coordd.api.errors import CoorddError, NotFound
 
 PROMPT = "coordctl> "
 SHELL_WORDS = ("help", "exit", "quit")

@@ -1,5 +1,5 @@
 import sys
 
-from coordd.main import main
+from coordd.service.main import main
 
 sys.exit(main())

@@ -5,8 +5,8 @@
     python man/generate.py --check  # exit 1 and name the files that are out of date
 
 Commands, options, their metavars and help come from ``coordctl.cli.build_parser()`` and
-``coordd.main.build_parser()``; exit statuses from ``coordctl.exitcodes.DESCRIPTIONS`` and
-``coordd.main.EXIT_*``; the configuration file's layout from ``coordd.config``'s docstring.
+``coordd.service.main.build_parser()``; exit statuses from ``coordctl.exitcodes.DESCRIPTIONS`` and
+``coordd.service.main.EXIT_*``; the configuration file's layout from ``coordd.service.config``'s docstring.
 The prose around them lives here. ``man/coordd-api.7`` is written by hand (it documents
 ``coordd/rpc.py``); ``tests/test_man.py`` checks that it names every method.
 
@@ -417,11 +417,11 @@ def coordctl_page() -> str:
 
 
 def config_layout() -> list[str]:
-    """The configuration file's layout, from ``coordd.config``'s docstring; comments are
+    """The configuration file's layout, from ``coordd.service.config``'s docstring; comments are
     realigned to fit the page's 80 columns."""
-    import coordd.config
+    import coordd.service.config
 
-    doc = coordd.config.__doc__ or ""
+    doc = coordd.service.config.__doc__ or ""
     block = doc.split("The file's layout::", 1)[1]
     raw: list[str] = []
     for text in block.split("\n")[1:]:
@@ -445,12 +445,12 @@ def config_layout() -> list[str]:
 
 
 def coordd_page() -> str:
-    import coordd.main
+    import coordd.service.main
 
-    parser = coordd.main.build_parser()
+    parser = coordd.service.main.build_parser()
     exits = {
         name: value
-        for name, value in vars(coordd.main).items()
+        for name, value in vars(coordd.service.main).items()
         if name.startswith("EXIT_") and isinstance(value, int)
     }
     missing = set(exits) - set(COORDD_EXIT)
@@ -483,8 +483,8 @@ def coordd_page() -> str:
             "configuration is done in the same transaction that stores the task."
         ),
         *para(
-            "The daemon runs one child process, its database writer (python3 -m "
-            "coordd.writer), which commits what the daemon sends it, many requests to one "
+            "The daemon runs one child process, its database writer "
+            "(python3 -m coordd.store.writer), which commits what the daemon sends it, many requests to one "
             "fsync. It ignores SIGINT and SIGTERM and exits when the daemon stops or goes "
             "away; if it fails or dies, the daemon stops with status 70."
         ),

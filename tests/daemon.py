@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from coordctl.client import Client, NotReachable
-from coordd.errors import ProtocolError
+from coordd.api.errors import ProtocolError
 
 READY_TIMEOUT = 20.0
 WAIT_S = 20.0  # a bound on waiting for something that should happen within a second or two
@@ -59,7 +59,7 @@ class DaemonProcess:
         return [
             sys.executable,
             "-m",
-            "coordd.main",
+            "coordd",
             "--socket",
             str(self.socket),
             "--state-dir",

@@ -38,8 +38,8 @@ import createrepo_c as cr
 import pytest
 import zstandard
 
-from coordd.importers import yum
-from coordd.progress import Progress
+from coordd.engine.progress import Progress
+from coordd.repo.yum import sync as yum
 
 COMPRESSIONS = ("gz", "xz", "bz2", "zst", "none")
 SYNC_DEADLINE = 60.0
@@ -48,7 +48,7 @@ SYNC_DEADLINE = 60.0
 async def sync(
     repo_dir: Path, options: yum.ImporterOptions, progress: Progress, **kwargs: Any
 ) -> dict[str, Any]:
-    """``coordd.importers.yum.sync`` under a deadline: a hang fails the test cleanly (the
+    """``coordd.repo.yum.sync.sync`` under a deadline: a hang fails the test cleanly (the
     sync is cancelled inside the event loop) instead of stalling the whole run."""
     with anyio.fail_after(SYNC_DEADLINE):
         return await yum.sync(repo_dir, options, progress, **kwargs)

@@ -37,14 +37,14 @@ from typing import Any
 import pytest
 
 from coordctl.client import Client, NotReachable
-from coordd.errors import CoorddError, PermissionDenied, ProtocolError
+from coordd.api.errors import CoorddError, PermissionDenied, ProtocolError
 from tests.daemon import DaemonProcess
 
 with warnings.catch_warnings():
     # jsonrpcserver 5.0.9 reads its schema with importlib.resources.read_text (and open_text),
     # deprecated in Python 3.11; pytest turns the warnings into errors at import time.
     warnings.filterwarnings("ignore", "(read|open)_text is deprecated", DeprecationWarning)
-    from coordd.rpc import Api
+    from coordd.api.methods import Api
 
 pytestmark = pytest.mark.root
 
@@ -423,7 +423,7 @@ def setpriv_capabilities(user: User) -> list[str]:
     """
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv is not installed (Debian package util-linux)")
-    probe = [sys.executable, "-c", "import coordd.main"]
+    probe = [sys.executable, "-c", "import coordd.service.main"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for extra in ([], ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]):
         command = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordd import config as config_module
-from coordd.config import (
+from coordd.service import config as config_module
+from coordd.service.config import (
     DAY,
     RELOADABLE,
     RESTART_REQUIRED,

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from coordd import coordinator
-from coordd.coordinator import (
+from coordd.engine import coordinator
+from coordd.engine.coordinator import (
     KINDS,
     SERVER_BUSY,
     Blocker,

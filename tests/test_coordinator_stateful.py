@@ -23,7 +23,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from coordd.coordinator import (
+from coordd.engine.coordinator import (
     SERVER_BUSY,
     Blocker,
     Claim,

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 
 from coordctl.client import Client
-from coordd.errors import CoorddError
+from coordd.api.errors import CoorddError
 from tests.daemon import DaemonProcess, wait_for
 
 ROUNDS = 20
 PER_THREAD = 12  # submissions per thread per round, at most
 HELD = "held"
-EXIT_RUNNING = 75  # coordd.main.EXIT_RUNNING (EX_TEMPFAIL), as documented in coordd(8)
+EXIT_RUNNING = 75  # coordd.service.main.EXIT_RUNNING (EX_TEMPFAIL), as documented in coordd(8)
 
 
 def integrity(db: Path) -> str:

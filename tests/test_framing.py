@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordd import framing
-from coordd.errors import INVALID_REQUEST, PARSE_ERROR
-from coordd.framing import BadMessage, FrameTooLong, LineFramer
+from coordd.api import framing
+from coordd.api.errors import INVALID_REQUEST, PARSE_ERROR
+from coordd.api.framing import BadMessage, FrameTooLong, LineFramer
 
 LIMIT = 64
 

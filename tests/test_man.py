@@ -17,7 +17,7 @@ import pytest
 
 from coordctl import exitcodes
 from coordctl.cli import build_parser
-from coordd import errors
+from coordd.api import errors
 
 ROOT = Path(__file__).resolve().parents[1]
 MAN = ROOT / "man"
@@ -51,7 +51,7 @@ def test_mandoc_lint_is_clean(page):
 
 
 def test_generated_files_are_up_to_date():
-    daemon_module("coordd.main")
+    daemon_module("coordd.service.main")
     stale = [
         str(path.relative_to(ROOT))
         for path, text in generate.outputs().items()
@@ -80,7 +80,7 @@ def test_coordctl_page_names_every_command_and_option():
 
 
 def test_coordd_page_names_every_option_and_exit_status():
-    main = daemon_module("coordd.main")
+    main = daemon_module("coordd.service.main")
     page = (MAN / "coordd.8").read_text()
     for action in main.build_parser()._actions:
         for option in action.option_strings:
@@ -93,7 +93,7 @@ def test_coordd_page_names_every_option_and_exit_status():
 
 
 def test_api_page_documents_every_method_with_its_parameters():
-    rpc = daemon_module("coordd.rpc")
+    rpc = daemon_module("coordd.api.methods")
     page = (MAN / "coordd-api.7").read_text()
     api = rpc.Api(rpc.Services(None, None, None))  # type: ignore[arg-type] - only the table is read
     assert len(api.table) >= 18

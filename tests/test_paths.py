@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from coordd import paths
-from coordd.paths import Paths
+from coordd.service import locations as paths
+from coordd.service.locations import Paths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,7 +171,7 @@ def test_ensure_owned_dir_refuses_someone_elses_directory(tmp_path):
 def test_importing_paths_costs_no_other_modules():
     # coordctl imports this module on every one-shot command.
     code = (
-        "import sys, pathlib; before = set(sys.modules); import coordd.paths; "
+        "import sys, pathlib; before = set(sys.modules); import coordd.service.locations; "
         "print(sorted(set(sys.modules) - before))"
     )
     out = subprocess.run(
@@ -182,4 +182,4 @@ def test_importing_paths_costs_no_other_modules():
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout
-    assert out.strip() == "['coordd', 'coordd.paths']"
+    assert out.strip() == "['coordd', 'coordd.service', 'coordd.service.locations']"

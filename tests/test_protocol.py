@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from coordd.content import INDEX_NAME
+from coordd.repo.content import INDEX_NAME
 from tests.daemon import DaemonProcess
 
 MAX_FRAME = 4096

@@ -14,17 +14,17 @@ from typing import Any
 import createrepo_c as cr
 import pytest
 
-from coordd.content import (
+from coordd.api.errors import OperationFailed
+from coordd.engine.progress import Progress
+from coordd.repo.content import (
     INDEX_NAME,
     ContentIndex,
     content_summary,
     copy_packages,
     remove_repository,
 )
-from coordd.errors import OperationFailed
-from coordd.importers.yum import ImporterOptions
-from coordd.progress import Progress
-from coordd.publish import publish
+from coordd.repo.publish import publish
+from coordd.repo.yum.sync import ImporterOptions
 from tests.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
 from tests.feedserver import FeedServer
 

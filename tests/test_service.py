@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from coordctl.client import Client, NotReachable
-from coordd.errors import ProtocolError, Unavailable
+from coordd.api.errors import ProtocolError, Unavailable
 from tests.daemon import DaemonProcess, wait_for
 from tests.feeds import Pkg, build_feed, default_packages
 from tests.feedserver import STALL, TRICKLE, FeedServer
@@ -157,7 +157,7 @@ def test_socket_activation_serves_the_passed_socket(tmp_path, short_dir):
         f"COORDD_SOCKET={own}",
         sys.executable,
         "-m",
-        "coordd.main",
+        "coordd",
         "--config",
         str(config),
     ]
@@ -576,7 +576,7 @@ def check_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "coordd.main",
+            "coordd",
             "--check-config",
             "--config",
             str(config),

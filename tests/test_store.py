@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from coordd import writer
-from coordd.errors import Unavailable
-from coordd.store import Store
+from coordd.api.errors import Unavailable
+from coordd.store import writer
+from coordd.store.database import Store
 
 TASK = "INSERT INTO t (k, v) VALUES (?, ?)"
 OTHER = "INSERT INTO u (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from coordd import log as coordd_log
-from coordd import systemd
+from coordd.service import log as coordd_log
+from coordd.service import systemd
 
 ROOT = Path(__file__).resolve().parent.parent
 RECEIVE_TIMEOUT_S = 10  # a bound on waiting for a datagram that should already be there
@@ -184,7 +184,7 @@ def test_malformed_activation_is_an_error(monkeypatch):
 ACTIVATED_CHILD = textwrap.dedent(
     """
     import json, os, socket, sys
-    from coordd import systemd
+    from coordd.service import systemd
     fds = systemd.listen_fds()
     report = {
         "pid": os.getpid(),
@@ -293,7 +293,7 @@ def test_listen_fds_names_a_closed_descriptor():
     result = run_child(
         """
         import os
-        from coordd import systemd
+        from coordd.service import systemd
         for fd in range(3, 10):
             try:
                 os.close(fd)
@@ -313,7 +313,7 @@ def test_listen_fds_names_a_closed_descriptor():
 
 LOGGING_CHILD = """
     import logging, sys
-    from coordd.log import setup_logging, set_level
+    from coordd.service.log import setup_logging, set_level
     setup_logging("info")
     log = logging.getLogger("coordd.test")
     log.debug("hidden debug")
@@ -388,7 +388,7 @@ def test_timestamps_are_utc(tmp_path):
     lines = run_child(
         """
         import logging, sys, time
-        from coordd.log import setup_logging
+        from coordd.service.log import setup_logging
         setup_logging("info")
         logging.getLogger("coordd.test").info("now")
         print(time.strftime("%Y-%m-%dT%H", time.gmtime()))

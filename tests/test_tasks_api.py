@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from coordctl.client import Client
-from coordd.errors import Conflict, InvalidState, NotFound
+from coordd.api.errors import Conflict, InvalidState, NotFound
 from tests.daemon import DaemonProcess, wait_for
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from coordd import paths
-from coordd.config import Config
+from coordd.service import locations as paths
+from coordd.service.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -198,7 +198,7 @@ MDWE_CHILD = """
     # Loaded only now, so their shared libraries are mapped under the restriction.
     import sqlite3, ssl, hashlib, lxml.etree, zstandard, createrepo_c, anyio, httpx
     import aiosqlite, jsonrpcserver
-    import coordd.config, coordd.log, coordd.systemd
+    import coordd.service.config, coordd.service.log, coordd.service.systemd
     db = sqlite3.connect(":memory:")
     db.execute("create table t (x)")
     db.execute("insert into t values (1)")

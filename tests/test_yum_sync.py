@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from coordd import progress as st
-from coordd.content import INDEX_NAME, ContentIndex
-from coordd.errors import InvalidRequest, OperationFailed
-from coordd.importers.yum import ImporterOptions, Limits, compare_evr, rpmvercmp
-from coordd.progress import Progress
+from coordd.api.errors import InvalidRequest, OperationFailed
+from coordd.engine import progress as st
+from coordd.engine.progress import Progress
+from coordd.repo.content import INDEX_NAME, ContentIndex
+from coordd.repo.yum.sync import ImporterOptions, Limits, compare_evr, rpmvercmp
 from tests.feeds import COMPRESSIONS, Pkg, build_feed, default_packages, sync
 from tests.feedserver import STALL, TRICKLE, FeedServer, make_self_signed
 
@@ -370,8 +370,8 @@ def _sync_in_subprocess(repo: Path, url: str) -> subprocess.Popen[bytes]:
     code = (
         "import sys, anyio\n"
         "from pathlib import Path\n"
-        "from coordd.importers.yum import ImporterOptions, sync\n"
-        "from coordd.progress import Progress\n"
+        "from coordd.repo.yum.sync import ImporterOptions, sync\n"
+        "from coordd.engine.progress import Progress\n"
         "anyio.run(sync, Path(sys.argv[1]), ImporterOptions(feed=sys.argv[2],"
         " parallel_downloads=2), Progress())\n"
     )

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from coordd.coordinator import Claim
-from coordd.progress import Progress
-from coordd.store import Statement
+from coordd.engine.coordinator import Claim
+from coordd.engine.progress import Progress
+from coordd.store.database import Statement
 
 if TYPE_CHECKING:
-    from coordd.runtime import Runtime
-    from coordd.tasks import Task
+    from coordd.engine.runtime import Runtime
+    from coordd.engine.tasks import Task
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Operation:
     apply: Callable[[TaskContext], Any] | None = None
     heavy: bool = False
     restartable: bool = False
-    held: bool = False  # an external lock: a client holds it; see coordd.locks
+    held: bool = False  # an external lock: a client holds it; see coordd.engine.locks
     cooperative: bool = False
 
     def __post_init__(self) -> None:

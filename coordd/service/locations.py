@@ -13,7 +13,7 @@ systemd needed). Each has fixed default locations::
 
 ``COORDD_SOCKET`` and ``COORDD_STATE_DIR`` override the socket and the state directory. The
 functions returning defaults do not apply them: the daemon's configuration ranks the
-environment above the configuration file, so ``coordd.config`` applies them at that rank.
+environment above the configuration file, so ``coordd.service.config`` applies them at that rank.
 The client has no configuration file and uses :func:`client_socket_path`.
 
 This module imports only ``os``, ``stat`` (which ``os`` imports anyway) and ``pathlib``:

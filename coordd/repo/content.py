@@ -85,7 +85,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote
 
-from coordd.errors import InvalidRequest, OperationFailed
+from coordd.api.errors import InvalidRequest, OperationFailed
 
 INDEX_NAME = "content.json"
 STAMP_NAME = "content.stamp.json"
@@ -577,7 +577,7 @@ def remove_repository(repo_dir: Path, publish_dir: Path | None) -> dict[str, Any
     removed; so an interrupted delete never leaves a half-removed directory under the live
     name, and a rerun finds and finishes the tombstone.
     """
-    from coordd import publish  # publish imports this module; import here avoids a cycle
+    from coordd.repo import publish  # publish imports this module; import here avoids a cycle
 
     removed: list[str] = []
     if publish_dir is not None:

@@ -32,7 +32,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from coordd import __version__
-from coordd.coordinator import (
+from coordd.api.errors import Conflict, CoorddError, InvalidState, NotFound, Unavailable
+from coordd.engine.coordinator import (
     Coordinator,
     Decision,
     Resource,
@@ -40,11 +41,9 @@ from coordd.coordinator import (
     TaskSpec,
     Verdict,
 )
-from coordd.errors import Conflict, CoorddError, InvalidState, NotFound, Unavailable
-from coordd.operations import Registry, TaskContext
-from coordd.progress import Progress
-from coordd.store import Statement, Store, dumps
-from coordd.tasks import (
+from coordd.engine.operations import Registry, TaskContext
+from coordd.engine.progress import Progress
+from coordd.engine.tasks import (
     ENDED,
     State,
     Task,
@@ -53,11 +52,12 @@ from coordd.tasks import (
     claims_to_json,
     new_task_id,
 )
+from coordd.store.database import Statement, Store, dumps
 
 if TYPE_CHECKING:
-    from coordd.config import Config
+    from coordd.service.config import Config
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coordd.runtime")
 
 RECENT_CAP = 2000  # ended tasks kept in memory for task.get; older ones come from the store
 PROGRESS_TICK = 0.25  # seconds between progress events for a task that reported

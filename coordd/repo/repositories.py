@@ -2,9 +2,9 @@
 
 The configuration lives in the ``repositories`` table; content lives under
 ``<state>/repositories/<id>/`` and the published tree under ``<state>/published/<id>/``
-(see ``coordd.content``, ``coordd.importers.yum`` and ``coordd.publish``). Every change is a
-task on ``repository <id>``; the coordinator has already ruled out every conflict by the time
-an operation here runs, so the operations need no locks of their own.
+(see ``coordd.repo.content``, ``coordd.repo.yum.sync`` and ``coordd.repo.publish``).
+Every change is a task on ``repository <id>``; the coordinator has already ruled out every
+conflict by the time an operation here runs, so the operations need no locks of their own.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from typing import Any
 
 import anyio
 
-from coordd import params
-from coordd.content import content_summary, copy_packages, remove_repository
-from coordd.coordinator import Claim, Resource
-from coordd.errors import InvalidRequest, NotFound, OperationFailed
-from coordd.importers.yum import ImporterOptions, sync
-from coordd.operations import Operation, TaskContext
-from coordd.publish import publish
-from coordd.store import Store, dumps
-from coordd.tasks import iso
+from coordd.api import params
+from coordd.api.errors import InvalidRequest, NotFound, OperationFailed
+from coordd.engine.coordinator import Claim, Resource
+from coordd.engine.operations import Operation, TaskContext
+from coordd.engine.tasks import iso
+from coordd.repo.content import content_summary, copy_packages, remove_repository
+from coordd.repo.publish import publish
+from coordd.repo.yum.sync import ImporterOptions, sync
+from coordd.store.database import Store, dumps
 
 REPOSITORY = "repository"
 MAX_ID = 100

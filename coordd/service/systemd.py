@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coordd.systemd")
 
 LISTEN_FDS_START = 3
 

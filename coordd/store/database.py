@@ -1,7 +1,7 @@
 """Persistence: one SQLite file, one writer, group commit.
 
 Every change of state goes through ``Store.write``: the statements go to a single writer,
-a process of its own (``coordd.writer``) that takes everything that has arrived, runs it in
+a process of its own (``coordd.store.writer``) that takes everything that has arrived, runs it in
 one ``BEGIN IMMEDIATE … COMMIT`` (WAL, ``synchronous=FULL``: the commit is durable when it
 returns) and answers how many jobs it committed; the store then wakes each of them, in
 order. Concurrent requests thus share one fsync, and a request is answered only after its
@@ -36,13 +36,13 @@ import aiosqlite
 import anyio
 from anyio.abc import Process
 
-from coordd import writer
-from coordd.errors import Unavailable
-from coordd.writer import Statement
+from coordd.api.errors import Unavailable
+from coordd.store import writer
+from coordd.store.writer import Statement
 
 __all__ = ["PendingWrite", "Statement", "Store", "dumps"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coordd.store")
 
 CHANNEL_BUFFER = 4 << 20  # bytes of jobs the socket to the writer absorbs in a burst
 STOP_WAIT_S = 30.0  # for the writer's last commit at shutdown
@@ -106,7 +106,7 @@ class Store:
         try:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
             self._process = await anyio.open_process(
-                [sys.executable, "-m", "coordd.writer", str(self.path)],
+                [sys.executable, "-m", "coordd.store.writer", str(self.path)],
                 stdin=theirs.fileno(),
                 stdout=None,
                 stderr=None,

@@ -34,11 +34,11 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from anyio.streams.stapled import MultiListener
 
-from coordd import framing
-from coordd.errors import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
-from coordd.rpc import Api, Caller
+from coordd.api import framing
+from coordd.api.errors import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
+from coordd.api.methods import Api, Caller
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coordd.server")
 
 MAX_IN_FLIGHT = 16
 WRITE_TIMEOUT_S = 10.0

@@ -20,7 +20,7 @@ import json
 import re
 from typing import Any
 
-from coordd.errors import INVALID_REQUEST, PARSE_ERROR
+from coordd.api.errors import INVALID_REQUEST, PARSE_ERROR
 
 INT_LIMIT = 2**63
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")

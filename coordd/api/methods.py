@@ -26,9 +26,8 @@ from jsonrpcserver.dispatcher import create_request, to_response
 from jsonrpcserver.response import to_serializable
 from jsonrpcserver.sentinels import NOID
 
-from coordd import params
-from coordd.coordinator import Decision, Resource, Verdict
-from coordd.errors import (
+from coordd.api import params
+from coordd.api.errors import (
     INTERNAL_ERROR,
     CoorddError,
     InvalidRequest,
@@ -36,12 +35,13 @@ from coordd.errors import (
     NotFound,
     PermissionDenied,
 )
-from coordd.locks import Holder, Locks, parse_resources
-from coordd.repos import REPOSITORY, Repositories, validate_config, validate_id
-from coordd.runtime import Runtime
-from coordd.tasks import ENDED, State, Task, blocker_to_json
+from coordd.engine.coordinator import Decision, Resource, Verdict
+from coordd.engine.locks import Holder, Locks, parse_resources
+from coordd.engine.runtime import Runtime
+from coordd.engine.tasks import ENDED, State, Task, blocker_to_json
+from coordd.repo.repositories import REPOSITORY, Repositories, validate_config, validate_id
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coordd.rpc")
 
 Access = Literal["read", "admin"]
 ALL_STATES = tuple(state.value for state in State)

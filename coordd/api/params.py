@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from coordd.errors import InvalidRequest
+from coordd.api.errors import InvalidRequest
 
 MAX_TEXT = 4096
 

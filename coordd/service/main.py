@@ -28,17 +28,18 @@ from typing import Any, TextIO
 import anyio
 from anyio.abc import SocketListener
 
-from coordd import __version__, systemd
-from coordd.config import Config, ConfigError, environment_overrides, load_config
-from coordd.errors import Unavailable
-from coordd.locks import Locks, lock_operation
-from coordd.log import set_level, setup_logging
-from coordd.operations import Registry
-from coordd.repos import REPOSITORY, Repositories, resource
-from coordd.rpc import Api, Services
-from coordd.runtime import Runtime
-from coordd.server import AccessPolicy, Limits, Server
-from coordd.store import Store
+from coordd import __version__
+from coordd.api.errors import Unavailable
+from coordd.api.methods import Api, Services
+from coordd.api.server import AccessPolicy, Limits, Server
+from coordd.engine.locks import Locks, lock_operation
+from coordd.engine.operations import Registry
+from coordd.engine.runtime import Runtime
+from coordd.repo.repositories import REPOSITORY, Repositories, resource
+from coordd.service import systemd
+from coordd.service.config import Config, ConfigError, environment_overrides, load_config
+from coordd.service.log import set_level, setup_logging
+from coordd.store.database import Store
 
 log = logging.getLogger("coordd")
 

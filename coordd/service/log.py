@@ -42,6 +42,8 @@ _PRIORITIES = (
 )
 _DEBUG_PRIORITY = 7
 
+# Loggers are named by component ("coordd.runtime", "coordd.store", ...), not by module:
+# the names appear in every log line and journal filter, so they stay when code moves.
 LOGGER_NAME = "coordd"
 
 

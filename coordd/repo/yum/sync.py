@@ -5,7 +5,7 @@ and other metadata; errata (updateinfo); delta RPMs (prestodelta); extra metadat
 (comps, modules, …, kept as they are); and a distribution tree (``.treeinfo`` at the feed
 root and the files it names). It chooses the packages (all, or the newest EVR of each name
 and arch), downloads what the repository lacks in parallel, and commits the result by
-replacing the content index (see ``coordd.content`` for the layout and its invariants).
+replacing the content index (see ``coordd.repo.content`` for the layout and its invariants).
 
 Atomicity and restarts
     Downloads stream into ``repo_dir/.tmp`` and reach ``content/<href>`` by ``os.replace``
@@ -74,8 +74,10 @@ import httpx
 import zstandard
 from lxml import etree
 
-from coordd import progress as st
-from coordd.content import (
+from coordd.api.errors import InvalidRequest, OperationFailed
+from coordd.engine import progress as st
+from coordd.engine.progress import Progress
+from coordd.repo.content import (
     CONTENT_DIR,
     DEPENDENCY_KINDS,
     RESERVED_TOP,
@@ -89,8 +91,6 @@ from coordd.content import (
     reset_tmp,
     resolve_in,
 )
-from coordd.errors import InvalidRequest, OperationFailed
-from coordd.progress import Progress
 
 # -- options ------------------------------------------------------------------------------------
 

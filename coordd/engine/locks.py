@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from coordd.coordinator import KINDS, Claim, Kind, Resource
-from coordd.errors import CoorddError, InvalidRequest, OperationFailed
-from coordd.operations import Operation, TaskContext
-from coordd.tasks import State
+from coordd.api.errors import CoorddError, InvalidRequest, OperationFailed
+from coordd.engine.coordinator import KINDS, Claim, Kind, Resource
+from coordd.engine.operations import Operation, TaskContext
+from coordd.engine.tasks import State
 
 if TYPE_CHECKING:
-    from coordd.runtime import Runtime
+    from coordd.engine.runtime import Runtime
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coordd.locks")
 
 Notify = Callable[[str, dict[str, Any]], None]
 MAX_RESOURCES = 32

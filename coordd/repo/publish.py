@@ -5,7 +5,7 @@ there are delta RPMs; extra metadata such as comps kept as synced) is generated 
 createrepo_c from the package metadata stored in the content index, not by reading RPM
 files again. Packages, delta RPMs and tree files are hard links to the repository's files
 (copied only when the publication lives on another filesystem); they are immutable (see
-``coordd.content``), so sharing inodes is safe.
+``coordd.repo.content``), so sharing inodes is safe.
 
 Atomic swap: ``publish_dir`` is a symbolic link to a generation directory beside it,
 ``.<name>.gen-<hex>``. A publication is built in ``.<name>.tmp-<hex>``, renamed to a new
@@ -33,8 +33,10 @@ from typing import Any
 import createrepo_c as cr
 from lxml import etree
 
-from coordd import progress as st
-from coordd.content import (
+from coordd.api.errors import OperationFailed
+from coordd.engine import progress as st
+from coordd.engine.progress import Progress
+from coordd.repo.content import (
     CONTENT_DIR,
     DEPENDENCY_KINDS,
     ContentIndex,
@@ -44,8 +46,6 @@ from coordd.content import (
     link_or_copy,
     resolve_in,
 )
-from coordd.errors import OperationFailed
-from coordd.progress import Progress
 
 _HEX_PREFIX = re.compile(r"^[0-9a-f]{32,128}-")
 _CHECKSUM_TYPES = {

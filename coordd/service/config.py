@@ -3,7 +3,7 @@
 Each setting is resolved in three layers, later ones winning:
 
 1. embedded defaults, which depend on whether the daemon runs as the system service or as
-   a user (:mod:`coordd.paths`), so that coordd runs with no file at all;
+   a user (:mod:`coordd.service.locations`), so that coordd runs with no file at all;
 2. the configuration file (``/etc/coordd/coordd.toml`` or
    ``~/.config/coordd/coordd.toml``, or ``--config FILE``). A missing default file is
    normal; a missing file named on the command line is an error;
@@ -60,10 +60,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordd import paths
-from coordd.log import LEVELS
+from coordd.service import locations as paths
+from coordd.service.log import LEVELS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coordd.config")
 
 MINUTE = 60.0
 HOUR = 60 * MINUTE

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from coordd.coordinator import Blocker, Claim, Kind, Resource, TaskSpec
-from coordd.progress import Progress
+from coordd.engine.coordinator import Blocker, Claim, Kind, Resource, TaskSpec
+from coordd.engine.progress import Progress
 
 
 class State(enum.StrEnum):
