@@ -1,7 +1,7 @@
 """Write the man pages and the bash completion from the argparse trees, so they cannot drift.
 
     python man/generate.py          # rewrite man/coordctl.1, man/coordd.8 and
-                                    # coordctl/completion.bash
+                                    # coordctl/bash-completion/coordctl
     python man/generate.py --check  # exit 1 and name the files that are out of date
 
 Commands, options, their metavars and help come from ``coordctl.cli.build_parser()`` and
@@ -363,8 +363,9 @@ def coordctl_page() -> str:
             "The shell's history.",
         ),
         *tagged(
-            [".I coordctl/completion.bash"],
-            "Bash completion, installed as /usr/share/bash-completion/completions/coordctl.",
+            [".I share/bash-completion/completions/coordctl"],
+            "Bash completion, installed under the installation prefix (for example "
+            "/usr/local or ~/.local), where bash-completion finds it.",
         ),
         ".SH EXAMPLES",
         *para("Create a repository, sync it and follow the sync, then publish it for dnf:"),
@@ -596,7 +597,9 @@ def outputs() -> dict[Path, str]:
     return {
         ROOT / "man" / "coordctl.1": tidy(coordctl_page()),
         ROOT / "man" / "coordd.8": tidy(coordd_page()),
-        ROOT / "coordctl" / "completion.bash": bash_script(command_tree(build_parser())),
+        ROOT / "coordctl" / "bash-completion" / "coordctl": bash_script(
+            command_tree(build_parser())
+        ),
     }
 
 

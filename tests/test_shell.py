@@ -248,7 +248,7 @@ def test_candidates_follow_the_parser():
 
 
 def _bash_complete(line: str) -> list[str]:
-    script = ROOT / "coordctl" / "completion.bash"
+    script = ROOT / "coordctl" / "bash-completion" / "coordctl"
     program = (
         f"source {script}\n"
         f'read -ra COMP_WORDS <<< "{line}"\n'

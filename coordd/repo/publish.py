@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import createrepo_c as cr
 from lxml import etree
 
 from coordd.api.errors import OperationFailed
@@ -46,6 +45,7 @@ from coordd.repo.content import (
     link_or_copy,
     resolve_in,
 )
+from coordd.repo.createrepo import cr
 
 _HEX_PREFIX = re.compile(r"^[0-9a-f]{32,128}-")
 _CHECKSUM_TYPES = {
