@@ -145,6 +145,7 @@ def curl_parallel(url: str, hrefs: Iterable[str], out: Path, parallel: int) -> t
     subprocess.run(
         [curl, "-s", "--fail", "--parallel", "--parallel-max", str(parallel), "-K", str(config)],
         check=True,
+        stdout=subprocess.DEVNULL,  # --parallel draws a progress meter even with -s
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
