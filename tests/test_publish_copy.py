@@ -21,9 +21,9 @@ from coordd.repo.content import (
     ContentIndex,
     content_summary,
     copy_packages,
-    remove_repository,
 )
 from coordd.repo.publish import publish
+from coordd.repo.repositories import remove_repository
 from coordd.repo.yum.sync import ImporterOptions
 from tests.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
 from tests.feedserver import FeedServer

@@ -570,18 +570,14 @@ def content_summary(repo_dir: Path) -> dict[str, Any]:
     }
 
 
-def remove_repository(repo_dir: Path, publish_dir: Path | None) -> dict[str, Any]:
-    """Delete a repository's content and its publication; safe to run again after a crash.
+def remove_content(repo_dir: Path) -> list[str]:
+    """Delete a repository's content directory; safe to run again after a crash.
 
-    Each directory is first renamed to a fixed tombstone name beside it (atomic), then
+    The directory is first renamed to a fixed tombstone name beside it (atomic), then
     removed; so an interrupted delete never leaves a half-removed directory under the live
-    name, and a rerun finds and finishes the tombstone.
+    name, and a rerun finds and finishes the tombstone. Returns what was removed.
     """
-    from coordd.repo import publish  # publish imports this module; import here avoids a cycle
-
     removed: list[str] = []
-    if publish_dir is not None:
-        removed.extend(publish.unpublish(publish_dir))
     tombstone = repo_dir.with_name(f".{repo_dir.name}.deleting")
     if repo_dir.exists() or repo_dir.is_symlink():
         if tombstone.exists():
@@ -590,7 +586,7 @@ def remove_repository(repo_dir: Path, publish_dir: Path | None) -> dict[str, Any
         removed.append(str(repo_dir))
     if tombstone.exists():
         shutil.rmtree(tombstone)
-    return {"removed": removed}
+    return removed
 
 
 __all__ = [
@@ -603,7 +599,7 @@ __all__ = [
     "content_summary",
     "copy_packages",
     "link_or_copy",
-    "remove_repository",
+    "remove_content",
     "reset_tmp",
     "resolve_in",
     "write_json_atomic",
