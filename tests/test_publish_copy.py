@@ -16,12 +16,8 @@ import pytest
 
 from coordd.api.errors import OperationFailed
 from coordd.engine.progress import Progress
-from coordd.repo.content import (
-    INDEX_NAME,
-    ContentIndex,
-    content_summary,
-    copy_packages,
-)
+from coordd.repo.content import INDEX_NAME, ContentIndex, content_summary
+from coordd.repo.copy import copy_packages
 from coordd.repo.publish import publish
 from coordd.repo.repositories import remove_repository
 from coordd.repo.yum.sync import ImporterOptions

@@ -2,7 +2,8 @@
 
 The configuration lives in the ``repositories`` table; content lives under
 ``<state>/repositories/<id>/`` and the published tree under ``<state>/published/<id>/``
-(see ``coordd.repo.content``, ``coordd.repo.yum.sync`` and ``coordd.repo.publish``).
+(see ``coordd.repo.content``, ``coordd.repo.yum.sync``, ``coordd.repo.publish`` and
+``coordd.repo.copy``).
 Every change is a task on ``repository <id>``; the coordinator has already ruled out every
 conflict by the time an operation here runs, so the operations need no locks of their own.
 """
@@ -23,7 +24,8 @@ from coordd.api.errors import InvalidRequest, NotFound, OperationFailed
 from coordd.engine.coordinator import Claim, Resource
 from coordd.engine.operations import Operation, TaskContext
 from coordd.engine.tasks import iso
-from coordd.repo.content import content_summary, copy_packages, remove_content
+from coordd.repo.content import content_summary, remove_content
+from coordd.repo.copy import copy_packages
 from coordd.repo.publish import publish, unpublish
 from coordd.repo.yum.sync import ImporterOptions, sync
 from coordd.store.database import Store, dumps
