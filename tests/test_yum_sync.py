@@ -19,8 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from coordd.api.errors import InvalidRequest, OperationFailed
-from coordd.engine import progress as st
-from coordd.engine.progress import Progress
+from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS, NOT_STARTED, Progress
 from coordd.repo.content import INDEX_NAME, ContentIndex
 from coordd.repo.yum.sync import ImporterOptions, Limits, compare_evr, rpmvercmp
 from tests.feeds import COMPRESSIONS, Pkg, build_feed, default_packages, sync
@@ -114,10 +113,10 @@ async def test_full_sync(tmp_path: Path, compression: str, misleading: bool) -> 
     assert summary["errata"] == 2
 
     report = progress.snapshot()["importer"]
-    assert report["metadata"]["state"] == st.FINISHED
-    assert report["errata"]["state"] == st.FINISHED
+    assert report["metadata"]["state"] == FINISHED
+    assert report["errata"]["state"] == FINISHED
     content = report["content"]
-    assert content["state"] == st.FINISHED
+    assert content["state"] == FINISHED
     assert content["items_total"] == n_files
     assert content["num_success"] == n_files
     assert (content["items_left"], content["size_left"], content["num_error"]) == (0, 0, 0)
@@ -153,14 +152,14 @@ async def test_progress_has_every_key_from_the_start(tmp_path: Path) -> None:
     counters = {"items_total", "items_left", "size_total", "size_left", "num_success", "num_error"}
     importer = early["importer"]
     assert set(importer) == {"metadata", "content", "errata"}
-    assert importer["metadata"] == {"state": st.IN_PROGRESS}
-    assert importer["errata"] == {"state": st.NOT_STARTED}
+    assert importer["metadata"] == {"state": IN_PROGRESS}
+    assert importer["errata"] == {"state": NOT_STARTED}
     content = importer["content"]
     assert set(content) == counters | {"state", "error_details", "details"}
     assert set(content["details"]) == {"rpm", "delta_rpm", "file", "tree_file"}
     for kind in content["details"].values():
         assert set(kind) == counters
-    assert progress.snapshot()["importer"]["metadata"]["state"] == st.CANCELED
+    assert progress.snapshot()["importer"]["metadata"]["state"] == CANCELED
     assert not (tmp_path / "repo" / INDEX_NAME).exists()
 
 
@@ -201,7 +200,7 @@ async def test_resync_downloads_nothing(tmp_path: Path) -> None:
         assert summary["downloaded"] == 0
         # Only repomd.xml and .treeinfo were asked for.
         assert dict(server.requests) == {"repodata/repomd.xml": 1, ".treeinfo": 1}
-        assert progress.snapshot()["importer"]["content"]["state"] == st.FINISHED
+        assert progress.snapshot()["importer"]["content"]["state"] == FINISHED
         after = ContentIndex.load(repo)
         assert after.packages == ContentIndex.from_json(json.loads(before)).packages
 
@@ -301,7 +300,7 @@ async def test_sync_without_feed(tmp_path: Path) -> None:
     progress = Progress()
     with pytest.raises(OperationFailed, match="no feed"):
         await sync(tmp_path / "repo", ImporterOptions(), progress)
-    assert progress.snapshot()["importer"]["metadata"]["state"] == st.FAILED
+    assert progress.snapshot()["importer"]["metadata"]["state"] == FAILED
 
 
 @pytest.mark.anyio
@@ -351,7 +350,7 @@ async def test_cancel_mid_download_keeps_previous_state(tmp_path: Path) -> None:
                     await anyio.sleep(0.005)
                 tg.cancel_scope.cancel()
         report = progress.snapshot()["importer"]
-        assert report["content"]["state"] == st.CANCELED
+        assert report["content"]["state"] == CANCELED
         assert report["content"]["items_left"] > 0
         # The repository is exactly as before; no temporary file survived.
         assert (repo / INDEX_NAME).read_bytes() == before

@@ -34,8 +34,7 @@ import createrepo_c as cr
 from lxml import etree
 
 from coordd.api.errors import OperationFailed
-from coordd.engine import progress as st
-from coordd.engine.progress import Progress
+from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS, Progress
 from coordd.repo.content import (
     CONTENT_DIR,
     DEPENDENCY_KINDS,
@@ -86,15 +85,15 @@ def publish(repo_dir: Path, publish_dir: Path, progress: Progress | None = None)
     progress = progress if progress is not None else Progress()
     # Runs in a worker thread: the keys are created under the report's lock (``set``);
     # afterwards only their values change, which a concurrent snapshot tolerates.
-    progress.set("publish", state=st.IN_PROGRESS, step="link", items_total=0, items_done=0)
+    progress.set("publish", state=IN_PROGRESS, step="link", items_total=0, items_done=0)
     report = progress.node("publish")
     try:
         summary = _publish(repo_dir, publish_dir, progress, report, check_cancelled)
     except BaseException as exc:
-        report["state"] = st.FAILED if isinstance(exc, Exception) else st.CANCELED
+        report["state"] = FAILED if isinstance(exc, Exception) else CANCELED
         progress.touch()
         raise
-    report["state"] = st.FINISHED
+    report["state"] = FINISHED
     progress.touch()
     return summary
 

@@ -75,8 +75,15 @@ import zstandard
 from lxml import etree
 
 from coordd.api.errors import InvalidRequest, OperationFailed
-from coordd.engine import progress as st
-from coordd.engine.progress import Progress
+from coordd.engine.progress import (
+    CANCELED,
+    FAILED,
+    FINISHED,
+    IN_PROGRESS,
+    NOT_STARTED,
+    SKIPPED,
+    Progress,
+)
 from coordd.repo.content import (
     CONTENT_DIR,
     DEPENDENCY_KINDS,
@@ -204,14 +211,14 @@ class _Report:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        content: dict[str, Any] = {"state": st.NOT_STARTED, **dict.fromkeys(COUNTERS, 0)}
+        content: dict[str, Any] = {"state": NOT_STARTED, **dict.fromkeys(COUNTERS, 0)}
         content["error_details"] = []
         content["details"] = {kind: dict.fromkeys(COUNTERS, 0) for kind in KINDS}
         progress.set(
             "importer",
-            metadata={"state": st.NOT_STARTED},
+            metadata={"state": NOT_STARTED},
             content=content,
-            errata={"state": st.NOT_STARTED},
+            errata={"state": NOT_STARTED},
         )
         self.metadata = progress.node("importer", "metadata")
         self.content = progress.node("importer", "content")
@@ -241,7 +248,7 @@ class _Report:
 
     def interrupted(self, state: str) -> None:
         for step in (self.metadata, self.content, self.errata):
-            if step["state"] == st.IN_PROGRESS:
+            if step["state"] == IN_PROGRESS:
                 step["state"] = state
         self.progress.touch()
 
@@ -1270,7 +1277,7 @@ class _Sync:
 
     async def run(self) -> dict[str, Any]:
         report = self.report
-        report.state(report.metadata, st.IN_PROGRESS)
+        report.state(report.metadata, IN_PROGRESS)
         repomd_url = self.feed + "repodata/repomd.xml"
         repomd = await self._fetch_small(repomd_url, "repomd.xml")
         assert repomd is not None
@@ -1327,11 +1334,11 @@ class _Sync:
             if package.get("origin") == "copy" and href not in new.packages:
                 new.packages[href] = package
         self._check_collisions(new)
-        report.state(report.metadata, st.FINISHED)
+        report.state(report.metadata, FINISHED)
 
         kept = await self._content(old, new)
 
-        report.state(report.errata, st.IN_PROGRESS)
+        report.state(report.errata, IN_PROGRESS)
         if self.staged:
             # The feed changed files in place: commit first without the old versions.
             interim = ContentIndex.from_json(old.to_json())
@@ -1348,7 +1355,7 @@ class _Sync:
                 os.replace(tmp, final)
             self.staged.clear()
         await anyio.to_thread.run_sync(new.save, self.repo_dir)
-        report.state(report.errata, st.FINISHED if "updateinfo" in records else st.SKIPPED)
+        report.state(report.errata, FINISHED if "updateinfo" in records else SKIPPED)
         await anyio.to_thread.run_sync(collect_garbage, self.repo_dir, new.hrefs())
 
         removed = [
@@ -1374,9 +1381,9 @@ class _Sync:
     def _unchanged(self, stamp: dict[str, Any]) -> dict[str, Any]:
         report = self.report
         counts = stamp.get("counts", {})
-        report.state(report.metadata, st.FINISHED)
-        report.state(report.content, st.FINISHED)
-        report.state(report.errata, st.FINISHED if counts.get("errata") else st.SKIPPED)
+        report.state(report.metadata, FINISHED)
+        report.state(report.content, FINISHED)
+        report.state(report.errata, FINISHED if counts.get("errata") else SKIPPED)
         return {
             "feed": self.feed,
             "changed": False,
@@ -1638,23 +1645,23 @@ class _Sync:
                 items.append(item)
 
         if not items:
-            report.state(report.content, st.FINISHED)
+            report.state(report.content, FINISHED)
             return kept
         for item in items:
             report.plan(item.kind, item.record.get("size") or 0)
-        report.state(report.content, st.IN_PROGRESS)
+        report.state(report.content, IN_PROGRESS)
         limiter = anyio.CapacityLimiter(self.options.parallel_downloads)
         async with anyio.create_task_group() as tg:
             for item in items:
                 tg.start_soon(self._obtain, item, limiter, tg.cancel_scope)
         if self.errors:
-            report.state(report.content, st.FAILED)
+            report.state(report.content, FAILED)
             first = self.errors[0]["error"]
             raise OperationFailed(
                 f"{len(self.errors)} of {len(items)} downloads failed; first: {first}",
                 {"errors": self.errors[:20]},
             )
-        report.state(report.content, st.FINISHED)
+        report.state(report.content, FINISHED)
         return kept
 
     def _place_treeinfo(
@@ -1785,7 +1792,7 @@ async def sync(
     """
     report = _Report(progress)
     if not options.feed:
-        report.state(report.metadata, st.FAILED)
+        report.state(report.metadata, FAILED)
         raise OperationFailed(
             "repository has no feed to sync from; set one in its importer options",
             {"key": "feed"},
@@ -1796,19 +1803,19 @@ async def sync(
         fetcher = _Fetcher(options, limits, options.feed)
         return await _Sync(repo_dir, options, limits, report, fetcher, tmp).run()
     except anyio.get_cancelled_exc_class():
-        report.interrupted(st.CANCELED)
+        report.interrupted(CANCELED)
         raise
     except MetadataError as exc:
-        report.interrupted(st.FAILED)
+        report.interrupted(FAILED)
         raise OperationFailed(str(exc), {"feed": options.feed}) from exc
     except DownloadError as exc:
-        report.interrupted(st.FAILED)
+        report.interrupted(FAILED)
         raise OperationFailed(str(exc), {"feed": options.feed}) from exc
     except OperationFailed:
-        report.interrupted(st.FAILED)
+        report.interrupted(FAILED)
         raise
     except OSError as exc:  # the repository's own storage: disk full, permissions…
-        report.interrupted(st.FAILED)
+        report.interrupted(FAILED)
         raise OperationFailed(f"cannot write to {repo_dir}: {exc}", {"feed": options.feed}) from exc
     finally:
         if fetcher is not None:
