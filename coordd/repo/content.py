@@ -55,17 +55,8 @@ Content index format (``content.json``, format 1)::
       "treeinfo": FILE | null            the .treeinfo itself
     }
 
-Every stored file is described by ``href``, ``size``, ``checksum_type`` and ``checksum``
-(``checksum_type``/``checksum`` may be null only for tree files the .treeinfo lists without a
-checksum). A PACKAGE also has what createrepo_c needs to write primary, filelists and other
-again: ``name epoch version release arch summary description url license vendor group
-buildhost sourcerpm packager header_start header_end time_file time_build size_installed
-size_archive``, the dependency lists ``provides requires conflicts obsoletes suggests
-enhances recommends supplements`` (each ``[name, flags, epoch, version, release, pre]``),
-``files`` (``[type, path]``), ``changelogs`` (``[author, date, text]``) and ``origin``
-(``"feed"`` or ``"copy"``: a sync drops only what its feed no longer lists). A DELTA also
-has the new package's ``name epoch version release arch``, ``oldepoch oldversion
-oldrelease`` and ``sequence``.
+The records themselves (PACKAGE, ERRATUM, DELTA, FILE and a metadata FILE with its
+``type``) are typed in ``coordd.repo.records``, in the key order they have on disk.
 """
 
 from __future__ import annotations
@@ -81,27 +72,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, TypedDict
 from urllib.parse import unquote
 
 from coordd.api.errors import OperationFailed
+from coordd.repo.records import Delta, Erratum, MetadataFile, Package, StoredFile, TreeFile
 
 INDEX_NAME = "content.json"
 STAMP_NAME = "content.stamp.json"
 CONTENT_DIR = "content"
 TMP_DIR = ".tmp"
 
-#: The dependency lists an index entry holds for each package, as in primary.xml.
-DEPENDENCY_KINDS: Final = (
-    "provides",
-    "requires",
-    "conflicts",
-    "obsoletes",
-    "suggests",
-    "enhances",
-    "recommends",
-    "supplements",
-)
 FORMAT = 1
 
 # Top-level directory of a publication that the publisher generates; no stored file may
@@ -113,7 +94,16 @@ _MAX_COMPONENT = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
-Record = dict[str, Any]
+
+class Counts(TypedDict):
+    """How many records of each kind an index holds (kept in its stamp)."""
+
+    packages: int
+    feed_packages: int  # packages that are not copies
+    errata: int
+    deltas: int
+    tree_files: int
+    metadata_files: int
 
 
 class UnsafePath(ValueError):
@@ -201,12 +191,12 @@ class ContentIndex:
     treeinfo_checksum: str | None = None
     sync_options: dict[str, Any] | None = None
     synced_at: float | None = None
-    packages: dict[str, Record] = field(default_factory=dict)  # by href
-    errata: list[Record] = field(default_factory=list)
-    deltas: list[Record] = field(default_factory=list)
-    tree_files: list[Record] = field(default_factory=list)
-    metadata_files: list[Record] = field(default_factory=list)
-    treeinfo: Record | None = None
+    packages: dict[str, Package] = field(default_factory=dict)  # by href
+    errata: list[Erratum] = field(default_factory=list)
+    deltas: list[Delta] = field(default_factory=list)
+    tree_files: list[TreeFile] = field(default_factory=list)
+    metadata_files: list[MetadataFile] = field(default_factory=list)
+    treeinfo: TreeFile | None = None
 
     # -- reading and writing ---------------------------------------------------------------
 
@@ -285,22 +275,23 @@ class ContentIndex:
             "repomd_checksum": self.repomd_checksum,
             "treeinfo_checksum": self.treeinfo_checksum,
             "sync_options": self.sync_options,
-            "counts": {
-                "packages": len(self.packages),
-                "feed_packages": sum(
-                    1 for p in self.packages.values() if p.get("origin") != "copy"
-                ),
-                "errata": len(self.errata),
-                "deltas": len(self.deltas),
-                "tree_files": len(self.tree_files),
-                "metadata_files": len(self.metadata_files),
-            },
+            "counts": self.counts(),
             "files": [[r["href"], r.get("size")] for r in self.files()],
         }
 
     # -- queries ---------------------------------------------------------------------------
 
-    def files(self) -> Iterator[Record]:
+    def counts(self) -> Counts:
+        return {
+            "packages": len(self.packages),
+            "feed_packages": sum(1 for p in self.packages.values() if p.get("origin") != "copy"),
+            "errata": len(self.errata),
+            "deltas": len(self.deltas),
+            "tree_files": len(self.tree_files),
+            "metadata_files": len(self.metadata_files),
+        }
+
+    def files(self) -> Iterator[StoredFile]:
         """Every stored-file record: packages, deltas, tree files, metadata, .treeinfo."""
         yield from self.packages.values()
         yield from self.deltas
@@ -351,6 +342,19 @@ def read_stamp(repo_dir: Path) -> dict[str, Any] | None:
     return stamp
 
 
+def stamp_counts(stamp: dict[str, Any]) -> Counts:
+    """The counts a stamp records (0 for any it lacks)."""
+    counts = stamp.get("counts", {})
+    return {
+        "packages": counts.get("packages", 0),
+        "feed_packages": counts.get("feed_packages", 0),
+        "errata": counts.get("errata", 0),
+        "deltas": counts.get("deltas", 0),
+        "tree_files": counts.get("tree_files", 0),
+        "metadata_files": counts.get("metadata_files", 0),
+    }
+
+
 def missing_from_stamp(repo_dir: Path, stamp: dict[str, Any]) -> list[str]:
     """Like ``ContentIndex.missing_files``, from a stamp's ``[href, size]`` list."""
     root = repo_dir / CONTENT_DIR
@@ -379,7 +383,8 @@ def _check_file_record(record: Any) -> None:
         raise ValueError(f"bad size for {href!r}")
 
 
-def _records(data: dict[str, Any], key: str, *, files: bool = True) -> list[Record]:
+def _records(data: dict[str, Any], key: str, *, files: bool = True) -> list[Any]:
+    """The list ``data[key]``, each entry checked as far as the index trusts its own JSON."""
     value = data.get(key, [])
     if not isinstance(value, list):
         raise TypeError(f"{key} is not a list")
@@ -520,14 +525,19 @@ def remove_content(repo_dir: Path) -> list[str]:
 __all__ = [
     "CONTENT_DIR",
     "INDEX_NAME",
+    "RESERVED_TOP",
     "ContentIndex",
+    "Counts",
     "UnsafePath",
     "check_href",
     "collect_garbage",
     "content_summary",
     "link_or_copy",
+    "missing_from_stamp",
+    "read_stamp",
     "remove_content",
     "reset_tmp",
     "resolve_in",
+    "stamp_counts",
     "write_json_atomic",
 ]

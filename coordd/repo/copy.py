@@ -19,6 +19,7 @@ from coordd.repo.content import (
     reset_tmp,
     resolve_in,
 )
+from coordd.repo.records import StoredFile
 
 
 def copy_packages(src_dir: Path, dst_dir: Path, name_glob: str | None = None) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def copy_packages(src_dir: Path, dst_dir: Path, name_glob: str | None = None) ->
     src_root = src_dir / CONTENT_DIR
     dst_root = dst_dir / CONTENT_DIR
     dst_root.mkdir(parents=True, exist_ok=True)
-    claimed = {record["href"]: record for record in dst.files()}
+    claimed: dict[str, StoredFile] = {record["href"]: record for record in dst.files()}
     matched = copied = present = linked = 0
     conflicts: list[str] = []
     for href in sorted(src.packages):
