@@ -37,12 +37,12 @@ outside ``repo_dir`` and the previous content stays)
       the ``open-checksum`` is verified when declared.
     - Checksums: metadata is always verified; sha1/md5/sha224 are refused unless
       ``allow_weak_checksums``; unknown types are refused.
-    - Transport: each body must keep a minimum average rate after a grace period (a body
-      trickling one byte at a time never trips httpx's read timeout), bodies larger than
-      declared are cut off at once, redirects from https to http (or to another scheme) are
-      refused, and a ``Content-Encoding`` the importer did not ask for is refused.
-      Redirects to other hosts are followed: mirrors and CDNs use them, and what arrives is
-      still checked against the metadata.
+    - Transport (``coordd.repo.fetch``): each body must keep a minimum average rate after a
+      grace period (a body trickling one byte at a time never trips httpx's read timeout),
+      bodies larger than declared are cut off at once, redirects from https to http (or to
+      another scheme) are refused, and a ``Content-Encoding`` the importer did not ask for
+      is refused. Redirects to other hosts are followed: mirrors and CDNs use them, and
+      what arrives is still checked against the metadata.
 """
 
 from __future__ import annotations
@@ -50,27 +50,24 @@ from __future__ import annotations
 import bz2
 import configparser
 import contextlib
-import functools
 import gzip
 import hashlib
 import itertools
 import lzma
 import os
 import shutil
-import ssl
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import httpx
 import zstandard
 from lxml import etree
 
@@ -96,6 +93,7 @@ from coordd.repo.content import (
     reset_tmp,
     resolve_in,
 )
+from coordd.repo.fetch import DownloadError, Fetcher, Transport, fetcher_for, hash_file
 from coordd.repo.records import DEPENDENCY_KINDS
 
 # The importer still builds its records as plain dicts; they get their types from
@@ -896,263 +894,6 @@ def parse_repomd(data: bytes, allow_weak: bool) -> tuple[str | None, dict[str, _
     return revision, records
 
 
-# -- transfers ----------------------------------------------------------------------------------
-
-
-class DownloadError(Exception):
-    """One transfer failed; ``status`` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _check_redirect(source: str, target: str) -> None:
-    old, new = urlsplit(source).scheme, urlsplit(target).scheme
-    if new not in ("http", "https"):
-        raise DownloadError(f"refusing redirect from {source} to non-HTTP URL {target}")
-    if old == "https" and new == "http":
-        raise DownloadError(f"refusing redirect from https to http: {source} -> {target}")
-
-
-def _hash_file(path: Path, algo: str) -> tuple[int, str]:
-    h = hashlib.new(algo)
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_READ_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_ssl_context(ca_file: str | None, _stamp: int) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_file)
-
-
-def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying TLS context, built once per CA file version (loading CAs costs ~20 ms)."""
-    stamp = os.stat(ca_file).st_mtime_ns if ca_file else 0
-    return _cached_ssl_context(ca_file, stamp)
-
-
-class _Fetcher:
-    """Fetch URLs of one feed into files, verifying as the bytes stream.
-
-    Content downloads borrow one of up to ``parallel_downloads`` clients of one connection
-    each, rather than sharing a pool of that many connections: httpcore re-examines every
-    pooled connection (a poll and a getpeername each) whenever it hands one out, which cost
-    a fifth of the CPU of a sync of small packages.
-    """
-
-    def __init__(self, options: ImporterOptions, limits: Limits, feed: str) -> None:
-        self.limits = limits
-        self.options = options
-        self.scheme = urlsplit(feed).scheme
-        self.verify: ssl.SSLContext | bool = False
-        self.client: httpx.AsyncClient | None = None
-        self._idle: list[httpx.AsyncClient] = []
-        self._all: list[httpx.AsyncClient] = []
-        if self.scheme in ("http", "https"):
-            if options.tls_verify:
-                try:
-                    self.verify = _ssl_context(options.ca_file)
-                except (OSError, ssl.SSLError) as exc:
-                    raise OperationFailed(
-                        f"cannot load ca_file {options.ca_file}: {exc}", {"key": "ca_file"}
-                    ) from exc
-            self.client = self._new_client(options.parallel_downloads)
-
-    def _new_client(self, connections: int) -> httpx.AsyncClient:
-        limits = self.limits
-        client = httpx.AsyncClient(
-            verify=self.verify,
-            proxy=self.options.proxy,
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            timeout=httpx.Timeout(
-                connect=limits.connect_timeout,
-                read=limits.stall_timeout,
-                write=limits.stall_timeout,
-                pool=None,
-            ),
-            headers={"Accept-Encoding": "identity", "User-Agent": "coordd"},
-        )
-        self._all.append(client)
-        return client
-
-    def lend(self) -> httpx.AsyncClient | None:
-        """A one-connection client for one download (None for file:// feeds)."""
-        if self.client is None:
-            return None
-        return self._idle.pop() if self._idle else self._new_client(1)
-
-    def give_back(self, client: httpx.AsyncClient | None) -> None:
-        if client is not None:
-            self._idle.append(client)
-
-    async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            for client in self._all:
-                await client.aclose()
-
-    async def fetch(
-        self,
-        url: str,
-        dest: Path,
-        *,
-        what: str,
-        size: int | None,
-        checksum: tuple[str, str] | None,
-        cap: int,
-        on_bytes: Callable[[int], None] | None = None,
-        client: httpx.AsyncClient | None = None,
-    ) -> int:
-        """Write the body at ``url`` into the new file ``dest``; verify size and checksum.
-
-        ``client`` is one from ``lend``; by default the shared one.
-        """
-        hasher = hashlib.new(checksum[0]) if checksum else None
-        limit = size if size is not None else cap
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            if self.scheme == "file":
-                received = await anyio.to_thread.run_sync(
-                    self._copy_local, url, out, hasher, limit, size, what, on_bytes
-                )
-            else:
-                received = await self._download(
-                    client or self.client, url, out, hasher, limit, size, what, on_bytes
-                )
-        if size is not None and received != size:
-            raise DownloadError(f"{what}: got {received} bytes, metadata says {size}")
-        if hasher is not None and checksum is not None:
-            digest = hasher.hexdigest()
-            if digest != checksum[1]:
-                raise DownloadError(
-                    f"{what}: checksum mismatch: expected {checksum[0]} {checksum[1]}, got {digest}"
-                )
-        return received
-
-    async def _open(self, client: httpx.AsyncClient, url: str, what: str) -> httpx.Response:
-        for _ in range(self.limits.max_redirects + 1):
-            try:
-                response = await client.send(client.build_request("GET", url), stream=True)
-            except httpx.TimeoutException as exc:
-                raise DownloadError(f"{what}: timed out fetching {url} ({exc!r})") from exc
-            except httpx.HTTPError as exc:
-                raise DownloadError(f"{what}: cannot fetch {url}: {exc!r}") from exc
-            if response.is_redirect:
-                location = response.headers.get("location")
-                await response.aclose()
-                if not location:
-                    raise DownloadError(f"{what}: redirect without Location from {url}")
-                target = urljoin(url, location)
-                _check_redirect(url, target)
-                url = target
-                continue
-            if response.status_code != 200:
-                status = response.status_code
-                await response.aclose()
-                raise DownloadError(
-                    f"{what}: HTTP {status} {response.reason_phrase} from {url}", status
-                )
-            return response
-        raise DownloadError(f"{what}: more than {self.limits.max_redirects} redirects from {url}")
-
-    async def _download(
-        self,
-        client: httpx.AsyncClient | None,
-        url: str,
-        out: IO[bytes],
-        hasher: Any,
-        limit: int,
-        size: int | None,
-        what: str,
-        on_bytes: Callable[[int], None] | None,
-    ) -> int:
-        assert client is not None
-        response = await self._open(client, url, what)
-        try:
-            encoding = response.headers.get("content-encoding", "identity").lower()
-            if encoding not in ("identity", ""):
-                raise DownloadError(f"{what}: server applied Content-Encoding {encoding} at {url}")
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit():
-                if size is not None and int(declared) != size:
-                    raise DownloadError(
-                        f"{what}: server announces {declared} bytes, metadata says {size}"
-                    )
-                if int(declared) > limit:
-                    raise DownloadError(f"{what}: server announces {declared} bytes, over {limit}")
-            min_rate, grace = self.limits.min_rate, self.limits.grace
-            received = 0
-            start = time.monotonic()
-            write = out.write
-            update = hasher.update if hasher is not None else None
-            async for chunk in response.aiter_raw():
-                received += len(chunk)
-                if received > limit:
-                    raise DownloadError(f"{what}: body exceeds {limit} bytes at {url}")
-                write(chunk)
-                if update is not None:
-                    update(chunk)
-                if on_bytes is not None:
-                    on_bytes(len(chunk))
-                elapsed = time.monotonic() - start
-                if elapsed > grace and received < min_rate * (elapsed - grace):
-                    raise DownloadError(
-                        f"{what}: too slow: {received} bytes in {elapsed:.1f} s from {url} "
-                        f"(minimum {min_rate:.0f} B/s after {grace:g} s)"
-                    )
-            return received
-        except httpx.TimeoutException as exc:
-            raise DownloadError(
-                f"{what}: stalled: no data for {self.limits.stall_timeout:g} s from {url}"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"{what}: transfer from {url} failed: {exc!r}") from exc
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
-
-    def _copy_local(
-        self,
-        url: str,
-        out: IO[bytes],
-        hasher: Any,
-        limit: int,
-        size: int | None,
-        what: str,
-        on_bytes: Callable[[int], None] | None,
-    ) -> int:
-        path = Path(url2pathname(urlsplit(url).path))
-        received = 0
-        try:
-            with open(path, "rb") as f:
-                while True:
-                    anyio.from_thread.check_cancelled()
-                    chunk = f.read(_READ_CHUNK)
-                    if not chunk:
-                        break
-                    received += len(chunk)
-                    if received > limit:
-                        raise DownloadError(f"{what}: {path} exceeds {limit} bytes")
-                    out.write(chunk)
-                    if hasher is not None:
-                        hasher.update(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-        except FileNotFoundError as exc:
-            raise DownloadError(f"{what}: {path} not found", 404) from exc
-        except IsADirectoryError as exc:
-            raise DownloadError(f"{what}: {path} is a directory", 404) from exc
-        except OSError as exc:
-            raise DownloadError(f"{what}: cannot read {path}: {exc}") from exc
-        return received
-
-
 # -- the sync -----------------------------------------------------------------------------------
 
 
@@ -1183,7 +924,7 @@ class _Sync:
         options: ImporterOptions,
         limits: Limits,
         report: _Report,
-        fetcher: _Fetcher,
+        fetcher: Fetcher,
         tmp: Path,
     ) -> None:
         assert options.feed is not None
@@ -1718,20 +1459,16 @@ class _Sync:
             tmp = self._tmp_file()
             placed = False
             try:
-                client = self.fetcher.lend()
-                try:
-                    received = await self.fetcher.fetch(
-                        item.url,
-                        tmp,
-                        what=href,
-                        size=size,
-                        checksum=checksum,
-                        cap=self.limits.max_unsized_download,
-                        on_bytes=on_bytes,
-                        client=client,
-                    )
-                finally:
-                    self.fetcher.give_back(client)
+                received = await self.fetcher.fetch(
+                    item.url,
+                    tmp,
+                    what=href,
+                    size=size,
+                    checksum=checksum,
+                    cap=self.limits.max_unsized_download,
+                    on_bytes=on_bytes,
+                    own_connection=True,
+                )
                 if size is None:
                     record["size"] = received
                 if item.stage:
@@ -1763,7 +1500,7 @@ class _Sync:
                 return False
             size = info.st_size
             if checksum is not None:
-                found = await anyio.to_thread.run_sync(_hash_file, item.final, checksum[0])
+                found = await anyio.to_thread.run_sync(hash_file, item.final, checksum[0])
                 if found != (size, checksum[1]):
                     return False
         except OSError:
@@ -1777,6 +1514,20 @@ class _Sync:
 def _prepare(repo_dir: Path) -> Path:
     (repo_dir / CONTENT_DIR).mkdir(parents=True, exist_ok=True)
     return reset_tmp(repo_dir)
+
+
+def _transport(options: ImporterOptions, limits: Limits) -> Transport:
+    return Transport(
+        connections=options.parallel_downloads,
+        tls_verify=options.tls_verify,
+        ca_file=options.ca_file,
+        proxy=options.proxy,
+        connect_timeout=limits.connect_timeout,
+        stall_timeout=limits.stall_timeout,
+        min_rate=limits.min_rate,
+        grace=limits.grace,
+        max_redirects=limits.max_redirects,
+    )
 
 
 async def sync(
@@ -1801,9 +1552,9 @@ async def sync(
             {"key": "feed"},
         )
     tmp = await anyio.to_thread.run_sync(_prepare, repo_dir)
-    fetcher: _Fetcher | None = None
+    fetcher: Fetcher | None = None
     try:
-        fetcher = _Fetcher(options, limits, options.feed)
+        fetcher = fetcher_for(options.feed, _transport(options, limits))
         return await _Sync(repo_dir, options, limits, report, fetcher, tmp).run()
     except anyio.get_cancelled_exc_class():
         report.interrupted(CANCELED)
