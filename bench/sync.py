@@ -49,7 +49,8 @@ import anyio
 import httpx
 
 from coordd.engine.progress import Progress
-from coordd.repo.yum.sync import ImporterOptions, sync
+from coordd.repo.yum.options import ImporterOptions
+from coordd.repo.yum.sync import sync
 from tests.daemon import DaemonProcess, wait_for
 from tests.feeds import Pkg, build_feed
 

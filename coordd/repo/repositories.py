@@ -27,7 +27,8 @@ from coordd.engine.tasks import iso
 from coordd.repo.content import content_summary, remove_content
 from coordd.repo.copy import copy_packages
 from coordd.repo.publish import publish, unpublish
-from coordd.repo.yum.sync import ImporterOptions, sync
+from coordd.repo.yum.options import ImporterOptions
+from coordd.repo.yum.sync import sync
 from coordd.store.database import Store, dumps
 
 REPOSITORY = "repository"
