@@ -7,6 +7,12 @@ root and the files it names). It chooses the packages (all, or the newest EVR of
 and arch), downloads what the repository lacks in parallel, and commits the result by
 replacing the content index (see ``coordd.repo.content`` for the layout and its invariants).
 
+The sync is a sequence of named steps (``_Sync.run``): fetch repomd.xml and .treeinfo;
+stop early if nothing changed; parse repomd.xml; fetch the metadata files; parse them
+(``primary``, ``updateinfo``, ``prestodelta``, ``treeinfo``); choose the packages and
+what else to keep; build the new index; download (``download``); commit. Both ways out,
+changed or not, report one ``SyncSummary``.
+
 Atomicity and restarts
     Downloads stream into ``repo_dir/.tmp`` and reach ``content/<href>`` by ``os.replace``
     only when complete and verified (size, and checksum unless ``verify_checksum`` is off);
@@ -30,11 +36,11 @@ outside ``repo_dir`` and the previous content stays)
       only to the feed's own scheme and host (and, for file:// feeds, inside the feed
       directory), so metadata cannot send the importer to another server or read local
       files.
-    - XML: lxml with entity resolution and network access off, no DTD loading, default
+    - XML (``safexml``): lxml with entity resolution and network access off, no DTD loading, default
       (non-huge) tree limits, and any document with a DOCTYPE is refused outright.
-    - Compression is detected by magic bytes (gz, xz, bz2, zst); the decompressed size is
-      capped by the declared ``open-size`` and by a hard cap (bz2 reaches 1,000,000:1), and
-      the ``open-checksum`` is verified when declared.
+    - Compression (``decompress``) is detected by magic bytes (gz, xz, bz2, zst); the
+      decompressed size is capped by the declared ``open-size`` and by a hard cap (bz2
+      reaches 1,000,000:1), and the ``open-checksum`` is verified when declared.
     - Checksums: metadata is always verified; sha1/md5/sha224 are refused unless
       ``allow_weak_checksums``; unknown types are refused.
     - Transport (``coordd.repo.fetch``): each body must keep a minimum average rate after a
@@ -50,13 +56,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import itertools
 import os
 import shutil
-import stat
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
@@ -67,34 +70,29 @@ import anyio.from_thread
 import anyio.to_thread
 
 from coordd.api.errors import OperationFailed
-from coordd.engine.progress import (
-    CANCELED,
-    FAILED,
-    FINISHED,
-    IN_PROGRESS,
-    NOT_STARTED,
-    SKIPPED,
-    Progress,
-)
+from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS, SKIPPED, Progress
 from coordd.repo.content import (
     CONTENT_DIR,
     RESERVED_TOP,
     ContentIndex,
+    Counts,
     UnsafePath,
     check_href,
     collect_garbage,
     missing_from_stamp,
     read_stamp,
     reset_tmp,
-    resolve_in,
+    stamp_counts,
 )
-from coordd.repo.fetch import DownloadError, Fetcher, Transport, fetcher_for, hash_file
+from coordd.repo.fetch import DownloadError, Fetcher, Transport, fetcher_for
 from coordd.repo.records import Delta, Erratum, MetadataFile, Package, StoredFile, TreeFile
+from coordd.repo.yum.download import Downloader, Workspace
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.options import DEFAULT_LIMITS, ImporterOptions, Limits
 from coordd.repo.yum.prestodelta import read_deltas
-from coordd.repo.yum.primary import read_packages
+from coordd.repo.yum.primary import Location, read_packages
 from coordd.repo.yum.repomd import FetchedMetadata, RepomdRecord, parse_repomd
+from coordd.repo.yum.report import Report
 from coordd.repo.yum.treeinfo import parse_treeinfo
 from coordd.repo.yum.updateinfo import read_errata
 from coordd.repo.yum.versions import epoch_number, newest_only
@@ -103,328 +101,183 @@ from coordd.repo.yum.versions import epoch_number, newest_only
 # duplicate them in another form.
 _PARSED: Final = ("primary", "filelists", "other", "updateinfo", "prestodelta")
 
-# -- progress -----------------------------------------------------------------------------------
 
-KINDS: Final = ("rpm", "delta_rpm", "file", "tree_file")
-COUNTERS: Final = (
-    "items_total",
-    "items_left",
-    "size_total",
-    "size_left",
-    "num_success",
-    "num_error",
-)
-_MAX_ERROR_DETAILS = 100
+@dataclass(frozen=True)
+class SyncSummary:
+    """What a sync did, as ``sync`` returns it (``to_json``) and ``repo show`` shows it."""
 
+    feed: str
+    changed: bool  # False: the feed was unchanged; only repomd.xml and .treeinfo were read
+    revision: str | None
+    packages: int  # in the repository now, copies included
+    added: int  # feed packages the repository did not hold before
+    kept: int  # feed packages it already held
+    removed: int  # feed packages it dropped
+    downloaded: int
+    adopted: int  # files an interrupted sync had left, taken without a download
+    bytes_downloaded: int
+    errata: int
+    delta_rpms: int
+    tree_files: int
+    metadata_files: int
 
-class _Report:
-    """The ``importer`` progress report; holds references to its dicts to stay cheap."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        content: dict[str, Any] = {"state": NOT_STARTED, **dict.fromkeys(COUNTERS, 0)}
-        content["error_details"] = []
-        content["details"] = {kind: dict.fromkeys(COUNTERS, 0) for kind in KINDS}
-        progress.set(
-            "importer",
-            metadata={"state": NOT_STARTED},
-            content=content,
-            errata={"state": NOT_STARTED},
-        )
-        self.metadata = progress.node("importer", "metadata")
-        self.content = progress.node("importer", "content")
-        self.errata = progress.node("importer", "errata")
-        self.kinds: dict[str, dict[str, Any]] = self.content["details"]
-
-    def state(self, step: dict[str, Any], state: str) -> None:
-        step["state"] = state
-        self.progress.touch()
-
-    def plan(self, kind: str, size: int) -> None:
-        for node in (self.content, self.kinds[kind]):
-            node["items_total"] += 1
-            node["items_left"] += 1
-            node["size_total"] += size
-            node["size_left"] += size
-        self.progress.touch()
-
-    def finished(self, kind: str, size_left: int, error: dict[str, Any] | None) -> None:
-        for node in (self.content, self.kinds[kind]):
-            node["items_left"] -= 1
-            node["size_left"] -= size_left
-            node["num_error" if error else "num_success"] += 1
-        if error and len(self.content["error_details"]) < _MAX_ERROR_DETAILS:
-            self.content["error_details"].append(error)
-        self.progress.touch()
-
-    def interrupted(self, state: str) -> None:
-        for step in (self.metadata, self.content, self.errata):
-            if step["state"] == IN_PROGRESS:
-                step["state"] = state
-        self.progress.touch()
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-# -- the sync -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Fingerprint:
+    """What decides whether a feed changed since the last sync."""
 
-
-@dataclass
-class _Item:
-    kind: str
-    record: StoredFile
-    url: str
-    final: Path
-    stage: bool = False  # the current index references this path with other content
-    adopt: bool = False  # an unreferenced file of the right size is already there
+    repomd_checksum: str
+    treeinfo_checksum: str | None
+    sync_options: dict[str, Any]
 
 
 @dataclass
 class _Plan:
+    """What the repository will hold, chosen from the parsed metadata."""
+
     packages: list[Package] = field(default_factory=list)
     deltas: list[Delta] = field(default_factory=list)
     tree_files: list[TreeFile] = field(default_factory=list)
     metadata_files: list[MetadataFile] = field(default_factory=list)
     treeinfo: TreeFile | None = None
     errata: list[Erratum] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)  # href → URL, for every file above
 
 
 class _Sync:
+    """One sync of one repository from its feed; ``run`` calls the steps in order."""
+
     def __init__(
         self,
         repo_dir: Path,
         options: ImporterOptions,
         limits: Limits,
-        report: _Report,
+        report: Report,
         fetcher: Fetcher,
         tmp: Path,
     ) -> None:
         assert options.feed is not None
         self.repo_dir = repo_dir
-        self.content_root = repo_dir / CONTENT_DIR
         self.options = options
         self.limits = limits
         self.report = report
         self.fetcher = fetcher
-        self.tmp = tmp
+        self.workspace = Workspace(repo_dir, tmp)
+        self.downloader = Downloader(self.workspace, fetcher, report, options, limits)
         self.feed = options.feed if options.feed.endswith("/") else options.feed + "/"
         parts = urlsplit(self.feed)
         self.feed_scheme, self.feed_netloc = parts.scheme, parts.netloc
         self.feed_root = (
             Path(url2pathname(parts.path)).resolve() if parts.scheme == "file" else None
         )
-        self.staged: list[tuple[Path, Path, str]] = []  # (temporary, final path, href)
-        self.bytes_downloaded = 0
-        self.downloaded = 0
-        self.adopted = 0
-        self.errors: list[dict[str, Any]] = []
-        self._dirs: set[Path] = set()
-        self._parents: dict[str, Path] = {}
-        self._serial = itertools.count()
-        self.content_real = self.content_root.resolve()
-        self.urls: dict[str, str] = {}
-        self.treeinfo_bytes = b""
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- the steps, in order ---------------------------------------------------------------
 
-    def _url(self, href: str, base: str | None, what: str) -> str:
-        """The URL of ``href`` (under ``xml:base`` if given), refusing foreign locations."""
-        try:
-            check_href(href)
-        except UnsafePath as exc:
-            raise MetadataError(f"{what}: unsafe location href: {exc}") from exc
-        if base is None:
-            root = self.feed
-        else:
-            root = urljoin(self.feed, base)
-            if not root.endswith("/"):
-                root += "/"
-            parts = urlsplit(root)
-            if (parts.scheme, parts.netloc) != (self.feed_scheme, self.feed_netloc):
-                raise MetadataError(
-                    f"{what}: xml:base {base!r} points outside the feed "
-                    f"({parts.scheme}://{parts.netloc} is not {self.feed_scheme}://"
-                    f"{self.feed_netloc})"
-                )
-        url = root + href
-        if self.feed_root is not None:
-            path = Path(url2pathname(urlsplit(url).path)).resolve()
-            if not path.is_relative_to(self.feed_root):
-                raise MetadataError(f"{what}: {href!r} resolves outside the feed directory")
-        return url
-
-    def _tmp_file(self) -> Path:
-        return self.tmp / f"{next(self._serial)}.part"  # .tmp is this sync's alone
-
-    def _final(self, href: str) -> Path:
-        """``content/<href>`` with its directory resolved (and contained) once per directory.
-
-        The last component is not resolved: a rename replaces whatever is there, and an
-        adopted file must be a regular file (``_adopt`` uses ``lstat``).
-        """
-        parent, _, name = href.rpartition("/")
-        base = self._parents.get(parent)
-        if base is None:
-            base = resolve_in(self.content_root, parent) if parent else self.content_real
-            self._parents[parent] = base
-        return base / name
-
-    async def _fetch_small(self, url: str, what: str, *, optional: bool = False) -> bytes | None:
-        dest = self._tmp_file()
-        try:
-            await self.fetcher.fetch(
-                url, dest, what=what, size=None, checksum=None, cap=self.limits.max_small_file
-            )
-            return dest.read_bytes()
-        except DownloadError as exc:
-            if optional and exc.status in (403, 404, 410):
-                return None
-            raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(dest)
-
-    def _mkdirs(self, directory: Path) -> None:
-        if directory not in self._dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(directory)
-
-    # -- steps -----------------------------------------------------------------------------
-
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> SyncSummary:
+        """The sync: each step below is a method, called in this order."""
         report = self.report
         report.state(report.metadata, IN_PROGRESS)
-        repomd_url = self.feed + "repodata/repomd.xml"
-        repomd = await self._fetch_small(repomd_url, "repomd.xml")
-        assert repomd is not None
-        treeinfo = await self._fetch_small(self.feed + ".treeinfo", ".treeinfo", optional=True)
-        repomd_sum = "sha256:" + hashlib.sha256(repomd).hexdigest()
-        treeinfo_sum = (
-            None if treeinfo is None else "sha256:" + hashlib.sha256(treeinfo).hexdigest()
-        )
-        sync_options = {
-            "feed": self.feed,
-            "only_newest": self.options.only_newest,
-            "allow_weak_checksums": self.options.allow_weak_checksums,
-        }
-
-        def unchanged() -> dict[str, Any] | None:
-            # The stamp, not the whole index: a no-change sync should not parse megabytes.
-            stamp = read_stamp(self.repo_dir)
-            if (
-                stamp is not None
-                and stamp.get("repomd_checksum") == repomd_sum
-                and stamp.get("treeinfo_checksum") == treeinfo_sum
-                and stamp.get("sync_options") == sync_options
-                and not missing_from_stamp(self.repo_dir, stamp)
-            ):
-                return stamp
-            return None
-
-        stamp = await anyio.to_thread.run_sync(unchanged)
+        repomd, treeinfo = await self.fetch_repomd()
+        fingerprint = self.fingerprint(repomd, treeinfo)
+        stamp = await anyio.to_thread.run_sync(self.unchanged, fingerprint)
         if stamp is not None:
-            return self._unchanged(stamp)
+            return self.skip(stamp)
         old = await anyio.to_thread.run_sync(ContentIndex.load, self.repo_dir)
-
-        revision, records = parse_repomd(repomd, self.options.allow_weak_checksums)
-        if "primary" not in records:
-            raise MetadataError("repomd.xml: no primary record")
-        plan = await self._metadata(records, treeinfo)
-
-        new = ContentIndex(
-            feed=self.feed,
-            revision=revision,
-            repomd_checksum=repomd_sum,
-            treeinfo_checksum=treeinfo_sum,
-            sync_options=sync_options,
-            synced_at=time.time(),
-            errata=plan.errata,
-            deltas=plan.deltas,
-            tree_files=plan.tree_files,
-            metadata_files=plan.metadata_files,
-            treeinfo=plan.treeinfo,
-        )
-        feed_hrefs = {p["href"] for p in plan.packages}
-        new.packages = {p["href"]: p for p in plan.packages}
-        for href, package in old.packages.items():
-            if package.get("origin") == "copy" and href not in new.packages:
-                new.packages[href] = package
-        self._check_collisions(new)
+        revision, records = self.parse_repomd(repomd)
+        fetched = await self.fetch_metadata(records)
+        packages, locations, errata, deltas = await self.parse_metadata(fetched)
+        plan = self.choose_packages(packages, locations, deltas)
+        plan.errata = errata
+        self.keep_metadata_files(plan, records)
+        if treeinfo is not None:
+            self.add_tree(plan, treeinfo)
+        new = self.new_index(old, plan, revision, fingerprint)
         report.state(report.metadata, FINISHED)
-
-        kept = await self._content(old, new)
-
-        report.state(report.errata, IN_PROGRESS)
-        if self.staged:
-            # The feed changed files in place: commit first without the old versions.
-            interim = ContentIndex.from_json(old.to_json())
-            staged = {href for _tmp, _final, href in self.staged}
-            interim.packages = {h: p for h, p in interim.packages.items() if h not in staged}
-            interim.deltas = [r for r in interim.deltas if r["href"] not in staged]
-            interim.tree_files = [r for r in interim.tree_files if r["href"] not in staged]
-            interim.metadata_files = [r for r in interim.metadata_files if r["href"] not in staged]
-            if interim.treeinfo and interim.treeinfo["href"] in staged:
-                interim.treeinfo = None
-            await anyio.to_thread.run_sync(interim.save, self.repo_dir)
-            for tmp, final, _href in self.staged:
-                self._mkdirs(final.parent)
-                os.replace(tmp, final)
-            self.staged.clear()
-        await anyio.to_thread.run_sync(new.save, self.repo_dir)
-        report.state(report.errata, FINISHED if "updateinfo" in records else SKIPPED)
-        await anyio.to_thread.run_sync(collect_garbage, self.repo_dir, new.hrefs())
-
+        kept = await self.downloader.download(old, new, plan.urls, treeinfo or b"")
+        await self.commit(old, new, errata="updateinfo" in records)
+        feed_hrefs = {p["href"] for p in plan.packages}
         removed = [
             h for h, p in old.packages.items() if p.get("origin") != "copy" and h not in feed_hrefs
         ]
-        return {
-            "feed": self.feed,
-            "changed": True,
-            "revision": revision,
-            "packages": len(new.packages),
-            "added": len([h for h in feed_hrefs if h not in kept]),
-            "kept": len([h for h in feed_hrefs if h in kept]),
-            "removed": len(removed),
-            "downloaded": self.downloaded,
-            "adopted": self.adopted,
-            "bytes_downloaded": self.bytes_downloaded,
-            "errata": len(new.errata),
-            "delta_rpms": len(new.deltas),
-            "tree_files": len(new.tree_files),
-            "metadata_files": len(new.metadata_files),
-        }
+        return self.summary(
+            changed=True,
+            revision=revision,
+            counts=new.counts(),
+            added=len([h for h in feed_hrefs if h not in kept]),
+            kept=len([h for h in feed_hrefs if h in kept]),
+            removed=len(removed),
+        )
 
-    def _unchanged(self, stamp: dict[str, Any]) -> dict[str, Any]:
+    async def fetch_repomd(self) -> tuple[bytes, bytes | None]:
+        """repomd.xml, and the feed's .treeinfo if it has one."""
+        repomd = await self._fetch_small(self.feed + "repodata/repomd.xml", "repomd.xml")
+        assert repomd is not None
+        treeinfo = await self._fetch_small(self.feed + ".treeinfo", ".treeinfo", optional=True)
+        return repomd, treeinfo
+
+    def fingerprint(self, repomd: bytes, treeinfo: bytes | None) -> _Fingerprint:
+        """What the stamp of the last sync must match for this one to change nothing."""
+        return _Fingerprint(
+            repomd_checksum="sha256:" + hashlib.sha256(repomd).hexdigest(),
+            treeinfo_checksum=(
+                None if treeinfo is None else "sha256:" + hashlib.sha256(treeinfo).hexdigest()
+            ),
+            sync_options={
+                "feed": self.feed,
+                "only_newest": self.options.only_newest,
+                "allow_weak_checksums": self.options.allow_weak_checksums,
+            },
+        )
+
+    def unchanged(self, fingerprint: _Fingerprint) -> dict[str, Any] | None:
+        """The stamp of the current index if the feed has not changed since, else None.
+
+        The stamp, not the whole index: a no-change sync should not parse megabytes.
+        """
+        stamp = read_stamp(self.repo_dir)
+        if (
+            stamp is not None
+            and stamp.get("repomd_checksum") == fingerprint.repomd_checksum
+            and stamp.get("treeinfo_checksum") == fingerprint.treeinfo_checksum
+            and stamp.get("sync_options") == fingerprint.sync_options
+            and not missing_from_stamp(self.repo_dir, stamp)
+        ):
+            return stamp
+        return None
+
+    def skip(self, stamp: dict[str, Any]) -> SyncSummary:
+        """End a sync of an unchanged feed: every step done, nothing fetched or changed."""
         report = self.report
-        counts = stamp.get("counts", {})
+        counts = stamp_counts(stamp)
         report.state(report.metadata, FINISHED)
         report.state(report.content, FINISHED)
-        report.state(report.errata, FINISHED if counts.get("errata") else SKIPPED)
-        return {
-            "feed": self.feed,
-            "changed": False,
-            "revision": stamp.get("revision"),
-            "packages": counts.get("packages", 0),
-            "added": 0,
-            "kept": counts.get("feed_packages", 0),
-            "removed": 0,
-            "downloaded": 0,
-            "adopted": 0,
-            "bytes_downloaded": 0,
-            "errata": counts.get("errata", 0),
-            "delta_rpms": counts.get("deltas", 0),
-            "tree_files": counts.get("tree_files", 0),
-            "metadata_files": counts.get("metadata_files", 0),
-        }
+        report.state(report.errata, FINISHED if counts["errata"] else SKIPPED)
+        return self.summary(
+            changed=False,
+            revision=stamp.get("revision"),
+            counts=counts,
+            added=0,
+            kept=counts["feed_packages"],
+            removed=0,
+        )
 
-    async def _metadata(self, records: dict[str, RepomdRecord], treeinfo: bytes | None) -> _Plan:
-        """Fetch and parse every metadata file; choose what the repository will hold."""
-        plan = _Plan()
-        allow_weak = self.options.allow_weak_checksums
+    def parse_repomd(self, repomd: bytes) -> tuple[str | None, dict[str, RepomdRecord]]:
+        """The revision and the records of repomd.xml, which must list a primary."""
+        revision, records = parse_repomd(repomd, self.options.allow_weak_checksums)
+        if "primary" not in records:
+            raise MetadataError("repomd.xml: no primary record")
+        return revision, records
+
+    async def fetch_metadata(self, records: dict[str, RepomdRecord]) -> dict[str, FetchedMetadata]:
+        """Fetch the metadata files this importer parses, in parallel, verified."""
         fetched: dict[str, FetchedMetadata] = {}
-
         failures: list[DownloadError | OSError] = []
 
         async def get(record: RepomdRecord, url: str, scope: anyio.CancelScope) -> None:
-            dest = self._tmp_file()
+            dest = self.workspace.tmp_file()
             fetched[record.type] = FetchedMetadata(
                 record, dest, self.limits.max_metadata_size, anyio.from_thread.check_cancelled
             )
@@ -442,15 +295,21 @@ class _Sync:
                 scope.cancel()
 
         wanted = [records[t] for t in _PARSED if t in records]
-        urls_md = {r.type: self._url(r.href, r.base, r.what()) for r in wanted}
+        urls = {r.type: self._url(r.href, r.base, r.what()) for r in wanted}
         async with anyio.create_task_group() as tg:
             for record in wanted:
-                tg.start_soon(get, record, urls_md[record.type], tg.cancel_scope)
+                tg.start_soon(get, record, urls[record.type], tg.cancel_scope)
         if failures:
             if isinstance(failures[0], OSError):
                 raise OperationFailed(f"cannot store metadata: {failures[0]}")
             raise failures[0]
+        return fetched
 
+    async def parse_metadata(
+        self, fetched: dict[str, FetchedMetadata]
+    ) -> tuple[list[Package], list[Location], list[Erratum], list[Delta]]:
+        """Parse packages, errata and deltas, each in a worker thread."""
+        allow_weak = self.options.allow_weak_checksums
         packages, locations = await anyio.to_thread.run_sync(
             functools.partial(
                 read_packages,
@@ -460,15 +319,22 @@ class _Sync:
                 allow_weak=allow_weak,
             )
         )
+        errata: list[Erratum] = []
         if "updateinfo" in fetched:
-            plan.errata = await anyio.to_thread.run_sync(read_errata, fetched["updateinfo"])
+            errata = await anyio.to_thread.run_sync(read_errata, fetched["updateinfo"])
         deltas: list[Delta] = []
         if "prestodelta" in fetched:
             deltas = await anyio.to_thread.run_sync(
                 functools.partial(read_deltas, fetched["prestodelta"], allow_weak=allow_weak)
             )
+        return packages, locations, errata, deltas
 
-        urls: dict[str, str] = {}
+    def choose_packages(
+        self, packages: list[Package], locations: list[Location], deltas: list[Delta]
+    ) -> _Plan:
+        """One package per href (all, or the newest of each name and arch), and their deltas."""
+        plan = _Plan()
+        urls = plan.urls
         by_href: dict[str, Package] = {}
         for package, location in zip(packages, locations, strict=True):
             what = f"primary metadata: package {package['name']}"
@@ -499,11 +365,14 @@ class _Sync:
             if key in nevras:
                 urls[delta["href"]] = self._url(delta["href"], None, "prestodelta metadata")
                 plan.deltas.append(delta)
+        return plan
 
+    def keep_metadata_files(self, plan: _Plan, records: dict[str, RepomdRecord]) -> None:
+        """The other repomd records (comps, modules, …), kept as files as they are."""
         for rtype, extra in sorted(records.items()):
             if rtype in _PARSED or rtype.endswith(("_db", "_zck")):
                 continue
-            urls[extra.href] = self._url(extra.href, extra.base, f"{rtype} metadata")
+            plan.urls[extra.href] = self._url(extra.href, extra.base, f"{rtype} metadata")
             plan.metadata_files.append(
                 {
                     "type": rtype,
@@ -514,201 +383,151 @@ class _Sync:
                 }
             )
 
-        if treeinfo is not None:
-            plan.treeinfo = {
-                "href": ".treeinfo",
-                "size": len(treeinfo),
-                "checksum_type": "sha256",
-                "checksum": hashlib.sha256(treeinfo).hexdigest(),
-            }
-            self.treeinfo_bytes = treeinfo
-            for tree_file in parse_treeinfo(treeinfo, allow_weak):
-                urls[tree_file["href"]] = self._url(tree_file["href"], None, ".treeinfo")
-                plan.tree_files.append(tree_file)
-        self.urls = urls
-        return plan
+    def add_tree(self, plan: _Plan, treeinfo: bytes) -> None:
+        """The .treeinfo itself and the distribution tree files it names."""
+        plan.treeinfo = {
+            "href": ".treeinfo",
+            "size": len(treeinfo),
+            "checksum_type": "sha256",
+            "checksum": hashlib.sha256(treeinfo).hexdigest(),
+        }
+        for tree_file in parse_treeinfo(treeinfo, self.options.allow_weak_checksums):
+            plan.urls[tree_file["href"]] = self._url(tree_file["href"], None, ".treeinfo")
+            plan.tree_files.append(tree_file)
 
-    def _check_collisions(self, index: ContentIndex) -> None:
-        claimed: dict[str, StoredFile] = {}
-        for record in index.files():
-            href = record["href"]
-            if href.split("/", 1)[0] == RESERVED_TOP and "type" not in record:
-                raise MetadataError(
-                    f"{href!r} lies in {RESERVED_TOP}/, which a publication generates"
-                )
-            other = claimed.get(href)
-            if other is not None and other.get("checksum") != record.get("checksum"):
-                raise MetadataError(f"two different files claim the path {href!r}")
-            claimed[href] = record
+    def new_index(
+        self,
+        old: ContentIndex,
+        plan: _Plan,
+        revision: str | None,
+        fingerprint: _Fingerprint,
+    ) -> ContentIndex:
+        """The index to commit: the plan, plus the copies the old index holds."""
+        new = ContentIndex(
+            feed=self.feed,
+            revision=revision,
+            repomd_checksum=fingerprint.repomd_checksum,
+            treeinfo_checksum=fingerprint.treeinfo_checksum,
+            sync_options=fingerprint.sync_options,
+            synced_at=time.time(),
+            errata=plan.errata,
+            deltas=plan.deltas,
+            tree_files=plan.tree_files,
+            metadata_files=plan.metadata_files,
+            treeinfo=plan.treeinfo,
+        )
+        new.packages = {p["href"]: p for p in plan.packages}
+        for href, package in old.packages.items():
+            if package.get("origin") == "copy" and href not in new.packages:
+                new.packages[href] = package
+        _check_collisions(new)
+        return new
 
-    async def _content(self, old: ContentIndex, new: ContentIndex) -> set[str]:
-        """Download what the new index needs and the repository lacks; return kept hrefs."""
+    async def commit(self, old: ContentIndex, new: ContentIndex, *, errata: bool) -> None:
+        """Save the new index (after an interim one if files change in place); clean up."""
         report = self.report
-        missing = set(await anyio.to_thread.run_sync(old.missing_files, self.repo_dir))
-        old_records = {r["href"]: r for r in old.files()}
-        kept: set[str] = set()
-        items: list[_Item] = []
-        kinds: list[tuple[str, Sequence[StoredFile]]] = [
-            ("rpm", [p for p in new.packages.values() if p.get("origin") != "copy"]),
-            ("delta_rpm", new.deltas),
-            ("file", new.metadata_files),
-            ("tree_file", new.tree_files),
-        ]
-        seen: set[str] = set()
-        if new.treeinfo is not None:
-            self._place_treeinfo(new.treeinfo, old_records.get(".treeinfo"), missing, kept)
-            seen.add(new.treeinfo["href"])
-        for kind, records in kinds:
-            for record in records:
-                href = record["href"]
-                if href in seen:
-                    continue
-                seen.add(href)
-                previous = old_records.get(href)
-                same = previous is not None and (
-                    previous.get("checksum_type"),
-                    previous.get("checksum"),
-                ) == (record.get("checksum_type"), record.get("checksum"))
-                if same and href not in missing:
-                    known = None if previous is None else previous.get("size")
-                    if record.get("size") is None and known is not None:
-                        record["size"] = known
-                    kept.add(href)
-                    continue
-                try:
-                    final = self._final(check_href(href))
-                except UnsafePath as exc:
-                    raise MetadataError(f"unsafe path: {exc}") from exc
-                item = _Item(kind=kind, record=record, url=self.urls[href], final=final)
-                if previous is not None and not same:
-                    item.stage = True
-                elif previous is None:
-                    with contextlib.suppress(OSError):
-                        found = os.lstat(final)
-                        item.adopt = stat.S_ISREG(found.st_mode) and record.get("size") in (
-                            None,
-                            found.st_size,
-                        )
-                items.append(item)
+        report.state(report.errata, IN_PROGRESS)
+        staged_files = self.workspace.staged
+        if staged_files:
+            # The feed changed files in place: commit first without the old versions.
+            interim = ContentIndex.from_json(old.to_json())
+            staged = {href for _tmp, _final, href in staged_files}
+            interim.packages = {h: p for h, p in interim.packages.items() if h not in staged}
+            interim.deltas = [r for r in interim.deltas if r["href"] not in staged]
+            interim.tree_files = [r for r in interim.tree_files if r["href"] not in staged]
+            interim.metadata_files = [r for r in interim.metadata_files if r["href"] not in staged]
+            if interim.treeinfo and interim.treeinfo["href"] in staged:
+                interim.treeinfo = None
+            await anyio.to_thread.run_sync(interim.save, self.repo_dir)
+            self.workspace.place_staged()
+        await anyio.to_thread.run_sync(new.save, self.repo_dir)
+        report.state(report.errata, FINISHED if errata else SKIPPED)
+        await anyio.to_thread.run_sync(collect_garbage, self.repo_dir, new.hrefs())
 
-        if not items:
-            report.state(report.content, FINISHED)
-            return kept
-        for item in items:
-            report.plan(item.kind, item.record.get("size") or 0)
-        report.state(report.content, IN_PROGRESS)
-        limiter = anyio.CapacityLimiter(self.options.parallel_downloads)
-        async with anyio.create_task_group() as tg:
-            for item in items:
-                tg.start_soon(self._obtain, item, limiter, tg.cancel_scope)
-        if self.errors:
-            report.state(report.content, FAILED)
-            first = self.errors[0]["error"]
-            raise OperationFailed(
-                f"{len(self.errors)} of {len(items)} downloads failed; first: {first}",
-                {"errors": self.errors[:20]},
-            )
-        report.state(report.content, FINISHED)
-        return kept
+    def summary(
+        self,
+        *,
+        changed: bool,
+        revision: str | None,
+        counts: Counts,
+        added: int,
+        kept: int,
+        removed: int,
+    ) -> SyncSummary:
+        """The one summary of a sync, whichever way it ended."""
+        downloader = self.downloader
+        return SyncSummary(
+            feed=self.feed,
+            changed=changed,
+            revision=revision,
+            packages=counts["packages"],
+            added=added,
+            kept=kept,
+            removed=removed,
+            downloaded=downloader.downloaded,
+            adopted=downloader.adopted,
+            bytes_downloaded=downloader.bytes_downloaded,
+            errata=counts["errata"],
+            delta_rpms=counts["deltas"],
+            tree_files=counts["tree_files"],
+            metadata_files=counts["metadata_files"],
+        )
 
-    def _place_treeinfo(
-        self, record: TreeFile, previous: StoredFile | None, missing: set[str], kept: set[str]
-    ) -> None:
-        """Store the .treeinfo fetched with the metadata (staged if it replaces one)."""
-        href = record["href"]
-        same = previous is not None and previous.get("checksum") == record["checksum"]
-        if same and href not in missing:
-            kept.add(href)
-            return
-        final = self._final(href)
-        tmp = self._tmp_file()
-        tmp.write_bytes(self.treeinfo_bytes)
-        if previous is not None:
-            self.staged.append((tmp, final, href))
-        else:
-            os.replace(tmp, final)
+    # -- helpers ---------------------------------------------------------------------------
 
-    async def _obtain(
-        self, item: _Item, limiter: anyio.CapacityLimiter, scope: anyio.CancelScope
-    ) -> None:
-        record = item.record
-        href = record["href"]
-        size = record.get("size")
-        verify = self.options.verify_checksum or item.kind in ("file", "tree_file")
-        checksum_type, digest = record.get("checksum_type"), record.get("checksum")
-        checksum = (checksum_type, digest) if verify and digest and checksum_type else None
-        streamed = 0
-        content = self.report.content
-        kind_node = self.report.kinds[item.kind]
-        touch = self.report.progress.touch
-
-        # Unsized items (tree files) grow the totals as they stream instead.
-        counter = "size_left" if size is not None else "size_total"
-        sign = -1 if size is not None else 1
-
-        def on_bytes(n: int) -> None:
-            nonlocal streamed
-            streamed += n
-            content[counter] += sign * n
-            kind_node[counter] += sign * n
-            touch()
-
-        async with limiter:
-            if item.adopt and await self._adopt(item, checksum):
-                return
-            tmp = self._tmp_file()
-            placed = False
-            try:
-                received = await self.fetcher.fetch(
-                    item.url,
-                    tmp,
-                    what=href,
-                    size=size,
-                    checksum=checksum,
-                    cap=self.limits.max_unsized_download,
-                    on_bytes=on_bytes,
-                    own_connection=True,
-                )
-                if size is None:
-                    record["size"] = received
-                if item.stage:
-                    self.staged.append((tmp, item.final, href))
-                else:
-                    self._mkdirs(item.final.parent)
-                    os.replace(tmp, item.final)
-                placed = True
-                self.downloaded += 1
-                self.bytes_downloaded += received
-                self.report.finished(item.kind, max((size or 0) - streamed, 0), None)
-            except (DownloadError, OSError) as exc:
-                message = str(exc) if isinstance(exc, DownloadError) else f"{href}: {exc}"
-                error = {"href": href, "kind": item.kind, "url": item.url, "error": message}
-                self.errors.append(error)
-                self.report.finished(item.kind, max((size or 0) - streamed, 0), error)
-                if len(self.errors) >= self.limits.max_errors:
-                    scope.cancel()
-            finally:
-                if not placed:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
-
-    async def _adopt(self, item: _Item, checksum: tuple[str, str] | None) -> bool:
-        """Take a file an interrupted sync left at the final path, if it is the right one."""
+    def _url(self, href: str, base: str | None, what: str) -> str:
+        """The URL of ``href`` (under ``xml:base`` if given), refusing foreign locations."""
         try:
-            info = os.lstat(item.final)
-            if not stat.S_ISREG(info.st_mode):
-                return False
-            size = info.st_size
-            if checksum is not None:
-                found = await anyio.to_thread.run_sync(hash_file, item.final, checksum[0])
-                if found != (size, checksum[1]):
-                    return False
-        except OSError:
-            return False
-        item.record["size"] = size
-        self.adopted += 1
-        self.report.finished(item.kind, size, None)
-        return True
+            check_href(href)
+        except UnsafePath as exc:
+            raise MetadataError(f"{what}: unsafe location href: {exc}") from exc
+        if base is None:
+            root = self.feed
+        else:
+            root = urljoin(self.feed, base)
+            if not root.endswith("/"):
+                root += "/"
+            parts = urlsplit(root)
+            if (parts.scheme, parts.netloc) != (self.feed_scheme, self.feed_netloc):
+                raise MetadataError(
+                    f"{what}: xml:base {base!r} points outside the feed "
+                    f"({parts.scheme}://{parts.netloc} is not {self.feed_scheme}://"
+                    f"{self.feed_netloc})"
+                )
+        url = root + href
+        if self.feed_root is not None:
+            path = Path(url2pathname(urlsplit(url).path)).resolve()
+            if not path.is_relative_to(self.feed_root):
+                raise MetadataError(f"{what}: {href!r} resolves outside the feed directory")
+        return url
+
+    async def _fetch_small(self, url: str, what: str, *, optional: bool = False) -> bytes | None:
+        dest = self.workspace.tmp_file()
+        try:
+            await self.fetcher.fetch(
+                url, dest, what=what, size=None, checksum=None, cap=self.limits.max_small_file
+            )
+            return dest.read_bytes()
+        except DownloadError as exc:
+            if optional and exc.status in (403, 404, 410):
+                return None
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)
+
+
+def _check_collisions(index: ContentIndex) -> None:
+    """Refuse an index where two files claim one path, or one claims a generated path."""
+    claimed: dict[str, StoredFile] = {}
+    for record in index.files():
+        href = record["href"]
+        if href.split("/", 1)[0] == RESERVED_TOP and "type" not in record:
+            raise MetadataError(f"{href!r} lies in {RESERVED_TOP}/, which a publication generates")
+        other = claimed.get(href)
+        if other is not None and other.get("checksum") != record.get("checksum"):
+            raise MetadataError(f"two different files claim the path {href!r}")
+        claimed[href] = record
 
 
 def _prepare(repo_dir: Path) -> Path:
@@ -744,7 +563,7 @@ async def sync(
     Cancellation (an anyio cancel scope) may strike at any await; see the module docstring
     for why that is safe.
     """
-    report = _Report(progress)
+    report = Report(progress)
     if not options.feed:
         report.state(report.metadata, FAILED)
         raise OperationFailed(
@@ -755,7 +574,8 @@ async def sync(
     fetcher: Fetcher | None = None
     try:
         fetcher = fetcher_for(options.feed, _transport(options, limits))
-        return await _Sync(repo_dir, options, limits, report, fetcher, tmp).run()
+        summary = await _Sync(repo_dir, options, limits, report, fetcher, tmp).run()
+        return summary.to_json()
     except anyio.get_cancelled_exc_class():
         report.interrupted(CANCELED)
         raise
@@ -777,4 +597,4 @@ async def sync(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["sync"]
+__all__ = ["SyncSummary", "sync"]
