@@ -47,7 +47,8 @@ from tests.helpers.feeds import Pkg, build_feed
 
 from bench import nginx
 from coordd.engine.progress import Progress
-from coordd.repo.yum.sync import ImporterOptions, sync
+from coordd.repo.yum.options import ImporterOptions
+from coordd.repo.yum.sync import sync
 
 PARALLEL = 8
 

@@ -40,13 +40,14 @@ import zstandard
 
 from coordd.engine.progress import Progress
 from coordd.repo.yum import sync as yum
+from coordd.repo.yum.options import ImporterOptions
 
 COMPRESSIONS = ("gz", "xz", "bz2", "zst", "none")
 SYNC_DEADLINE = 60.0
 
 
 async def sync(
-    repo_dir: Path, options: yum.ImporterOptions, progress: Progress, **kwargs: Any
+    repo_dir: Path, options: ImporterOptions, progress: Progress, **kwargs: Any
 ) -> dict[str, Any]:
     """``coordd.repo.yum.sync.sync`` under a deadline: a hang fails the test cleanly (the
     sync is cancelled inside the event loop) instead of stalling the whole run."""

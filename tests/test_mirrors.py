@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
+from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.mirrors import Expected, Mirrors, parse_metalink, parse_mirrorlist
-from coordd.repo.yum.sync import MetadataError
 
 REPOMD = b"<repomd>current</repomd>\n"
 OLDER = b"<repomd>previous</repomd>\n"

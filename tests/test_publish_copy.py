@@ -16,15 +16,11 @@ import pytest
 
 from coordd.api.errors import OperationFailed
 from coordd.engine.progress import Progress
-from coordd.repo.content import (
-    INDEX_NAME,
-    ContentIndex,
-    content_summary,
-    copy_packages,
-    remove_repository,
-)
+from coordd.repo.content import INDEX_NAME, ContentIndex, content_summary
+from coordd.repo.copy import copy_packages
 from coordd.repo.publish import publish
-from coordd.repo.yum.sync import ImporterOptions
+from coordd.repo.repositories import remove_repository
+from coordd.repo.yum.options import ImporterOptions
 from tests.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
 from tests.feedserver import FeedServer
 

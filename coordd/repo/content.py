@@ -55,24 +55,14 @@ Content index format (``content.json``, format 1)::
       "treeinfo": FILE | null            the .treeinfo itself
     }
 
-Every stored file is described by ``href``, ``size``, ``checksum_type`` and ``checksum``
-(``checksum_type``/``checksum`` may be null only for tree files the .treeinfo lists without a
-checksum). A PACKAGE also has what createrepo_c needs to write primary, filelists and other
-again: ``name epoch version release arch summary description url license vendor group
-buildhost sourcerpm packager header_start header_end time_file time_build size_installed
-size_archive``, the dependency lists ``provides requires conflicts obsoletes suggests
-enhances recommends supplements`` (each ``[name, flags, epoch, version, release, pre]``),
-``files`` (``[type, path]``), ``changelogs`` (``[author, date, text]``) and ``origin``
-(``"feed"`` or ``"copy"``: a sync drops only what its feed no longer lists). A DELTA also
-has the new package's ``name epoch version release arch``, ``oldepoch oldversion
-oldrelease`` and ``sequence``.
+The records themselves (PACKAGE, ERRATUM, DELTA, FILE and a metadata FILE with its
+``type``) are typed in ``coordd.repo.records``, in the key order they have on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
 import json
 import os
 import re
@@ -82,27 +72,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, TypedDict
 from urllib.parse import unquote
 
-from coordd.api.errors import InvalidRequest, OperationFailed
+from coordd.api.errors import OperationFailed
+from coordd.repo.records import Delta, Erratum, MetadataFile, Package, StoredFile, TreeFile
 
 INDEX_NAME = "content.json"
 STAMP_NAME = "content.stamp.json"
 CONTENT_DIR = "content"
 TMP_DIR = ".tmp"
 
-#: The dependency lists an index entry holds for each package, as in primary.xml.
-DEPENDENCY_KINDS: Final = (
-    "provides",
-    "requires",
-    "conflicts",
-    "obsoletes",
-    "suggests",
-    "enhances",
-    "recommends",
-    "supplements",
-)
 FORMAT = 1
 
 # Top-level directory of a publication that the publisher generates; no stored file may
@@ -114,7 +94,16 @@ _MAX_COMPONENT = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
-Record = dict[str, Any]
+
+class Counts(TypedDict):
+    """How many records of each kind an index holds (kept in its stamp)."""
+
+    packages: int
+    feed_packages: int  # packages that are not copies
+    errata: int
+    deltas: int
+    tree_files: int
+    metadata_files: int
 
 
 class UnsafePath(ValueError):
@@ -202,12 +191,12 @@ class ContentIndex:
     treeinfo_checksum: str | None = None
     sync_options: dict[str, Any] | None = None
     synced_at: float | None = None
-    packages: dict[str, Record] = field(default_factory=dict)  # by href
-    errata: list[Record] = field(default_factory=list)
-    deltas: list[Record] = field(default_factory=list)
-    tree_files: list[Record] = field(default_factory=list)
-    metadata_files: list[Record] = field(default_factory=list)
-    treeinfo: Record | None = None
+    packages: dict[str, Package] = field(default_factory=dict)  # by href
+    errata: list[Erratum] = field(default_factory=list)
+    deltas: list[Delta] = field(default_factory=list)
+    tree_files: list[TreeFile] = field(default_factory=list)
+    metadata_files: list[MetadataFile] = field(default_factory=list)
+    treeinfo: TreeFile | None = None
 
     # -- reading and writing ---------------------------------------------------------------
 
@@ -286,22 +275,23 @@ class ContentIndex:
             "repomd_checksum": self.repomd_checksum,
             "treeinfo_checksum": self.treeinfo_checksum,
             "sync_options": self.sync_options,
-            "counts": {
-                "packages": len(self.packages),
-                "feed_packages": sum(
-                    1 for p in self.packages.values() if p.get("origin") != "copy"
-                ),
-                "errata": len(self.errata),
-                "deltas": len(self.deltas),
-                "tree_files": len(self.tree_files),
-                "metadata_files": len(self.metadata_files),
-            },
+            "counts": self.counts(),
             "files": [[r["href"], r.get("size")] for r in self.files()],
         }
 
     # -- queries ---------------------------------------------------------------------------
 
-    def files(self) -> Iterator[Record]:
+    def counts(self) -> Counts:
+        return {
+            "packages": len(self.packages),
+            "feed_packages": sum(1 for p in self.packages.values() if p.get("origin") != "copy"),
+            "errata": len(self.errata),
+            "deltas": len(self.deltas),
+            "tree_files": len(self.tree_files),
+            "metadata_files": len(self.metadata_files),
+        }
+
+    def files(self) -> Iterator[StoredFile]:
         """Every stored-file record: packages, deltas, tree files, metadata, .treeinfo."""
         yield from self.packages.values()
         yield from self.deltas
@@ -352,6 +342,19 @@ def read_stamp(repo_dir: Path) -> dict[str, Any] | None:
     return stamp
 
 
+def stamp_counts(stamp: dict[str, Any]) -> Counts:
+    """The counts a stamp records (0 for any it lacks)."""
+    counts = stamp.get("counts", {})
+    return {
+        "packages": counts.get("packages", 0),
+        "feed_packages": counts.get("feed_packages", 0),
+        "errata": counts.get("errata", 0),
+        "deltas": counts.get("deltas", 0),
+        "tree_files": counts.get("tree_files", 0),
+        "metadata_files": counts.get("metadata_files", 0),
+    }
+
+
 def missing_from_stamp(repo_dir: Path, stamp: dict[str, Any]) -> list[str]:
     """Like ``ContentIndex.missing_files``, from a stamp's ``[href, size]`` list."""
     root = repo_dir / CONTENT_DIR
@@ -380,7 +383,8 @@ def _check_file_record(record: Any) -> None:
         raise ValueError(f"bad size for {href!r}")
 
 
-def _records(data: dict[str, Any], key: str, *, files: bool = True) -> list[Record]:
+def _records(data: dict[str, Any], key: str, *, files: bool = True) -> list[Any]:
+    """The list ``data[key]``, each entry checked as far as the index trusts its own JSON."""
     value = data.get(key, [])
     if not isinstance(value, list):
         raise TypeError(f"{key} is not a list")
@@ -464,78 +468,7 @@ def link_or_copy(src: Path, dst: Path) -> bool:
     return False
 
 
-# -- operations ---------------------------------------------------------------------------------
-
-
-def copy_packages(src_dir: Path, dst_dir: Path, name_glob: str | None = None) -> dict[str, Any]:
-    """Copy the packages of one repository into another by hard links.
-
-    ``name_glob`` (fnmatch, case-sensitive) filters on the package name; None copies all.
-    A package whose href the destination already holds with the same checksum counts as
-    already present; with another checksum it is a conflict and is left alone (two files
-    cannot share one path). New entries get ``origin: "copy"``, so a later sync of the
-    destination keeps them. Files are linked first, then the destination index is replaced
-    in one step: an interrupted copy leaves only unreferenced files, and running it again
-    completes it.
-    """
-    if name_glob is not None and (not isinstance(name_glob, str) or not name_glob):
-        raise InvalidRequest("name_glob must be a non-empty string or null", {"key": "name_glob"})
-    src = ContentIndex.load(src_dir)
-    dst = ContentIndex.load(dst_dir)
-    tmp = reset_tmp(dst_dir)
-    src_root = src_dir / CONTENT_DIR
-    dst_root = dst_dir / CONTENT_DIR
-    dst_root.mkdir(parents=True, exist_ok=True)
-    claimed = {record["href"]: record for record in dst.files()}
-    matched = copied = present = linked = 0
-    conflicts: list[str] = []
-    for href in sorted(src.packages):
-        package = src.packages[href]
-        if name_glob is not None and not fnmatch.fnmatchcase(package["name"], name_glob):
-            continue
-        matched += 1
-        existing = claimed.get(href)
-        if existing is not None:
-            if (existing.get("checksum_type"), existing.get("checksum")) == (
-                package["checksum_type"],
-                package["checksum"],
-            ) and href in dst.packages:
-                present += 1
-            else:
-                conflicts.append(href)
-            continue
-        try:
-            source = resolve_in(src_root, href)
-            target = resolve_in(dst_root, href)
-        except UnsafePath as exc:
-            raise OperationFailed(f"copy refused: {exc}") from exc
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = tmp / f"{uuid.uuid4().hex}.link"
-        try:
-            if link_or_copy(source, staging):
-                linked += 1
-            os.replace(staging, target)
-        except FileNotFoundError as exc:
-            raise OperationFailed(
-                f"copy failed: {href} is in the index of {src_dir} but its file is missing"
-            ) from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staging)
-        dst.packages[href] = {**package, "origin": "copy"}
-        claimed[href] = dst.packages[href]
-        copied += 1
-    if copied:
-        dst.save(dst_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return {
-        "matched": matched,
-        "copied": copied,
-        "linked": linked,
-        "already_present": present,
-        "conflicts": conflicts,
-        "packages": len(dst.packages),
-    }
+# -- summary and removal ------------------------------------------------------------------------
 
 
 def content_summary(repo_dir: Path) -> dict[str, Any]:
@@ -570,18 +503,14 @@ def content_summary(repo_dir: Path) -> dict[str, Any]:
     }
 
 
-def remove_repository(repo_dir: Path, publish_dir: Path | None) -> dict[str, Any]:
-    """Delete a repository's content and its publication; safe to run again after a crash.
+def remove_content(repo_dir: Path) -> list[str]:
+    """Delete a repository's content directory; safe to run again after a crash.
 
-    Each directory is first renamed to a fixed tombstone name beside it (atomic), then
+    The directory is first renamed to a fixed tombstone name beside it (atomic), then
     removed; so an interrupted delete never leaves a half-removed directory under the live
-    name, and a rerun finds and finishes the tombstone.
+    name, and a rerun finds and finishes the tombstone. Returns what was removed.
     """
-    from coordd.repo import publish  # publish imports this module; import here avoids a cycle
-
     removed: list[str] = []
-    if publish_dir is not None:
-        removed.extend(publish.unpublish(publish_dir))
     tombstone = repo_dir.with_name(f".{repo_dir.name}.deleting")
     if repo_dir.exists() or repo_dir.is_symlink():
         if tombstone.exists():
@@ -590,21 +519,25 @@ def remove_repository(repo_dir: Path, publish_dir: Path | None) -> dict[str, Any
         removed.append(str(repo_dir))
     if tombstone.exists():
         shutil.rmtree(tombstone)
-    return {"removed": removed}
+    return removed
 
 
 __all__ = [
     "CONTENT_DIR",
     "INDEX_NAME",
+    "RESERVED_TOP",
     "ContentIndex",
+    "Counts",
     "UnsafePath",
     "check_href",
     "collect_garbage",
     "content_summary",
-    "copy_packages",
     "link_or_copy",
-    "remove_repository",
+    "missing_from_stamp",
+    "read_stamp",
+    "remove_content",
     "reset_tmp",
     "resolve_in",
+    "stamp_counts",
     "write_json_atomic",
 ]

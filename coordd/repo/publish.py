@@ -28,24 +28,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from lxml import etree
 
 from coordd.api.errors import OperationFailed
-from coordd.engine import progress as st
-from coordd.engine.progress import Progress
+from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS, Progress
 from coordd.repo.content import (
     CONTENT_DIR,
-    DEPENDENCY_KINDS,
     ContentIndex,
-    Record,
     UnsafePath,
     fsync_dir,
     link_or_copy,
     resolve_in,
 )
 from coordd.repo.createrepo import cr
+from coordd.repo.records import DEPENDENCY_KINDS, Delta, Erratum, Package
 
 _HEX_PREFIX = re.compile(r"^[0-9a-f]{32,128}-")
 _CHECKSUM_TYPES = {
@@ -86,15 +84,15 @@ def publish(repo_dir: Path, publish_dir: Path, progress: Progress | None = None)
     progress = progress if progress is not None else Progress()
     # Runs in a worker thread: the keys are created under the report's lock (``set``);
     # afterwards only their values change, which a concurrent snapshot tolerates.
-    progress.set("publish", state=st.IN_PROGRESS, step="link", items_total=0, items_done=0)
+    progress.set("publish", state=IN_PROGRESS, step="link", items_total=0, items_done=0)
     report = progress.node("publish")
     try:
         summary = _publish(repo_dir, publish_dir, progress, report, check_cancelled)
     except BaseException as exc:
-        report["state"] = st.FAILED if isinstance(exc, Exception) else st.CANCELED
+        report["state"] = FAILED if isinstance(exc, Exception) else CANCELED
         progress.touch()
         raise
-    report["state"] = st.FINISHED
+    report["state"] = FINISHED
     progress.touch()
     return summary
 
@@ -223,7 +221,7 @@ def _split_path(path: str) -> tuple[str, str]:
     return head + "/", tail
 
 
-def cr_package(record: Record) -> Any:
+def cr_package(record: Package) -> Any:
     """A createrepo_c Package from an index record."""
     pkg = cr.Package()
     pkg.pkgId = record["checksum"]
@@ -273,24 +271,54 @@ def _date(value: Any) -> datetime.datetime | None:
     return None
 
 
-def cr_update(erratum: Record) -> Any:
+_ErratumText = Literal[
+    "from",
+    "status",
+    "type",
+    "version",
+    "id",
+    "title",
+    "rights",
+    "release",
+    "pushcount",
+    "severity",
+    "summary",
+    "description",
+    "solution",
+]
+# (UpdateRecord attribute, erratum key) for the text fields, in the order they are set.
+_UPDATE_TEXT: Final[tuple[tuple[str, _ErratumText], ...]] = (
+    ("fromstr", "from"),
+    ("status", "status"),
+    ("type", "type"),
+    ("version", "version"),
+    ("id", "id"),
+    ("title", "title"),
+    ("rights", "rights"),
+    ("release", "release"),
+    ("pushcount", "pushcount"),
+    ("severity", "severity"),
+    ("summary", "summary"),
+    ("description", "description"),
+    ("solution", "solution"),
+)
+_PackageText = Literal["name", "version", "release", "epoch", "arch", "src", "filename", "sum"]
+_UPDATE_PACKAGE_TEXT: Final[tuple[_PackageText, ...]] = (
+    "name",
+    "version",
+    "release",
+    "epoch",
+    "arch",
+    "src",
+    "filename",
+    "sum",
+)
+
+
+def cr_update(erratum: Erratum) -> Any:
     """A createrepo_c UpdateRecord from an index erratum."""
     rec = cr.UpdateRecord()
-    for attr, key in (
-        ("fromstr", "from"),
-        ("status", "status"),
-        ("type", "type"),
-        ("version", "version"),
-        ("id", "id"),
-        ("title", "title"),
-        ("rights", "rights"),
-        ("release", "release"),
-        ("pushcount", "pushcount"),
-        ("severity", "severity"),
-        ("summary", "summary"),
-        ("description", "description"),
-        ("solution", "solution"),
-    ):
+    for attr, key in _UPDATE_TEXT:
         if erratum.get(key) is not None:
             setattr(rec, attr, str(erratum[key]))
     rec.issued_date = _date(erratum.get("issued_date"))
@@ -319,7 +347,7 @@ def cr_update(erratum: Record) -> Any:
             collection.module = mod
         for p in coll.get("packages") or []:
             package = cr.UpdateCollectionPackage()
-            for attr in ("name", "version", "release", "epoch", "arch", "src", "filename", "sum"):
+            for attr in _UPDATE_PACKAGE_TEXT:
                 if p.get(attr) is not None:
                     setattr(package, attr, str(p[attr]))
             sum_type = _CHECKSUM_TYPES.get(str(p.get("sum_type") or "").lower())
@@ -333,7 +361,7 @@ def cr_update(erratum: Record) -> Any:
     return rec
 
 
-def prestodelta_xml(deltas: Iterable[Record]) -> bytes:
+def prestodelta_xml(deltas: Iterable[Delta]) -> bytes:
     """prestodelta.xml for the index's delta RPMs, grouped by their new package."""
     root = etree.Element("prestodelta")
     groups: dict[tuple[str, ...], Any] = {}

@@ -2,7 +2,8 @@
 
 The configuration lives in the ``repositories`` table; content lives under
 ``<state>/repositories/<id>/`` and the published tree under ``<state>/published/<id>/``
-(see ``coordd.repo.content``, ``coordd.repo.yum.sync`` and ``coordd.repo.publish``).
+(see ``coordd.repo.content``, ``coordd.repo.yum.sync``, ``coordd.repo.publish`` and
+``coordd.repo.copy``).
 Every change is a task on ``repository <id>``; the coordinator has already ruled out every
 conflict by the time an operation here runs, so the operations need no locks of their own.
 """
@@ -23,9 +24,11 @@ from coordd.api.errors import InvalidRequest, NotFound, OperationFailed
 from coordd.engine.coordinator import Claim, Resource
 from coordd.engine.operations import Operation, TaskContext
 from coordd.engine.tasks import iso
-from coordd.repo.content import content_summary, copy_packages, remove_repository
-from coordd.repo.publish import publish
-from coordd.repo.yum.sync import ImporterOptions, sync
+from coordd.repo.content import content_summary, remove_content
+from coordd.repo.copy import copy_packages
+from coordd.repo.publish import publish, unpublish
+from coordd.repo.yum.options import ImporterOptions
+from coordd.repo.yum.sync import sync
 from coordd.store.database import Store, dumps
 
 REPOSITORY = "repository"
@@ -48,6 +51,19 @@ def validate_id(value: Any, name: str = "repo_id") -> str:
 
 def resource(repo_id: str) -> Resource:
     return Resource(REPOSITORY, repo_id)
+
+
+def remove_repository(repo_dir: Path, publish_dir: Path | None) -> dict[str, Any]:
+    """Delete a repository's publication, then its content; safe to run again after a crash.
+
+    Each step is idempotent (see ``unpublish`` and ``remove_content``), so a rerun finishes
+    an interrupted delete.
+    """
+    removed: list[str] = []
+    if publish_dir is not None:
+        removed.extend(unpublish(publish_dir))
+    removed.extend(remove_content(repo_dir))
+    return {"removed": removed}
 
 
 @dataclass

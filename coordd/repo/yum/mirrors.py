@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from coordd.repo.yum.sync import MetadataError, parse_xml_bytes
+from coordd.repo.yum.errors import MetadataError
+from coordd.repo.yum.safexml import parse_xml_bytes
 
 NS_METALINK = "{http://www.metalinker.org/}"
 REPOMD_PATH = "repodata/repomd.xml"
