@@ -323,6 +323,9 @@ def _background(daemon: DaemonProcess, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=daemon.env,
+        # A test run started in the background of a shell ignores SIGINT, and so would its
+        # children: coordctl must see Ctrl-C as a terminal would send it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
