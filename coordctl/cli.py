@@ -540,7 +540,7 @@ class Context:
     def socket_path(self) -> Path:
         if self.socket is not None:
             return self.socket
-        from coordd.service.locations import client_socket_path
+        from coordd.api.address import client_socket_path
 
         return client_socket_path()
 
