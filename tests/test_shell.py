@@ -16,7 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from coordctl.cli import build_parser
+from coordctl.parser import build_parser
 from coordctl.completion import candidates, command_tree
 from tests.daemon import DaemonProcess
 from tests.test_cli import create, held
