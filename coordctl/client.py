@@ -16,8 +16,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from coordd.api.errors import CoorddError, ProtocolError, from_json
 from coordd.api import address
+from coordd.api.errors import CoorddError, ProtocolError, from_json
 
 
 class NotReachable(CoorddError):
