@@ -45,14 +45,11 @@ class Context:
         json_output: bool = False,
         out: TextIO | None = None,
         err: TextIO | None = None,
-        *,
-        interactive: bool = False,
     ) -> None:
         self.socket = socket
         self.json = json_output
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
-        self.interactive = interactive
         # The shell's "say when this task ends": called for tasks submitted without --wait
         # and for tasks whose following was interrupted; one-shot commands have none.
         self.watch: Callable[[str], None] | None = None

@@ -212,7 +212,6 @@ def run_shell(ctx: Context) -> int:
     """The read-eval-print loop; returns the exit status of the shell itself (0)."""
     parser = build_parser()
     tree = command_tree(parser)
-    ctx.interactive = True
     out = ctx.out
     path = history_path()
     try:
@@ -285,7 +284,7 @@ def loop(ctx: Context, session: PromptSession[str], parser: Any, tree: Command, 
 def run_line(ctx: Context, argv: list[str], parser: argparse.ArgumentParser | None = None) -> int:
     """Parse and run one shell line with the one-shot parser; never raises ``SystemExit``."""
     parser = parser or build_parser()
-    line_ctx = Context(ctx.socket, ctx.json, ctx.out, ctx.err, interactive=True)
+    line_ctx = Context(ctx.socket, ctx.json, ctx.out, ctx.err)
     line_ctx.watch = ctx.watch
     try:
         args = parser.parse_args(argv)
