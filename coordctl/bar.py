@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from coordctl.output import blocker_text, duration, human_size
+from coordd.api import names
 
 SPINNER = "|/-\\"
 RATE_WINDOW_S = 5.0
@@ -42,7 +43,7 @@ def _stage(task: Mapping[str, Any]) -> str | None:
         return None
     for step in ("metadata", "content", "errata"):
         node = importer.get(step)
-        if isinstance(node, Mapping) and node.get("state") == "IN_PROGRESS":
+        if isinstance(node, Mapping) and node.get("state") == names.STEP_IN_PROGRESS:
             return step
     return None
 
@@ -76,17 +77,21 @@ def line(
     """The text of the progress line for ``task``, at most ``width - 1`` characters."""
     spin = SPINNER[frame % len(SPINNER)]
     state = task.get("state")
-    if state == "waiting":
+    if state == names.WAITING:
         blockers = task.get("waiting_for") or []
         why = "; ".join(blocker_text(b) for b in blockers) or "its turn"
         return _fit([f"{spin} {title}: waiting for {why}"], width)
     content = content_progress(task)
-    if state == "running" and content is not None and content.get("state") != "NOT_STARTED":
+    if (
+        state == names.RUNNING
+        and content is not None
+        and content.get("state") != names.STEP_NOT_STARTED
+    ):
         return _fit(_content_parts(title, content, now, rate), width)
     stage = _stage(task)
     text = f"{spin} {title}: {stage or state}"
     started = task.get("started")
-    if started and state == "running":
+    if started and state == names.RUNNING:
         text += f" {duration(max(0.0, time.time() - _parse_iso(str(started))))}"
     return _fit([text], width)
 

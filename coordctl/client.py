@@ -16,8 +16,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from coordd.api import address
 from coordd.api.errors import CoorddError, ProtocolError, from_json
-from coordd.service import locations as paths
 
 
 class NotReachable(CoorddError):
@@ -40,7 +40,7 @@ class Client:
     """A connection to coordd; use as a context manager or call ``close``."""
 
     def __init__(self, socket_path: Path | str | None = None, timeout: float | None = 60.0):
-        self.socket_path = Path(socket_path) if socket_path else paths.client_socket_path()
+        self.socket_path = Path(socket_path) if socket_path else address.client_socket_path()
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buffer = b""
@@ -181,4 +181,4 @@ class Client:
 
 def connect(socket_path: Path | str | None = None, timeout: float | None = 60.0) -> Client:
     """A connected ``Client`` (raises ``NotReachable`` with the socket path)."""
-    return Client(socket_path or os.environ.get(paths.SOCKET_ENV) or None, timeout).connect()
+    return Client(socket_path or os.environ.get(address.SOCKET_ENV) or None, timeout).connect()

@@ -18,9 +18,9 @@ from typing import Any
 
 from coordctl.bar import Bar
 from coordctl.client import Client, NotReachable
+from coordd.api import names
 from coordd.api.errors import ProtocolError
 
-ENDED = frozenset({"finished", "error", "canceled"})
 TICK_S = 0.1  # redraw the spinner this often when drawing
 CHECK_S = 5.0  # re-read the task this often, in case an event was lost
 RECONNECT_S = 60.0  # how long to keep trying to reach a restarting daemon
@@ -37,7 +37,7 @@ def follow(
     current = _watch(client, task_id)
     last_check = time.monotonic()
     try:
-        while current.get("state") not in ENDED:
+        while current.get("state") not in names.ENDED:
             if bar is not None:
                 bar.draw(current)
             try:

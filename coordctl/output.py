@@ -15,9 +15,10 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from coordd.api import names
+
 RULE = "+" + "-" * 70 + "+"
 WRAP = 80
-ENDED = ("finished", "error", "canceled")
 REPO_TASKS_HINT = 'Progress on this task can be viewed using the commands under "repo tasks".'
 BUSY_TEXT = (
     "The server is busy: every slot for heavy operations (sync, publish) is in use. The task "
@@ -201,7 +202,7 @@ def resources_text(task: Mapping[str, Any]) -> str:
 
 def state_text(task: Mapping[str, Any]) -> str:
     state = str(task.get("state", "")).capitalize()
-    if task.get("cancel_requested") and task.get("state") not in ENDED:
+    if task.get("cancel_requested") and task.get("state") not in names.ENDED:
         return f"{state} (cancel requested)"
     return state
 
@@ -220,12 +221,12 @@ def blocker_text(blocker: Mapping[str, Any]) -> str:
 
 def result_text(task: Mapping[str, Any]) -> str:
     state = task.get("state")
-    if state == "finished":
+    if state == names.FINISHED:
         return "Success"
-    if state == "error":
+    if state == names.ERROR:
         error = task.get("error") or {}
         return f"Failed: {error.get('message', 'unknown error')}"
-    if state == "canceled":
+    if state == names.CANCELED:
         return "Canceled"
     return "Incomplete"
 
@@ -233,7 +234,7 @@ def result_text(task: Mapping[str, Any]) -> str:
 def start_text(task: Mapping[str, Any]) -> str:
     if task.get("started"):
         return str(task["started"])
-    return "Starting" if task.get("state") == "running" else "Unstarted"
+    return "Starting" if task.get("state") == names.RUNNING else "Unstarted"
 
 
 def task_fields(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -299,7 +300,7 @@ def task_details(task: Mapping[str, Any]) -> str:
 
 
 def canceled(task: Mapping[str, Any]) -> str:
-    if task.get("state") == "canceled":
+    if task.get("state") == names.CANCELED:
         return f"Task {task.get('id')} canceled.\n"
     return (
         wrap(
@@ -361,13 +362,13 @@ def rejected(data: Any) -> str:
 def outcome(what: str, task: Mapping[str, Any]) -> str:
     """How a followed task ended (``--wait``)."""
     state = task.get("state")
-    if state == "finished":
+    if state == names.FINISHED:
         out = f"{what} finished.\n"
         result = task.get("result")
         if isinstance(result, Mapping) and result:
             out += "\n" + block(tree(result, sort=False))
         return out
-    if state == "canceled":
+    if state == names.CANCELED:
         return f"{what} was canceled (task {task.get('id')}).\n"
     error = task.get("error") or {}
     out = wrap(f"{what} failed: {error.get('message', 'unknown error')}") + "\n"

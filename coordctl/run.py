@@ -32,6 +32,7 @@ from typing import Any
 
 from coordctl import exitcodes
 from coordctl.client import Client, NotReachable
+from coordd.api import names
 from coordd.api.errors import Conflict, CoorddError, ProtocolError
 
 KILL_AFTER_S = 5.0
@@ -192,7 +193,7 @@ def _wait_for_grant(session: LockSession) -> bool:
             event = session.next_event(60.0)
         except ProtocolError:
             task = session.reattach()
-            if task["state"] == "running":
+            if task["state"] == names.RUNNING:
                 return True
             continue
         if event is None:

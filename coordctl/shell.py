@@ -1,7 +1,8 @@
 """The interactive shell: ``coordctl`` on a terminal with no command, or ``coordctl shell``.
 
 Each line is parsed by the one-shot parser and run by the same command functions
-(``coordctl.cli.run_line``); a mistake prints the usage and the shell goes on. On top of that:
+(``run_line``: ``coordctl.parser`` and ``coordctl.commands``); a mistake prints the usage
+and the shell goes on. On top of that:
 
 - completion of commands, options and option values from the argparse tree
   (``coordctl.completion``), plus repository and task ids fetched live from the daemon
@@ -18,11 +19,13 @@ Commands run in the main thread with the prompt closed, so Ctrl-C interrupts the
 detaches) and lands back at the prompt; Ctrl-C at the prompt clears the line; Ctrl-D,
 ``exit`` or ``quit`` leave.
 
-Only this module imports prompt_toolkit, and only the shell imports this module.
+Only this module imports prompt_toolkit, and only ``coordctl.cli``, to start the shell,
+imports this module.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
@@ -39,9 +42,11 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.patch_stdout import StdoutProxy
 
 from coordctl import exitcodes, output
-from coordctl.cli import Context, build_parser, run_line
 from coordctl.client import Client
+from coordctl.commands import Context, execute, report_usage
 from coordctl.completion import Command, candidates, command_tree
+from coordctl.parser import UsageError, build_parser
+from coordd.api import names
 from coordd.api.errors import CoorddError, NotFound
 
 PROMPT = "coordctl> "
@@ -89,9 +94,7 @@ class LiveIds:
             if kind == "repo":
                 return [r["id"] for r in client.call("repo.list")["repositories"]]
             tasks = client.call("task.list")["tasks"]
-            ended = client.call(
-                "task.list", {"state": ["finished", "error", "canceled"], "limit": 50}
-            )["tasks"]
+            ended = client.call("task.list", {"state": list(names.ENDED), "limit": 50})["tasks"]
             return [t["id"] for t in [*tasks, *ended]]
 
 
@@ -166,7 +169,7 @@ class Watcher:
                 self._forget(task_id)  # purged from the history already
 
     def _changed(self, task: dict[str, Any]) -> None:
-        if task.get("state") not in output.ENDED or not self._forget(str(task.get("id"))):
+        if task.get("state") not in names.ENDED or not self._forget(str(task.get("id"))):
             return
         self.proxy.write(notice(task))
         self.proxy.flush()
@@ -184,9 +187,9 @@ def notice(task: dict[str, Any]) -> str:
     """``Task 1f2e… (sync demo) finished.`` and the like."""
     name = f"Task {task.get('id')} ({output.task_title(task)})"
     state = task.get("state")
-    if state == "finished":
+    if state == names.FINISHED:
         return f"{name} finished.\n"
-    if state == "canceled":
+    if state == names.CANCELED:
         return f"{name} was canceled.\n"
     error = task.get("error") or {}
     return f"{name} failed: {error.get('message', 'unknown error')}\n"
@@ -209,7 +212,6 @@ def run_shell(ctx: Context) -> int:
     """The read-eval-print loop; returns the exit status of the shell itself (0)."""
     parser = build_parser()
     tree = command_tree(parser)
-    ctx.interactive = True
     out = ctx.out
     path = history_path()
     try:
@@ -277,3 +279,23 @@ def loop(ctx: Context, session: PromptSession[str], parser: Any, tree: Command, 
         except Exception as exc:
             ctx.err.write(f"coordctl: {type(exc).__name__}: {exc}\n")
         sys.stdout.flush()
+
+
+def run_line(ctx: Context, argv: list[str], parser: argparse.ArgumentParser | None = None) -> int:
+    """Parse and run one shell line with the one-shot parser; never raises ``SystemExit``."""
+    parser = parser or build_parser()
+    line_ctx = Context(ctx.socket, ctx.json, ctx.out, ctx.err)
+    line_ctx.watch = ctx.watch
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return report_usage(line_ctx, exc)
+    except SystemExit as exc:  # --help and --version print, then exit
+        return exc.code if isinstance(exc.code, int) else exitcodes.OK
+    if args.command_name == "shell":
+        line_ctx.err.write("already in the shell\n")
+        return exitcodes.USAGE
+    if args.socket is not None:
+        line_ctx.socket = args.socket
+    line_ctx.json = args.json or ctx.json
+    return execute(line_ctx, args)

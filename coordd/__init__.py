@@ -1,3 +1,5 @@
 """coordd: a local service that manages yum/dnf repositories under concurrent use."""
 
-__version__ = "0.1.0"
+from coordd.api.names import VERSION as __version__
+
+__all__ = ["__version__"]

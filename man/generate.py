@@ -4,7 +4,7 @@
                                     # coordctl/bash-completion/coordctl
     python man/generate.py --check  # exit 1 and name the files that are out of date
 
-Commands, options, their metavars and help come from ``coordctl.cli.build_parser()`` and
+Commands, options, their metavars and help come from ``coordctl.parser.build_parser()`` and
 ``coordd.service.main.build_parser()``; exit statuses from ``coordctl.exitcodes.DESCRIPTIONS`` and
 ``coordd.service.main.EXIT_*``; the configuration file's layout from ``coordd.service.config``'s docstring.
 The prose around them lives here. ``man/coordd-api.7`` is written by hand (it documents
@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from coordctl import exitcodes  # noqa: E402 - after the path is set
-from coordctl.cli import build_parser  # noqa: E402
+from coordctl.parser import build_parser  # noqa: E402
 from coordctl.completion import bash_script, command_tree  # noqa: E402
 from coordd import __version__  # noqa: E402
 

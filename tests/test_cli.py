@@ -7,6 +7,7 @@ demo postpone behind it, as in Pulp v2's "sync running" scenario.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -23,6 +24,8 @@ import pytest
 
 from coordctl import exitcodes, output
 from coordctl.bar import Rate, line
+from coordctl.commands import COMMANDS
+from coordctl.parser import build_parser
 from tests.daemon import DaemonProcess, coordctl, wait_for
 from tests.feeds import build_feed, default_packages
 from tests.feedserver import STALL, FeedServer
@@ -551,6 +554,19 @@ def test_server_status_readable(daemon):
     assert field(result.stdout, "Socket") == [str(daemon.socket)]
     assert field(result.stdout, "Tasks") == ["0 running, 0 waiting"]
     assert re.search(r"^Heavy Slots:\s+0 of \d+ in use$", result.stdout, re.M)
+
+
+def test_every_command_of_the_parser_has_its_function():
+    def leaves(parser, words):
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subparsers:
+            yield " ".join(words)
+        for action in subparsers:
+            for word, child in action.choices.items():
+                yield from leaves(child, [*words, word])
+
+    # shell is not a command function: the console script and the shell itself handle it.
+    assert set(COMMANDS) == set(leaves(build_parser(), [])) - {"shell"}
 
 
 def test_one_shot_commands_never_import_prompt_toolkit(daemon):

@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 from coordctl import exitcodes
-from coordctl.cli import build_parser
+from coordctl.parser import build_parser
 from coordd.api import errors
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from coordd.api import address
 from coordd.service import locations as paths
 from coordd.service.locations import Paths
 
@@ -23,7 +24,7 @@ def user_env(monkeypatch, tmp_path):
         "XDG_RUNTIME_DIR",
         "XDG_STATE_HOME",
         "XDG_CONFIG_HOME",
-        paths.SOCKET_ENV,
+        address.SOCKET_ENV,
         paths.STATE_DIR_ENV,
     ):
         monkeypatch.delenv(name, raising=False)
@@ -35,7 +36,7 @@ def user_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     # Keep the real /run/coordd out of the client's choice.
-    monkeypatch.setattr(paths, "SYSTEM_SOCKET", tmp_path / "system" / "coordd.sock")
+    monkeypatch.setattr(address, "SYSTEM_SOCKET", tmp_path / "system" / "coordd.sock")
     return tmp_path
 
 
@@ -48,7 +49,7 @@ def bind_socket(path: Path) -> socket.socket:
 
 def test_system_paths_are_fixed(monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/somewhere")
-    monkeypatch.setenv(paths.SOCKET_ENV, "/elsewhere.sock")
+    monkeypatch.setenv(address.SOCKET_ENV, "/elsewhere.sock")
     assert paths.system_paths() == Paths(
         Path("/run/coordd/coordd.sock"),
         Path("/var/lib/coordd"),
@@ -102,28 +103,28 @@ def test_default_paths_follow_euid_unless_told(user_env, monkeypatch):
 
 def test_client_prefers_the_environment(user_env, monkeypatch):
     bind_socket(paths.user_paths().socket).close()
-    monkeypatch.setenv(paths.SOCKET_ENV, "/nonexistent/x.sock")
-    assert paths.client_socket_path() == Path("/nonexistent/x.sock")
+    monkeypatch.setenv(address.SOCKET_ENV, "/nonexistent/x.sock")
+    assert address.client_socket_path() == Path("/nonexistent/x.sock")
 
 
 def test_client_prefers_an_existing_user_socket(user_env):
     user = paths.user_paths().socket
-    with bind_socket(user), bind_socket(paths.SYSTEM_SOCKET):
-        assert paths.client_socket_path() == user
+    with bind_socket(user), bind_socket(address.SYSTEM_SOCKET):
+        assert address.client_socket_path() == user
 
 
 def test_client_tries_the_system_socket_when_no_user_socket_exists(user_env):
     user = paths.user_paths().socket
     user.parent.mkdir(parents=True)
     user.write_text("not a socket")
-    with bind_socket(paths.SYSTEM_SOCKET):
-        assert paths.client_socket_path() == paths.SYSTEM_SOCKET
+    with bind_socket(address.SYSTEM_SOCKET):
+        assert address.client_socket_path() == address.SYSTEM_SOCKET
 
 
 def test_client_names_the_users_own_default_when_nothing_exists(user_env, monkeypatch):
-    assert paths.client_socket_path() == paths.user_paths().socket
+    assert address.client_socket_path() == paths.user_paths().socket
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert paths.client_socket_path() == paths.SYSTEM_SOCKET
+    assert address.client_socket_path() == address.SYSTEM_SOCKET
 
 
 def test_paths_is_an_immutable_value():
@@ -168,10 +169,11 @@ def test_ensure_owned_dir_refuses_someone_elses_directory(tmp_path):
         paths.ensure_owned_dir(target)
 
 
-def test_importing_paths_costs_no_other_modules():
-    # coordctl imports this module on every one-shot command.
+def test_importing_the_address_costs_no_other_modules():
+    # coordctl imports this module on every one-shot command (and, through the package,
+    # the names leaf that holds coordd.__version__).
     code = (
-        "import sys, pathlib; before = set(sys.modules); import coordd.service.locations; "
+        "import sys, pathlib; before = set(sys.modules); import coordd.api.address; "
         "print(sorted(set(sys.modules) - before))"
     )
     out = subprocess.run(
@@ -182,4 +184,4 @@ def test_importing_paths_costs_no_other_modules():
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout
-    assert out.strip() == "['coordd', 'coordd.service', 'coordd.service.locations']"
+    assert out.strip() == "['coordd', 'coordd.api', 'coordd.api.address', 'coordd.api.names']"

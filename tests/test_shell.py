@@ -16,8 +16,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from coordctl.cli import build_parser
 from coordctl.completion import candidates, command_tree
+from coordctl.parser import build_parser
 from tests.daemon import DaemonProcess
 from tests.test_cli import create, held
 

@@ -94,7 +94,7 @@ class Api:
     """The methods, bound to the daemon's services."""
 
     def __init__(self, services: Services) -> None:
-        self.s = services
+        self.services = services
         self.table: dict[str, tuple[Method, Access]] = {
             "server.status": (self.server_status, "read"),
             "task.list": (self.task_list, "read"),
@@ -168,8 +168,8 @@ class Api:
     # -- server and tasks ----------------------------------------------------------------
 
     async def server_status(self, caller: Caller) -> dict[str, Any]:
-        status = self.s.runtime.status()
-        status["repositories"] = len(self.s.repos.repos)
+        status = self.services.runtime.status()
+        status["repositories"] = len(self.services.repos.repos)
         status["caller"] = {"uid": caller.uid, "access": sorted(caller.access)}
         return status
 
@@ -181,7 +181,7 @@ class Api:
         state: Any = None,
         limit: Any = 1000,
     ) -> dict[str, Any]:
-        runtime = self.s.runtime
+        runtime = self.services.runtime
         where: Resource | None = None
         if repo_id is not None:
             where = Resource(REPOSITORY, validate_id(repo_id))
@@ -200,12 +200,14 @@ class Api:
         if ended:
             tasks += await runtime.history(where, ended, count)
         if not tasks and repo_id is not None and where is not None:
-            self.s.repos.get(where.id)  # an unknown repository is an error, not an empty list
+            self.services.repos.get(
+                where.id
+            )  # an unknown repository is an error, not an empty list
         return {"tasks": [runtime.describe(t) for t in tasks[:count]]}
 
     async def task_get(self, caller: Caller, task_id: Any) -> dict[str, Any]:
-        task = await self.s.runtime.get(params.required_text(task_id, "task_id", max_len=64))
-        return self.s.runtime.describe(task)
+        task = await self.services.runtime.get(params.required_text(task_id, "task_id", max_len=64))
+        return self.services.runtime.describe(task)
 
     async def task_wait(
         self,
@@ -215,38 +217,40 @@ class Api:
     ) -> dict[str, Any]:
         tid = params.required_text(task_id, "task_id", max_len=64)
         limit = params.number(timeout, "timeout", 0, MAX_WAIT_S)
-        task = await self.s.runtime.wait(tid, limit)
-        return self.s.runtime.describe(task)
+        task = await self.services.runtime.wait(tid, limit)
+        return self.services.runtime.describe(task)
 
     async def task_cancel(self, caller: Caller, task_id: Any) -> dict[str, Any]:
-        task = await self.s.runtime.cancel(params.required_text(task_id, "task_id", max_len=64))
-        return self.s.runtime.describe(task)
+        task = await self.services.runtime.cancel(
+            params.required_text(task_id, "task_id", max_len=64)
+        )
+        return self.services.runtime.describe(task)
 
     async def events_subscribe(self, caller: Caller, task_ids: Any = None) -> dict[str, Any]:
         if task_ids is None:
             caller.subscriptions.add("*")
         else:
             caller.subscriptions.update(params.string_list(task_ids, "task_ids", max_items=1000))
-        self.s.runtime.subscribe(caller.on_event)
+        self.services.runtime.subscribe(caller.on_event)
         return {"subscribed": sorted(caller.subscriptions)}
 
     async def events_unsubscribe(self, caller: Caller) -> dict[str, Any]:
         caller.subscriptions.clear()
-        self.s.runtime.unsubscribe(caller.on_event)
+        self.services.runtime.unsubscribe(caller.on_event)
         return {"subscribed": []}
 
     # -- repositories --------------------------------------------------------------------
 
     async def repo_list(self, caller: Caller) -> dict[str, Any]:
-        repos = self.s.repos
+        repos = self.services.repos
         return {"repositories": [repos.describe(r) for _, r in sorted(repos.repos.items())]}
 
     async def repo_show(self, caller: Caller, repo_id: Any) -> dict[str, Any]:
-        repo = self.s.repos.get(validate_id(repo_id))
-        out = self.s.repos.describe(repo, details=True)
+        repo = self.services.repos.get(validate_id(repo_id))
+        out = self.services.repos.describe(repo, details=True)
         out["tasks"] = [
-            self.s.runtime.describe(t)
-            for t in self.s.runtime.incomplete(Resource(REPOSITORY, repo.id))
+            self.services.runtime.describe(t)
+            for t in self.services.runtime.incomplete(Resource(REPOSITORY, repo.id))
         ]
         return out
 
@@ -313,14 +317,14 @@ class Api:
         return await self._submit("repo.copy", args, caller)
 
     async def _submit(self, operation: str, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        task, decision = await self.s.runtime.submit(operation, args, caller.uid)
+        task, decision = await self.services.runtime.submit(operation, args, caller.uid)
         return self._submitted(task, decision)
 
     def _submitted(self, task: Task, decision: Decision) -> dict[str, Any]:
         return {
             "verdict": decision.verdict.value,
             "waiting_for": [blocker_to_json(b) for b in decision.blockers],
-            "task": self.s.runtime.describe(task),
+            "task": self.services.runtime.describe(task),
         }
 
     # -- external locks ------------------------------------------------------------------
@@ -344,7 +348,7 @@ class Api:
         if not params.boolean(wait, "wait"):
             # Not willing to wait: report the postponement and store nothing. A rejection
             # is left to submit, which raises it with its reasons.
-            decision = self.s.runtime.check("lock", args)
+            decision = self.services.runtime.check("lock", args)
             if decision.verdict is Verdict.POSTPONED:
                 return {
                     "verdict": decision.verdict.value,
@@ -354,30 +358,32 @@ class Api:
         holder = self._holder(caller)
 
         def attach(task: Task) -> None:
-            self.s.locks.attach(task.id, holder)
+            self.services.locks.attach(task.id, holder)
             caller.held.add(task.id)
 
-        task, decision = await self.s.runtime.submit("lock", args, caller.uid, before_start=attach)
+        task, decision = await self.services.runtime.submit(
+            "lock", args, caller.uid, before_start=attach
+        )
         result = self._submitted(task, decision)
-        result["reattach_grace_s"] = self.s.runtime.config.reattach_grace_s
+        result["reattach_grace_s"] = self.services.runtime.config.reattach_grace_s
         return result
 
     async def lock_attach(self, caller: Caller, task_id: Any) -> dict[str, Any]:
         tid = params.required_text(task_id, "task_id", max_len=64)
-        task = self.s.runtime.tasks.get(tid)
+        task = self.services.runtime.tasks.get(tid)
         if task is None:
-            ended = await self.s.runtime.get(tid)
+            ended = await self.services.runtime.get(tid)
             raise InvalidState(
                 f"task {tid} has ended ({ended.state.value}); its lock is gone",
                 {"task_id": tid, "state": ended.state.value},
             )
         if task.operation != "lock":
             raise InvalidRequest(f"task {tid} is not a lock")
-        if self.s.locks.is_attached(tid):
+        if self.services.locks.is_attached(tid):
             raise InvalidState(f"task {tid} is already attached to another client")
-        self.s.locks.attach(tid, self._holder(caller))
+        self.services.locks.attach(tid, self._holder(caller))
         caller.held.add(tid)
-        return self.s.runtime.describe(task)
+        return self.services.runtime.describe(task)
 
     async def lock_release(
         self, caller: Caller, task_id: Any, exit_status: Any = None
@@ -389,15 +395,15 @@ class Api:
             None if exit_status is None else params.integer(exit_status, "exit_status", -255, 255)
         )
         caller.held.discard(tid)
-        task = self.s.runtime.tasks.get(tid)
+        task = self.services.runtime.tasks.get(tid)
         if task is not None and task.state is State.WAITING:
-            await self.s.runtime.cancel(tid)  # released before it was granted: withdraw
+            await self.services.runtime.cancel(tid)  # released before it was granted: withdraw
         else:
-            self.s.locks.release(tid, status)
+            self.services.locks.release(tid, status)
         if task is not None:
-            task = await self.s.runtime.wait(tid, 10.0)
-            return self.s.runtime.describe(task)
-        return self.s.runtime.describe(await self.s.runtime.get(tid))
+            task = await self.services.runtime.wait(tid, 10.0)
+            return self.services.runtime.describe(task)
+        return self.services.runtime.describe(await self.services.runtime.get(tid))
 
     def _holder(self, caller: Caller) -> Holder:
         if caller.holder is None:
@@ -406,21 +412,21 @@ class Api:
 
     async def connection_closed(self, caller: Caller) -> None:
         """A client went away: withdraw its waiting locks, release its held ones."""
-        self.s.runtime.unsubscribe(caller.on_event)
+        self.services.runtime.unsubscribe(caller.on_event)
         if caller.holder is not None:
             caller.holder.closed.set()
-        if self.s.runtime.stopping:
+        if self.services.runtime.stopping:
             return  # the daemon is going down: clients re-attach after the restart
         for tid in list(caller.held):
             caller.held.discard(tid)
-            task = self.s.runtime.tasks.get(tid)
+            task = self.services.runtime.tasks.get(tid)
             if task is None:
                 continue
             if task.state is State.WAITING:
                 with contextlib.suppress(CoorddError):  # it may have just ended
-                    await self.s.runtime.cancel(tid)
+                    await self.services.runtime.cancel(tid)
             else:
-                self.s.locks.detach(tid)
+                self.services.locks.detach(tid)
 
 
 def _params_check(signature: inspect.Signature) -> Callable[[Caller, Any, Any], None]:

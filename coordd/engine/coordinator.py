@@ -59,8 +59,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from coordd.api import names
+
 Kind = Literal["create", "read", "update", "delete"]
-KINDS: tuple[Kind, ...] = ("create", "read", "update", "delete")
+KINDS: tuple[Kind, ...] = names.KINDS
 
 
 @dataclass(frozen=True, order=True)

@@ -12,13 +12,15 @@ import copy
 import threading
 from typing import Any
 
+from coordd.api import names
+
 # States of a step in a progress report (docs/design.md §6).
-NOT_STARTED = "NOT_STARTED"
-IN_PROGRESS = "IN_PROGRESS"
-FINISHED = "FINISHED"
-FAILED = "FAILED"
-SKIPPED = "SKIPPED"
-CANCELED = "CANCELED"
+NOT_STARTED = names.STEP_NOT_STARTED
+IN_PROGRESS = names.STEP_IN_PROGRESS
+FINISHED = names.STEP_FINISHED
+FAILED = names.STEP_FAILED
+SKIPPED = names.STEP_SKIPPED
+CANCELED = names.STEP_CANCELED
 
 
 class Progress:

@@ -11,23 +11,24 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from coordd.api import names
 from coordd.engine.coordinator import Blocker, Claim, Kind, Resource, TaskSpec
 from coordd.engine.progress import Progress
 
 
 class State(enum.StrEnum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    FINISHED = "finished"
-    ERROR = "error"
-    CANCELED = "canceled"
+    WAITING = names.WAITING
+    RUNNING = names.RUNNING
+    FINISHED = names.FINISHED
+    ERROR = names.ERROR
+    CANCELED = names.CANCELED
 
     @property
     def ended(self) -> bool:
         return self in ENDED
 
 
-ENDED = frozenset({State.FINISHED, State.ERROR, State.CANCELED})
+ENDED = frozenset(State(value) for value in names.ENDED)
 
 
 def new_task_id() -> str:

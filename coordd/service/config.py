@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordd.api.address import SOCKET_ENV
 from coordd.service import locations as paths
 from coordd.service.log import LEVELS
 
@@ -516,7 +517,7 @@ def environment_overrides(environ: Mapping[str, str] | None = None) -> dict[str,
     """
     environ = os.environ if environ is None else environ
     overrides: dict[str, Path] = {}
-    for variable, field in ((paths.SOCKET_ENV, "socket_path"), (paths.STATE_DIR_ENV, "state_dir")):
+    for variable, field in ((SOCKET_ENV, "socket_path"), (paths.STATE_DIR_ENV, "state_dir")):
         if environ.get(variable):
             overrides[field] = Path(environ[variable])
     return overrides

@@ -1,4 +1,4 @@
-"""Where coordd keeps its socket, state and configuration, and where coordctl looks for them.
+"""Where coordd keeps its socket, state and configuration.
 
 There are two ways to run the daemon (docs/design.md §7): as the system service (root, or
 ``coordd --system``; normally started by systemd) and as a user service (anyone, no
@@ -14,24 +14,21 @@ systemd needed). Each has fixed default locations::
 ``COORDD_SOCKET`` and ``COORDD_STATE_DIR`` override the socket and the state directory. The
 functions returning defaults do not apply them: the daemon's configuration ranks the
 environment above the configuration file, so ``coordd.service.config`` applies them at that rank.
-The client has no configuration file and uses :func:`client_socket_path`.
 
-This module imports only ``os``, ``stat`` (which ``os`` imports anyway) and ``pathlib``:
-``coordctl`` imports it on the path of every one-shot command, where each millisecond of
-start-up is paid by every script.
+The socket's part, which the client shares, is ``coordd.api.address`` (the client has no
+configuration file and uses its ``client_socket_path``); this module adds the daemon's own.
 """
 
 import os
 import stat
 from pathlib import Path
 
-SOCKET_ENV = "COORDD_SOCKET"
+from coordd.api.address import SYSTEM_SOCKET, is_system_default, user_socket_path, xdg_dir
+
 STATE_DIR_ENV = "COORDD_STATE_DIR"
 
-SOCKET_NAME = "coordd.sock"
 CONFIG_NAME = "coordd.toml"
 
-SYSTEM_SOCKET = Path("/run/coordd") / SOCKET_NAME
 SYSTEM_STATE_DIR = Path("/var/lib/coordd")
 SYSTEM_CONFIG_FILE = Path("/etc/coordd") / CONFIG_NAME
 
@@ -76,52 +73,20 @@ class Paths:
         )
 
 
-def _xdg_dir(name: str) -> Path | None:
-    # The XDG base directory specification says a relative value is invalid and must be
-    # ignored; an empty one is the same as unset.
-    value = os.environ.get(name, "")
-    if value and os.path.isabs(value):
-        return Path(value)
-    return None
-
-
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name, "")
-    return Path(value) if value else None
-
-
 def system_paths() -> Paths:
     """The system service's default locations (fixed; the environment does not change them)."""
     return Paths(SYSTEM_SOCKET, SYSTEM_STATE_DIR, SYSTEM_CONFIG_FILE)
 
 
-def user_runtime_dir() -> Path:
-    """The directory holding the user daemon's socket.
-
-    ``$XDG_RUNTIME_DIR/coordd`` where the session manager provides one (it is private to the
-    user and cleaned at logout). Without it, ``/tmp/coordd-$UID``: a shared directory, so the
-    daemon must create it itself and check it is its own (:func:`ensure_owned_dir`).
-    """
-    runtime = _xdg_dir("XDG_RUNTIME_DIR")
-    if runtime is not None:
-        return runtime / "coordd"
-    return Path(f"/tmp/coordd-{os.geteuid()}")
-
-
 def user_paths() -> Paths:
     """The user service's default locations, from the XDG base directory variables."""
-    state_home = _xdg_dir("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    config_home = _xdg_dir("XDG_CONFIG_HOME") or Path.home() / ".config"
+    state_home = xdg_dir("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    config_home = xdg_dir("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Paths(
-        socket=user_runtime_dir() / SOCKET_NAME,
+        socket=user_socket_path(),
         state_dir=state_home / "coordd",
         config_file=config_home / "coordd" / CONFIG_NAME,
     )
-
-
-def is_system_default() -> bool:
-    """Whether the daemon runs as the system service unless told otherwise: when root."""
-    return os.geteuid() == 0
 
 
 def default_paths(system: bool | None = None) -> Paths:
@@ -129,31 +94,6 @@ def default_paths(system: bool | None = None) -> Paths:
     if system is None:
         system = is_system_default()
     return system_paths() if system else user_paths()
-
-
-def _is_socket(path: Path) -> bool:
-    try:
-        return path.is_socket()
-    except OSError:  # e.g. a parent directory we may not search
-        return False
-
-
-def client_socket_path() -> Path:
-    """The socket a client connects to when not given one on its command line.
-
-    ``$COORDD_SOCKET`` if set; else the user daemon's socket if one exists; else the system
-    service's if one exists; else the path where this user's default daemon would listen
-    (the user socket, or the system one for root), so the error message names it.
-    """
-    explicit = _env_path(SOCKET_ENV)
-    if explicit is not None:
-        return explicit
-    user = user_paths().socket
-    if _is_socket(user):
-        return user
-    if _is_socket(SYSTEM_SOCKET):
-        return SYSTEM_SOCKET
-    return default_paths().socket
 
 
 def ensure_owned_dir(path: Path, mode: int = 0o700) -> None:

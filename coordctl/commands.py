@@ -1,0 +1,394 @@
+"""coordctl's commands: one function per command, and the ``Context`` they run in.
+
+The same functions serve a one-shot ``coordctl repo sync --repo-id demo`` (``coordctl.cli``)
+and the line ``repo sync --repo-id demo`` typed in the shell (``coordctl.shell``), the way
+supervisorctl runs a one-shot command as one shell line. A command function takes a
+``Context`` (where the daemon is, how to print, and the shell's hooks) and the arguments
+``coordctl.parser`` parsed, and returns the exit status (``coordctl.exitcodes``);
+``COMMANDS`` maps each command of the parser to its function. Errors from the daemon are
+raised as ``coordd.api.errors`` classes and turned into output and a status in one place,
+``execute``.
+
+Start-up time matters here: every script pays it on every call. This module imports only
+``argparse``, ``sys`` and coordctl's cheap leaves at the top; the client and the renderers
+are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from coordctl import exitcodes
+from coordctl.parser import IMPORTER_OPTIONS, PROG, UsageError
+from coordd.api import names
+from coordd.api.address import client_socket_path
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from coordctl.client import Client
+    from coordd.api.errors import CoorddError
+
+Command = Callable[["Context", argparse.Namespace], int]
+
+
+class Context:
+    """Where the daemon is, where output goes, and the shell's hooks (one-shot: none)."""
+
+    def __init__(
+        self,
+        socket: Path | None = None,
+        json_output: bool = False,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+    ) -> None:
+        self.socket = socket
+        self.json = json_output
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        # The shell's "say when this task ends": called for tasks submitted without --wait
+        # and for tasks whose following was interrupted; one-shot commands have none.
+        self.watch: Callable[[str], None] | None = None
+
+    def socket_path(self) -> Path:
+        if self.socket is not None:
+            return self.socket
+        return client_socket_path()
+
+    def connect(self, timeout: float | None = 60.0) -> Client:
+        from coordctl.client import Client
+
+        return Client(self.socket_path(), timeout=timeout).connect()
+
+    def print(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def json_out(self, value: Any) -> None:
+        import json
+
+        self.print(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+    def show(self, answer: Any, render: Callable[[ModuleType], str]) -> int:
+        """Print the daemon's ``answer`` as JSON, or as ``render(coordctl.output)`` gives it."""
+        if self.json:
+            self.json_out(answer)
+        else:
+            from coordctl import output
+
+            self.print(render(output))
+        return exitcodes.OK
+
+
+def execute(ctx: Context, args: argparse.Namespace) -> int:
+    """Run the parsed command; turn the daemon's errors into output and an exit status."""
+    from coordd.api.errors import Conflict, CoorddError
+
+    if args.command_name is None:
+        args.command_parser.print_help(ctx.err)
+        return exitcodes.USAGE
+    try:
+        return COMMANDS[args.command_name](ctx, args)
+    except UsageError as exc:
+        return report_usage(ctx, exc)
+    except Conflict as exc:
+        if ctx.json:
+            ctx.json_out({"error": exc.to_json()})
+        else:
+            from coordctl import output
+
+            ctx.err.write(output.rejected(exc.data))
+        return exitcodes.REJECTED
+    except CoorddError as exc:
+        report_error(ctx, exc)
+        return exitcodes.for_error(exc)
+
+
+def report_error(ctx: Context, exc: CoorddError) -> None:
+    if ctx.json:
+        ctx.json_out({"error": exc.to_json()})
+    else:
+        ctx.err.write(f"{PROG}: {exc.message}\n")
+
+
+def report_usage(ctx: Context, exc: UsageError) -> int:
+    if ctx.json:
+        from coordd.api.errors import InvalidRequest
+
+        error = InvalidRequest(exc.message, {"usage": exc.parser.format_usage()})
+        ctx.json_out({"error": error.to_json()})
+    else:
+        ctx.err.write(exc.parser.format_usage())
+        ctx.err.write(f"{exc.parser.prog}: error: {exc.message}\n")
+    return exitcodes.USAGE
+
+
+# -- task submissions ----------------------------------------------------------------------
+
+
+def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str, Any]) -> int:
+    """Submit a task; print accepted/postponed, or follow it with ``--wait`` (one done as it
+    was accepted, a configuration change, is reported as it ended)."""
+    from coordctl import output
+
+    what: str = args.what
+    client = ctx.connect()
+    try:
+        answer = client.call(method, params)
+    except KeyboardInterrupt:
+        client.close()
+        ctx.err.write(
+            "\nInterrupted before coordd answered; the request may still have been queued: "
+            "see coordctl tasks list.\n"
+        )
+        return exitcodes.INTERRUPTED
+    except BaseException:
+        client.close()
+        raise
+    task = answer["task"]
+    if task["state"] in names.ENDED:  # done as it was accepted: nothing to follow
+        client.close()
+        return report_end(ctx, what, answer, task)
+    try:
+        if not args.wait:
+            detach(ctx, task["id"])
+            client.close()
+            return ctx.show(answer, lambda output: output.submitted(what, answer))
+        if not ctx.json and answer.get("verdict") == "postponed":
+            ctx.print(output.submitted(what, answer) + "\n")
+        final = wait_for(ctx, client, task)
+    except KeyboardInterrupt:
+        client.close()
+        ctx.err.write("\n" + output.detached(task["id"]))
+        detach(ctx, task["id"])
+        return exitcodes.INTERRUPTED
+    if final is None:
+        return exitcodes.INTERRUPTED
+    return report_end(ctx, what, answer, final)
+
+
+def report_end(ctx: Context, what: str, answer: dict[str, Any], final: dict[str, Any]) -> int:
+    """How a submitted task ended: the answer with the task as it ended, or its outcome."""
+    ctx.show({**answer, "task": final}, lambda output: output.outcome(what, final))
+    return ended_status(final)
+
+
+def wait_for(ctx: Context, client: Client, task: dict[str, Any]) -> dict[str, Any] | None:
+    """Follow ``task`` on ``client`` to its end; ``None`` when Ctrl-C detached from it."""
+    from coordctl import output
+    from coordctl.follow import follow
+
+    bar = None
+    if _is_terminal(ctx.err):
+        from coordctl.bar import Bar
+
+        bar = Bar(ctx.err, output.task_title(task))
+    try:
+        return follow(ctx.connect, client, task, bar)
+    except KeyboardInterrupt:
+        ctx.err.write("\n" + output.detached(task["id"]))
+        ctx.err.flush()
+        detach(ctx, task["id"])
+        return None
+
+
+def detach(ctx: Context, task_id: str) -> None:
+    """Leave ``task_id`` to run on its own; in the shell, a notice will say how it ended."""
+    if ctx.watch is not None:
+        ctx.watch(task_id)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def ended_status(task: dict[str, Any]) -> int:
+    state = task.get("state")
+    if state == names.ERROR:
+        return exitcodes.TASK_FAILED
+    if state == names.CANCELED:
+        return exitcodes.CANCELED
+    return exitcodes.OK
+
+
+def _config_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"repo_id": args.repo_id}
+    for key in ("display_name", "description", "notes"):
+        value = getattr(args, key)
+        if value is not None:
+            params[key] = value
+    importer: dict[str, Any] = {}
+    for _, key, _, _, _ in IMPORTER_OPTIONS:
+        value = getattr(args, key)
+        if value is not None:
+            importer[key] = None if value == "" else value  # an empty value clears it
+    if importer:
+        params["importer"] = importer
+    return params
+
+
+def cmd_repo_create(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.create", _config_params(args))
+
+
+def cmd_repo_update(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.update", _config_params(args))
+
+
+def cmd_repo_delete(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.delete", {"repo_id": args.repo_id})
+
+
+def cmd_repo_sync(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.sync", {"repo_id": args.repo_id})
+
+
+def cmd_repo_publish(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.publish", {"repo_id": args.repo_id})
+
+
+def cmd_repo_copy(ctx: Context, args: argparse.Namespace) -> int:
+    params = {"source": args.source, "target": args.target}
+    if args.name is not None:
+        params["name"] = args.name
+    return submit(ctx, args, "repo.copy", params)
+
+
+# -- queries -------------------------------------------------------------------------------
+
+
+def query(ctx: Context, method: str, params: dict[str, Any] | None = None) -> Any:
+    with ctx.connect() as client:
+        return client.call(method, params)
+
+
+def cmd_repo_list(ctx: Context, args: argparse.Namespace) -> int:
+    answer = query(ctx, "repo.list")
+    return ctx.show(answer, lambda output: output.repo_list(answer["repositories"]))
+
+
+def cmd_repo_show(ctx: Context, args: argparse.Namespace) -> int:
+    answer = query(ctx, "repo.show", {"repo_id": args.repo_id})
+    return ctx.show(answer, lambda output: output.repo_show(answer))
+
+
+def _list_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.all:
+        params["state"] = names.ALL_STATES
+    elif args.state:
+        params["state"] = args.state
+    return params
+
+
+def _print_tasks(ctx: Context, answer: dict[str, Any]) -> int:
+    return ctx.show(answer, lambda output: output.task_list(answer["tasks"]))
+
+
+def cmd_repo_tasks_list(ctx: Context, args: argparse.Namespace) -> int:
+    params = {**_list_params(args), "repo_id": args.repo_id}
+    with ctx.connect() as client:
+        answer = client.call("task.list", params)
+        if not answer["tasks"] and not args.all:
+            client.call("repo.show", {"repo_id": args.repo_id})  # NotFound for a typo
+    return _print_tasks(ctx, answer)
+
+
+def cmd_tasks_list(ctx: Context, args: argparse.Namespace) -> int:
+    params = _list_params(args)
+    if args.resource is not None:
+        params["resource"] = args.resource
+    return _print_tasks(ctx, query(ctx, "task.list", params))
+
+
+def _task_call(ctx: Context, method: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Call a ``task.*`` method on ``--task-id``; with ``--wait``, follow the task to its end.
+
+    ``None`` when the user detached (Ctrl-C) while waiting.
+    """
+    client = ctx.connect()
+    try:
+        task: dict[str, Any] = client.call(method, {"task_id": args.task_id})
+        if args.wait and task["state"] not in names.ENDED:
+            return wait_for(ctx, client, task)
+        return task
+    finally:
+        client.close()
+
+
+def cmd_task_details(ctx: Context, args: argparse.Namespace) -> int:
+    from coordctl import output
+
+    task = _task_call(ctx, "task.get", args)
+    if task is None:
+        return exitcodes.INTERRUPTED
+    if ctx.json:
+        ctx.json_out(task)
+    else:
+        ctx.print(output.task_details(task))
+    return ended_status(task) if args.wait else exitcodes.OK
+
+
+def cmd_task_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    from coordctl import output
+
+    task = _task_call(ctx, "task.cancel", args)
+    if task is None:
+        return exitcodes.INTERRUPTED
+    if ctx.json:
+        ctx.json_out(task)
+    elif task["state"] in (names.CANCELED, *names.INCOMPLETE):
+        ctx.print(output.canceled(task))
+    else:  # it ended another way before it could stop
+        ctx.print(output.outcome(f"Task {task['id']} ({output.task_title(task)})", task))
+    return exitcodes.OK
+
+
+def cmd_server_status(ctx: Context, args: argparse.Namespace) -> int:
+    status = query(ctx, "server.status")
+    return ctx.show(status, lambda output: output.server_status(status, str(ctx.socket_path())))
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError(args.command_parser, "give the command to run after --")
+    from coordctl.run import run_locked
+
+    return run_locked(
+        ctx.socket_path(), args.resources, command, wait=args.wait, json_output=ctx.json
+    )
+
+
+COMMANDS: dict[str, Command] = {
+    "repo create": cmd_repo_create,
+    "repo update": cmd_repo_update,
+    "repo delete": cmd_repo_delete,
+    "repo sync": cmd_repo_sync,
+    "repo publish": cmd_repo_publish,
+    "repo copy": cmd_repo_copy,
+    "repo list": cmd_repo_list,
+    "repo show": cmd_repo_show,
+    "repo tasks list": cmd_repo_tasks_list,
+    "repo tasks details": cmd_task_details,
+    "repo tasks cancel": cmd_task_cancel,
+    "tasks list": cmd_tasks_list,
+    "tasks details": cmd_task_details,
+    "tasks cancel": cmd_task_cancel,
+    "server status": cmd_server_status,
+    "run": cmd_run,
+}
+"""The function of each command of ``coordctl.parser.build_parser`` but ``shell``, which
+``coordctl.cli`` and the shell itself handle (the shell is not a command the shell runs)."""

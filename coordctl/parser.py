@@ -1,0 +1,482 @@
+"""coordctl's command line: one argparse tree, with the argument tables it is built from.
+
+The one-shot command (``coordctl.cli``), the shell (``coordctl.shell``), the man pages and
+completion (``man/generate.py``) all take their commands from ``build_parser``. The tree only
+describes: each command sets ``command_name`` (``"repo tasks list"``), and
+``coordctl.commands.COMMANDS`` holds the function that runs it.
+
+Start-up time matters here: every script pays it on every call. This module imports only
+``argparse``, ``pathlib`` and the names leaf ``coordd.api.names``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from coordd.api import names
+
+PROG = "coordctl"
+STATES = (*names.STATES, names.ALL_STATES)
+TRUE = ("true", "yes", "on", "1")
+FALSE = ("false", "no", "off", "0")
+
+DESCRIPTION = (
+    "coordctl is the client of coordd, the service that manages yum/dnf repositories for "
+    "concurrent users. Every change (create, update, delete, sync, publish, copy) becomes a "
+    "task that the daemon runs now, postpones until it is safe, or rejects when it could "
+    "never run; coordctl says which and why. With no command, and on a terminal, it starts "
+    "an interactive shell that takes the same commands."
+)
+
+
+class UsageError(Exception):
+    """The command line is wrong; carries the parser whose usage to show."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that raises ``UsageError`` instead of exiting, so the shell
+    survives a mistyped line and ``--json`` can report the error as JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def resource_spec(text: str) -> dict[str, str]:
+    """``TYPE:ID=KIND`` → ``{"type", "id", "kind"}`` (the id may itself contain ``:``)."""
+    target, sep, kind = text.rpartition("=")
+    rtype, colon, rid = target.partition(":")
+    if not sep or not colon or not rtype or not rid:
+        raise argparse.ArgumentTypeError(
+            f"expected TYPE:ID=KIND such as repository:demo=update, got {text!r}"
+        )
+    if kind not in names.KINDS:
+        raise argparse.ArgumentTypeError(
+            f"KIND must be one of {', '.join(names.KINDS)}, got {kind!r}"
+        )
+    return {"type": rtype, "id": rid, "kind": kind}
+
+
+def resource_filter(text: str) -> dict[str, str]:
+    rtype, colon, rid = text.partition(":")
+    if not colon or not rtype or not rid:
+        raise argparse.ArgumentTypeError(f"expected TYPE:ID such as repository:demo, got {text!r}")
+    return {"type": rtype, "id": rid}
+
+
+# (option, importer key, type, metavar, help): the yum importer's options, sent in the
+# ``importer`` object of repo.create and repo.update.
+IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
+    ("--feed", "feed", str, "URL", "the URL of the yum repository to sync from"),
+    (
+        "--only-newest",
+        "only_newest",
+        boolean,
+        "true|false",
+        "sync only the newest version of each package name and architecture",
+    ),
+    (
+        "--verify-checksum",
+        "verify_checksum",
+        boolean,
+        "true|false",
+        "check each downloaded file's size and checksum against the metadata",
+    ),
+    (
+        "--parallel-downloads",
+        "parallel_downloads",
+        positive,
+        "N",
+        "how many files to download at once",
+    ),
+    (
+        "--tls-verify",
+        "tls_verify",
+        boolean,
+        "true|false",
+        "verify the feed's TLS certificate",
+    ),
+    (
+        "--ca-file",
+        "ca_file",
+        str,
+        "FILE",
+        "a PEM file of CA certificates to verify the feed's certificate with",
+    ),
+    ("--proxy", "proxy", str, "URL", "an HTTP proxy to fetch the feed through"),
+    (
+        "--allow-weak-checksums",
+        "allow_weak_checksums",
+        boolean,
+        "true|false",
+        "accept packages whose metadata has only MD5 or SHA-1 checksums",
+    ),
+)
+
+
+def command_path(argv: list[str]) -> list[str]:
+    """The words of ``argv`` that are not options (nor ``--socket``'s value): the command
+    path comes first among them. Values of a command's own options may follow; harmless."""
+    words: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--socket":
+            skip = True
+        elif word == "--":
+            break
+        elif not word.startswith("-"):
+            words.append(word)
+    return words
+
+
+class _Tree:
+    """Builds the command tree; with ``path``, only the commands on that path get their
+    options (the others are listed, with their help, but left empty). A one-shot command
+    parses one path, and adding ~150 options it will not use costs more than its imports."""
+
+    def __init__(self, path: list[str] | None) -> None:
+        self.path = path
+        common = Parser(add_help=False)
+        common.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        self.common = common
+
+    def wanted(self, prefix: tuple[str, ...]) -> bool:
+        return self.path is None or tuple(self.path[: len(prefix)]) == prefix
+
+    def group(
+        self, parent: Any, prefix: tuple[str, ...], help_text: str, description: str
+    ) -> Any | None:
+        sub = parent.add_parser(prefix[-1], help=help_text, description=description)
+        sub.set_defaults(command_name=None, command_parser=sub)
+        if not self.wanted(prefix):
+            return None
+        return sub.add_subparsers(title="commands", metavar="COMMAND")
+
+    def leaf(
+        self,
+        parent: Any,
+        prefix: tuple[str, ...],
+        help_text: str,
+        description: str,
+        options: Callable[[Parser], None] | None = None,
+        *,
+        task: str | None = None,
+    ) -> None:
+        wanted = self.wanted(prefix)
+        sub: Parser = parent.add_parser(
+            prefix[-1],
+            help=help_text,
+            description=description,
+            parents=[self.common] if wanted else [],
+        )
+        sub.set_defaults(command_name=" ".join(prefix), what=task, command_parser=sub)
+        if not wanted:
+            return
+        if task is not None:
+            sub.add_argument(
+                "--wait",
+                action="store_true",
+                help="follow the task to its end, with a progress line on a terminal; "
+                "exit with its outcome",
+            )
+        if options is not None:
+            options(sub)
+
+
+def build_parser(argv: list[str] | None = None) -> Parser:
+    """The command tree; each leaf sets ``command_name`` (and ``what`` for task submissions).
+
+    Given ``argv``, only the commands it names are filled in (see ``_Tree``); the shell, the
+    man pages and completion take the whole tree.
+    """
+    tree = _Tree(None if argv is None else command_path(argv))
+    parser = Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog="Run 'coordctl COMMAND --help' for a command's options; see coordctl(1).",
+    )
+    parser.set_defaults(command_name=None, command_parser=parser)
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        help="the daemon's Unix socket (default: $COORDD_SOCKET, else the user daemon's "
+        "socket if it exists, else the system service's /run/coordd/coordd.sock)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the daemon's answer (or error object) as JSON on standard output; "
+        "may also follow the command",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {names.VERSION}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    repo = tree.group(
+        commands,
+        ("repo",),
+        "create, configure, sync, publish, copy and delete repositories",
+        "Repositories: each change is a task on the repository, run now, postponed or "
+        "rejected by the coordinator.",
+    )
+    if repo is not None:
+        _repo_commands(tree, repo)
+    tasks = tree.group(
+        commands,
+        ("tasks",),
+        "list, inspect and cancel tasks on all resources",
+        "Tasks on every resource: repositories and external locks.",
+    )
+    if tasks is not None:
+        tree.leaf(
+            tasks,
+            ("tasks", "list"),
+            "list tasks",
+            "List incomplete tasks on all resources: the running ones first, then the "
+            "waiting ones in the order they will run. --state or --all include ended tasks.",
+            _tasks_list_options,
+        )
+        _task_leaves(tree, tasks, ("tasks",))
+    server = tree.group(commands, ("server",), "the daemon itself", "The daemon itself.")
+    if server is not None:
+        tree.leaf(
+            server,
+            ("server", "status"),
+            "show the daemon's status",
+            "Show the daemon's version, uptime, task counts, heavy slots and your access.",
+        )
+    tree.leaf(
+        commands,
+        ("run",),
+        "run a command while holding resources",
+        "Run a command while holding resources, as a task the coordinator orders like any "
+        "other: 'coordctl run --resource repository:demo=read -- rsync ...' waits for "
+        "running updates of demo, and updates wait for it. Exits with the command's status.",
+        _run_options,
+    )
+    tree.leaf(
+        commands,
+        ("shell",),
+        "start the interactive shell",
+        "An interactive shell taking the same commands, with completion of commands, "
+        "options, repository and task ids, history, and a notice when a task it submitted "
+        "ends.",
+    )
+    return parser
+
+
+def _repo_id(sub: Parser) -> None:
+    sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
+
+
+def _config_options(sub: Parser) -> None:
+    _repo_id(sub)
+    sub.add_argument("--display-name", metavar="TEXT", help="a name for people")
+    sub.add_argument("--description", metavar="TEXT", help="a description")
+    sub.add_argument("--note", "--notes", dest="notes", metavar="TEXT", help="free notes")
+    importer = sub.add_argument_group(
+        "importer options", "How the repository syncs; an empty value clears an option."
+    )
+    for option, key, convert, metavar, help_text in IMPORTER_OPTIONS:
+        importer.add_argument(option, dest=key, type=convert, metavar=metavar, help=help_text)
+
+
+def _copy_options(sub: Parser) -> None:
+    sub.add_argument(
+        "--from", dest="source", required=True, metavar="REPO_ID", help="the source repository"
+    )
+    sub.add_argument(
+        "--to", dest="target", required=True, metavar="REPO_ID", help="the target repository"
+    )
+    sub.add_argument("--name", metavar="GLOB", help="copy only packages whose name matches")
+
+
+def _repo_commands(tree: _Tree, repo: Any) -> None:
+    tree.leaf(
+        repo,
+        ("repo", "create"),
+        "create a repository",
+        "Create a repository. Its configuration (names, notes, importer options) can be "
+        "changed later with 'repo update'.",
+        _config_options,
+        task="Repository create",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "update"),
+        "change a repository's configuration",
+        "Change a repository's configuration; only the options given change. Postponed "
+        "while another operation changes the repository.",
+        _config_options,
+        task="Repository update",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "delete"),
+        "delete a repository and its content",
+        "Delete a repository: its configuration, its content and its published tree. "
+        "Requests queued behind a delete are rejected.",
+        _repo_id,
+        task="Repository delete",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "sync"),
+        "sync a repository from its feed",
+        "Download the repository's feed: metadata, packages, errata, delta RPMs and "
+        "distribution tree files. A heavy operation: it may wait for a free slot.",
+        _repo_id,
+        task="Repository sync",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "publish"),
+        "publish a repository for dnf/yum",
+        "Write a tree dnf and yum can use as a baseurl. A heavy operation: it may wait for "
+        "a free slot.",
+        _repo_id,
+        task="Repository publish",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "copy"),
+        "copy packages between repositories",
+        "Copy packages from one repository into another, optionally only those whose name "
+        "matches a glob. Reads the source and updates the target.",
+        _copy_options,
+        task="Repository copy",
+    )
+    tree.leaf(repo, ("repo", "list"), "list repositories", "List the repositories.")
+    tree.leaf(
+        repo,
+        ("repo", "show"),
+        "show a repository",
+        "Show a repository: its configuration, content summary, errata, last sync and "
+        "publish, published path and queued tasks.",
+        _repo_id,
+    )
+    repo_tasks = tree.group(
+        repo,
+        ("repo", "tasks"),
+        "list, inspect and cancel a repository's tasks",
+        "The tasks queued on one repository.",
+    )
+    if repo_tasks is not None:
+        tree.leaf(
+            repo_tasks,
+            ("repo", "tasks", "list"),
+            "list a repository's tasks",
+            "List the repository's incomplete tasks: the running ones first, then the "
+            "waiting ones in the order they will run.",
+            _repo_tasks_list_options,
+        )
+        _task_leaves(tree, repo_tasks, ("repo", "tasks"))
+
+
+def _state_options(sub: Parser) -> None:
+    sub.add_argument(
+        "--state",
+        action="append",
+        choices=STATES,
+        help="only tasks in this state (repeat for several); the default is waiting and running",
+    )
+    sub.add_argument("--all", action="store_true", help="include ended tasks from the history")
+    sub.add_argument(
+        "--limit", type=positive, default=1000, metavar="N", help="show at most N tasks"
+    )
+
+
+def _repo_tasks_list_options(sub: Parser) -> None:
+    _repo_id(sub)
+    _state_options(sub)
+
+
+def _tasks_list_options(sub: Parser) -> None:
+    sub.add_argument(
+        "--resource",
+        type=resource_filter,
+        metavar="TYPE:ID",
+        help="only tasks on this resource, e.g. repository:demo",
+    )
+    _state_options(sub)
+
+
+def _details_options(sub: Parser) -> None:
+    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
+    sub.add_argument("--wait", action="store_true", help="follow the task to its end, then show it")
+
+
+def _cancel_options(sub: Parser) -> None:
+    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
+    sub.add_argument("--wait", action="store_true", help="wait until the task has ended")
+
+
+def _task_leaves(tree: _Tree, parent: Any, prefix: tuple[str, ...]) -> None:
+    tree.leaf(
+        parent,
+        (*prefix, "details"),
+        "show a task with its progress report",
+        "Show a task: its state, what it waits for, times, result, and its progress report.",
+        _details_options,
+    )
+    tree.leaf(
+        parent,
+        (*prefix, "cancel"),
+        "cancel a task",
+        "Cancel a task. A waiting task is canceled at once; a running one is asked to stop, "
+        "given a grace period, then stopped.",
+        _cancel_options,
+    )
+
+
+def _run_options(sub: Parser) -> None:
+    sub.add_argument(
+        "--resource",
+        dest="resources",
+        action="append",
+        type=resource_spec,
+        required=True,
+        metavar="TYPE:ID=KIND",
+        help="a resource and the kind of operation (create, read, update, delete); repeat "
+        "for several",
+    )
+    sub.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait until the resources are free (the default), or exit at once with status "
+        "75 if they are busy",
+    )
+    sub.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run"
+    )
