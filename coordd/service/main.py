@@ -36,7 +36,7 @@ from coordd.engine.locks import Locks, lock_operation
 from coordd.engine.operations import Registry
 from coordd.engine.runtime import Runtime
 from coordd.repo.repositories import REPOSITORY, Repositories, resource
-from coordd.service import systemd
+from coordd.service import descriptors, systemd
 from coordd.service.config import Config, ConfigError, environment_overrides, load_config
 from coordd.service.log import set_level, setup_logging
 from coordd.store.database import Store
@@ -113,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.check_config:
         sys.stdout.write(config.to_toml())
+        budget = descriptors.connection_budget(
+            descriptors.reachable_open_file_limit(), config.heavy_slots
+        )
+        problem = budget.problem(config.max_connections)
+        if problem is not None:
+            print(f"coordd: warning: {problem}", file=sys.stderr)
         return EXIT_OK
     setup_logging(config.log_level)
     daemon = Daemon(config, config_file=args.config, overrides=overrides, system=system)
@@ -144,9 +150,11 @@ class Daemon:
         self._lock_file: TextIO | None = None
         self._stop = anyio.Event()
         self._signals = 0
+        self._open_files = 0  # the soft RLIMIT_NOFILE, once raised
 
     async def run(self) -> int:
         config = self.config
+        self._open_files = descriptors.raise_open_file_limit()
         try:
             config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
             self._take_instance_lock()
@@ -178,9 +186,8 @@ class Daemon:
         registry = Registry([*repos.operations(), lock_operation(locks)])
         runtime = Runtime(config, store, registry, existing=[resource(r) for r in repos.repos])
         api = Api(Services(runtime, repos, locks))
-        limits = Limits(
-            config.max_frame_bytes, config.max_batch, config.max_connections, config.idle_timeout_s
-        )
+        limits = Limits()
+        self._apply_limits(limits)
         policy = AccessPolicy(config.admin_group, config.read_group)
         server = Server(api, limits, policy)
         try:
@@ -317,14 +324,29 @@ class Daemon:
         self.config = config
         runtime.config = config
         runtime.set_slots(config.heavy_slots)
-        server.limits.max_frame_bytes = config.max_frame_bytes
-        server.limits.max_batch = config.max_batch
-        server.limits.max_connections = config.max_connections
-        server.limits.idle_timeout_s = config.idle_timeout_s
+        self._apply_limits(server.limits)
         policy.reset(config.admin_group, config.read_group)
         set_level(config.log_level)
         log.info("configuration reloaded")
         systemd.ready()
+
+    def _apply_limits(self, limits: Limits) -> None:
+        """Set the server's limits from the configuration; connections within what the
+        open-file limit leaves (:mod:`coordd.service.descriptors`)."""
+        config = self.config
+        budget = descriptors.connection_budget(self._open_files, config.heavy_slots)
+        problem = budget.problem(config.max_connections)
+        if problem is not None:
+            log.warning("%s", problem)
+        limits.max_frame_bytes = config.max_frame_bytes
+        limits.max_batch = config.max_batch
+        limits.max_connections = min(config.max_connections, budget.connections)
+        limits.max_connections_per_user = config.max_connections_per_user
+        limits.admin_reserved_connections = config.admin_reserved_connections
+        limits.idle_timeout_s = config.idle_timeout_s
+        limits.request_timeout_s = config.request_timeout_s
+        limits.max_send_queue_bytes = config.max_send_queue_bytes
+        limits.max_send_queue_total_bytes = config.max_send_queue_total_bytes
 
     async def _watchdog_loop(self, runtime: Runtime) -> None:
         interval = systemd.watchdog_interval()
