@@ -1,8 +1,10 @@
 """``coordd``: the daemon's command line, start-up, signals and shutdown.
 
-Start-up order matters: take the instance lock (so a second daemon on the same state refuses
-to start, naming the first), open and migrate the database, recover tasks, then bind the
-socket (or take the one systemd passed) and only then tell systemd ``READY=1``.
+Start-up order matters: raise the open-file limit (connections get what it leaves after a
+reserve: :mod:`coordd.service.descriptors`), take the instance lock (so a second daemon on
+the same state refuses to start, naming the first), open and migrate the database, recover
+tasks, then bind the socket (a second daemon on a live socket refuses too, naming the pid
+that serves it) or take the one systemd passed, and only then tell systemd ``READY=1``.
 
 Signals: SIGTERM or SIGINT stop accepting work, give running tasks ``cancel_grace_s`` to
 finish, stop the rest (restartable ones resume at the next start) and exit 0; a second SIGINT
@@ -21,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -279,9 +282,11 @@ class Daemon:
         path = self.config.socket_path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755 if self.system else 0o700)
         if path.exists() or path.is_symlink():
-            if _socket_alive(path):
+            alive, holder = _socket_holder(path)
+            if alive:
                 raise AlreadyRunning(
-                    f"another coordd is serving {path}; stop it first or use another --socket"
+                    f"another coordd is serving {path} ({holder}); "
+                    "stop it first or use another --socket"
                 )
             path.unlink()  # left behind by a daemon that died
         listener = await anyio.create_unix_listener(path)
@@ -372,16 +377,34 @@ def _status_line(runtime: Runtime) -> str:
     )
 
 
-def _socket_alive(path: Path) -> bool:
+def _socket_holder(path: Path) -> tuple[bool, str]:
+    """Whether a server answers on ``path``, and who: ``"pid N"`` from its credentials.
+
+    A connected Unix socket's peer credentials are those of the process that called
+    ``listen()``: the daemon itself, or systemd when it holds the socket for activation.
+    """
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
         probe.connect(str(path))
+        try:
+            creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid = struct.unpack("3i", creds)[0]
+        except OSError:
+            return True, "unknown pid"
     except OSError:
-        return False
+        return False, ""
     finally:
         probe.close()
-    return True
+    if pid <= 0:
+        return True, "unknown pid"
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        name = ""
+    if pid == 1 or name == "systemd":
+        return True, f"pid {pid}, systemd, which holds the socket for coordd.socket"
+    return True, f"pid {pid}"
 
 
 if __name__ == "__main__":
