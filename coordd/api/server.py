@@ -299,7 +299,7 @@ class Connection:
         try:
             reply = await self._respond(frame)
             if reply is not None:
-                self._send_message(reply)
+                self._enqueue(reply)
         finally:
             self._busy -= 1
             self._in_flight.release()
@@ -312,21 +312,39 @@ class Connection:
         if scope is not None and self.idle and scope.deadline == math.inf:
             scope.deadline = anyio.current_time() + self.server.limits.idle_timeout_s
 
-    async def _respond(self, frame: bytes) -> Any:
+    async def _respond(self, frame: bytes) -> bytes | None:
+        """The encoded reply to one frame, or None (notifications only).
+
+        A batch's replies go out as one line, so they are bounded here: once they pass
+        ``max_send_queue_bytes``, the remaining requests of the batch are not run and each
+        gets an error saying so (notifications, which add nothing, still run).
+        """
         limits = self.server.limits
         try:
             value = framing.decode(frame)
             is_batch, members = framing.split_batch(value, limits.max_batch)
         except framing.BadMessage as exc:
-            return exc.response()
-        replies: list[Any] = []
+            return framing.encode(exc.response())
+        if not is_batch:
+            reply = await self._respond_one(members[0])
+            return None if reply is None else framing.encode(reply)
+        parts: list[bytes] = []
+        size = 0
         for member in members:
-            reply = await self._respond_one(member)
+            if size > limits.max_send_queue_bytes and _has_id(member):
+                reply = framing.error_response(
+                    member["id"] if _valid_id(member["id"]) else None,
+                    UNAVAILABLE,
+                    f"not run: the replies to this batch passed {limits.max_send_queue_bytes} "
+                    "bytes; send this request again",
+                )
+            else:
+                reply = await self._respond_one(member)
             if reply is not None:
-                replies.append(reply)
-        if is_batch:
-            return replies or None
-        return replies[0] if replies else None
+                part = framing.encode(reply)[:-1]
+                parts.append(part)
+                size += len(part) + 1
+        return b"[" + b",".join(parts) + b"]\n" if parts else None
 
     async def _respond_one(self, member: Any) -> dict[str, Any] | None:
         try:
@@ -563,6 +581,16 @@ class Server:
         if self.queued == 0 and self._queued_peak >= TRIM_AFTER_BYTES:
             self._queued_peak = 0
             _return_memory()
+
+
+def _has_id(member: Any) -> bool:
+    return isinstance(member, dict) and "id" in member
+
+
+def _valid_id(request_id: Any) -> bool:
+    return request_id is None or (
+        isinstance(request_id, str | int) and not isinstance(request_id, bool)
+    )
 
 
 def _load_trim() -> Callable[[int], int] | None:

@@ -53,8 +53,9 @@ lock; ``request_timeout`` (or ``idle_timeout``, if shorter) closes one whose req
 is not complete that long after its first byte. A client that does not read its replies
 stops being read once ``max_send_queue_bytes`` wait for it (or once any wait, while all
 clients together have ``max_send_queue_total_bytes`` waiting), and is disconnected when one
-message to it takes longer than 10 seconds to write. A refused connection is told which
-limit refused it.
+message to it takes longer than 10 seconds to write. The replies to one batch go out as
+one line: once they pass ``max_send_queue_bytes``, its remaining requests are not run and
+each gets an error saying so. A refused connection is told which limit refused it.
 
 A mistake in the file stops the daemon with a message naming the file, the table and the
 key, and what was expected: an unknown key (with the nearest valid one, since a misspelt
