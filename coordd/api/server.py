@@ -165,11 +165,10 @@ def _groups_of(peer: Peer) -> set[str]:
 class Connection:
     """One client: reads frames, dispatches requests, writes replies and notifications."""
 
-    def __init__(self, server: Server, stream: SocketStream, peer: Peer, admin: bool) -> None:
+    def __init__(self, server: Server, stream: SocketStream, peer: Peer) -> None:
         self.server = server
         self.stream = stream
         self.peer = peer
-        self.admin = admin
         self.caller = Caller(
             uid=peer.uid,
             gid=peer.gid,
@@ -547,7 +546,7 @@ class Server:
                     "group nor in the read group of coordd",
                 )
                 return
-            connection = Connection(self, stream, peer, "admin" in access)
+            connection = Connection(self, stream, peer)
             self.connections.add(connection)
             self.per_uid[peer.uid] += 1
             self.served += 1
