@@ -445,6 +445,15 @@ def config_layout() -> list[str]:
     return lines
 
 
+def config_limits() -> str:
+    """The paragraph of ``coordd.service.config``'s docstring that explains the limits."""
+    import coordd.service.config
+
+    doc = coordd.service.config.__doc__ or ""
+    start = doc.index("The limits keep")
+    return doc[start : doc.index("\n\n", start)].replace("``", "")
+
+
 def coordd_page() -> str:
     import coordd.service.main
 
@@ -504,6 +513,7 @@ def coordd_page() -> str:
             "file's layout, with the system service's values:"
         ),
         *example(config_layout()),
+        *para(config_limits()),
         ".SH ACCESS",
         *para(
             "The socket's file mode and the peer's credentials (SO_PEERCRED) decide who may "

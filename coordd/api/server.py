@@ -7,17 +7,37 @@ down. Per connection:
 - frames are cut by ``LineFramer`` (bounded size) and decoded by ``framing.decode``;
 - requests run concurrently up to ``MAX_IN_FLIGHT``; beyond that the reader stops reading,
   which pushes back on the client through the socket buffer;
+- replies and notifications are encoded at once and queued for the connection's writer.
+  While a connection has unsent bytes past ``max_send_queue_bytes``, or has any while all
+  connections together are past ``max_send_queue_total_bytes``, its next frame is not read:
+  a client that does not read its replies stops being served instead of growing the
+  daemon's memory, and one whose queue is empty is always served;
 - every write has a deadline (``WRITE_TIMEOUT_S``): a client that never reads its replies is
-  disconnected instead of pinning memory;
+  disconnected, which frees what was queued for it;
+- a request line must be complete within ``request_timeout_s`` of its first byte (or
+  ``idle_timeout_s``, if shorter): a client trickling a byte now and then does not hold its
+  place;
 - an idle connection (no request in flight, no subscription, no lock) is closed after
-  ``idle_timeout_s``, a connection sending a frame slower than that too;
+  ``idle_timeout_s``;
 - the peer's uid/gid/pid come from ``SO_PEERCRED`` once, at accept, and decide its access.
 
-The number of connections is bounded; one over the limit gets an error reply and is closed.
+Admission, at accept: at most ``max_connections`` in all, at most
+``max_connections_per_user`` for any one uid (subscribed and lock-holding connections
+count too), and the last ``admin_reserved_connections`` only for root and the admin group,
+so that an administrator can still get in when other users have taken every other place.
+A connection refused gets an error reply and is closed.
+
+Accepting: when ``accept()`` fails for want of descriptors (EMFILE, ENFILE) or kernel
+memory, the server backs off (from ``ACCEPT_BACKOFF_S`` doubling to
+``ACCEPT_BACKOFF_MAX_S``), logs once per episode and accepts again when it can; the
+connections already open are served meanwhile.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import grp
 import logging
 import math
@@ -26,13 +46,13 @@ import pwd
 import socket
 import struct
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream, TaskGroup
-from anyio.streams.stapled import MultiListener
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
 
 from coordd.api import framing
 from coordd.api.errors import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
@@ -45,6 +65,15 @@ WRITE_TIMEOUT_S = 10.0
 EVENT_QUEUE = 1000  # notifications queued for one slow subscriber before it is dropped
 READ_CHUNK = 65536
 ACCESS_CACHE_S = 60.0
+ACCEPT_BACKOFF_S = 0.1
+ACCEPT_BACKOFF_MAX_S = 1.0
+UNAVAILABLE = -32004
+#: accept() failures that mean "not now": out of descriptors or kernel memory.
+ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: accept() failures that concern one connection only (it went away while queued).
+ACCEPT_SKIPPED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
+#: Once this much was queued at once, memory is handed back to the system when it drains.
+TRIM_AFTER_BYTES = 8 << 20
 
 
 @dataclass
@@ -53,6 +82,20 @@ class Limits:
     max_batch: int = 100
     max_connections: int = 256
     idle_timeout_s: float = 300.0
+    max_connections_per_user: int = 64
+    admin_reserved_connections: int = 16
+    request_timeout_s: float = 10.0
+    max_send_queue_bytes: int = 256 << 10
+    max_send_queue_total_bytes: int = 16 << 20
+
+    @property
+    def reserved(self) -> int:
+        """The places only administrators may take: at most half of them all."""
+        return min(self.admin_reserved_connections, self.max_connections // 2)
+
+    @property
+    def frame_timeout_s(self) -> float:
+        return min(self.request_timeout_s, self.idle_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -133,12 +176,16 @@ class Connection:
             access=server.policy.access_of(peer),
             notify=self.notify,
         )
-        self._send_lock = anyio.Lock()
         self._in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
         self._busy = 0
-        self._events_send, self._events_receive = anyio.create_memory_object_stream[bytes](
-            EVENT_QUEUE
-        )
+        # What waits to be written, oldest first, and its size in bytes; the writer task
+        # takes from the left. A message stays counted until the kernel has taken all of it.
+        self._outgoing: deque[tuple[bytes, bool]] = deque()  # (data, is a notification)
+        self.queued = 0
+        self._events_queued = 0
+        self._wake_writer = anyio.Event()
+        self._room = anyio.Event()  # set when queued bytes shrink
+        self._closing = False
         self._tg: TaskGroup | None = None
         self._read_scope: anyio.CancelScope | None = None  # the reader's wait, while it waits
 
@@ -148,21 +195,26 @@ class Connection:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._pump_events)
+                tg.start_soon(self._write_loop)
                 await self._read_loop(tg)
                 # A client may half-close after its last request (``… | socat``): answer
                 # what is in flight, for as long as the connection could stay idle.
                 with anyio.move_on_after(self.server.limits.idle_timeout_s):
                     for _ in range(MAX_IN_FLIGHT):
                         await self._in_flight.acquire()
+                    while self.queued and not self._closing:
+                        await self._wait_for_room()
                 tg.cancel_scope.cancel()
         finally:
-            self._events_send.close()
+            self._closing = True
+            self._drop_queue()
             with anyio.CancelScope(shield=True):
                 await self.server.api.connection_closed(self.caller)
                 await self.stream.aclose()
 
     def close(self) -> None:
+        self._closing = True
+        self.wake_reader()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
@@ -171,17 +223,23 @@ class Connection:
         return not (self._busy or self.caller.subscriptions or self.caller.held)
 
     async def _read_loop(self, tg: TaskGroup) -> None:
-        framer = framing.LineFramer(self.server.limits.max_frame_bytes)
+        limits = self.server.limits
+        framer = framing.LineFramer(limits.max_frame_bytes)
         frame_started = 0.0  # when the partial frame in the framer began to arrive
         while True:
-            idle_timeout = self.server.limits.idle_timeout_s
+            paused = anyio.current_time()
+            if not await self._wait_until_served():
+                return
+            # Time spent not reading, for want of room for replies, is not the client's.
+            frame_started += anyio.current_time() - paused
             timeout: float | None = None
+            frame_timeout = limits.frame_timeout_s
             if framer.pending:
-                # The whole frame must arrive within the idle time, not each byte of it:
-                # a client trickling a byte now and then must not hold its slot for ever.
-                timeout = max(0.0, frame_started + idle_timeout - anyio.current_time())
+                # The whole frame must arrive within its deadline, not each byte of it: a
+                # client trickling a byte now and then must not hold its place for ever.
+                timeout = max(0.0, frame_started + frame_timeout - anyio.current_time())
             elif self.idle:
-                timeout = idle_timeout
+                timeout = limits.idle_timeout_s
             with anyio.move_on_after(timeout) as scope:
                 self._read_scope = scope
                 try:
@@ -192,17 +250,17 @@ class Connection:
             if scope.cancelled_caught:
                 log.debug("closing idle connection of uid %d", self.peer.uid)
                 reason = (
-                    f"frame not completed within {idle_timeout:g} s"
+                    f"frame not completed within {frame_timeout:g} s"
                     if framer.pending
                     else "idle timeout"
                 )
-                await self._send_message(
-                    framing.error_response(None, -32004, f"{reason}; connection closed")
+                self._send_message(
+                    framing.error_response(None, UNAVAILABLE, f"{reason}; connection closed")
                 )
                 return
             if not data:
                 if framer.pending:
-                    await self._send_message(
+                    self._send_message(
                         framing.error_response(
                             None, PARSE_ERROR, "parse error: frame cut by end of stream"
                         )
@@ -212,7 +270,7 @@ class Connection:
             try:
                 frames = framer.feed(data)
             except framing.FrameTooLong:
-                await self._send_message(
+                self._send_message(
                     framing.error_response(
                         None,
                         INVALID_REQUEST,
@@ -224,6 +282,10 @@ class Connection:
             for frame in frames:
                 if not frame.strip():
                     continue
+                # Backpressure: while this client leaves its replies unread, its next
+                # request waits unread too.
+                if not await self._wait_until_served():
+                    return
                 await self._in_flight.acquire()
                 self._busy += 1
                 tg.start_soon(self._handle_frame, frame)
@@ -236,7 +298,7 @@ class Connection:
         try:
             reply = await self._respond(frame)
             if reply is not None:
-                await self._send_message(reply)
+                self._enqueue(reply)
         finally:
             self._busy -= 1
             self._in_flight.release()
@@ -249,21 +311,39 @@ class Connection:
         if scope is not None and self.idle and scope.deadline == math.inf:
             scope.deadline = anyio.current_time() + self.server.limits.idle_timeout_s
 
-    async def _respond(self, frame: bytes) -> Any:
+    async def _respond(self, frame: bytes) -> bytes | None:
+        """The encoded reply to one frame, or None (notifications only).
+
+        A batch's replies go out as one line, so they are bounded here: once they pass
+        ``max_send_queue_bytes``, the remaining requests of the batch are not run and each
+        gets an error saying so (notifications, which add nothing, still run).
+        """
         limits = self.server.limits
         try:
             value = framing.decode(frame)
             is_batch, members = framing.split_batch(value, limits.max_batch)
         except framing.BadMessage as exc:
-            return exc.response()
-        replies: list[Any] = []
+            return framing.encode(exc.response())
+        if not is_batch:
+            reply = await self._respond_one(members[0])
+            return None if reply is None else framing.encode(reply)
+        parts: list[bytes] = []
+        size = 0
         for member in members:
-            reply = await self._respond_one(member)
+            if size > limits.max_send_queue_bytes and _has_id(member):
+                reply = framing.error_response(
+                    member["id"] if _valid_id(member["id"]) else None,
+                    UNAVAILABLE,
+                    f"not run: the replies to this batch passed {limits.max_send_queue_bytes} "
+                    "bytes; send this request again",
+                )
+            else:
+                reply = await self._respond_one(member)
             if reply is not None:
-                replies.append(reply)
-        if is_batch:
-            return replies or None
-        return replies[0] if replies else None
+                part = framing.encode(reply)[:-1]
+                parts.append(part)
+                size += len(part) + 1
+        return b"[" + b",".join(parts) + b"]\n" if parts else None
 
     async def _respond_one(self, member: Any) -> dict[str, Any] | None:
         try:
@@ -284,36 +364,91 @@ class Connection:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def _send_message(self, message: Any) -> None:
-        await self._send_bytes(framing.encode(message))
+    def _send_message(self, message: Any) -> None:
+        self._enqueue(framing.encode(message))
 
-    async def _send_bytes(self, data: bytes) -> None:
-        try:
-            async with self._send_lock:
+    def _enqueue(self, data: bytes, event: bool = False) -> None:
+        """Queue bytes for the writer; the message itself is no longer held by anyone."""
+        if self._closing:
+            return
+        self._outgoing.append((data, event))
+        self._events_queued += event
+        self.queued += len(data)
+        self.server.queued_more(len(data))
+        self._wake_writer.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._outgoing:
+                self._wake_writer = anyio.Event()
+                await self._wake_writer.wait()
+                continue
+            data, event = self._outgoing[0]
+            try:
                 with anyio.fail_after(WRITE_TIMEOUT_S):
                     await self.stream.send(data)
-        except TimeoutError:
-            log.info("client uid %d does not read its replies; disconnecting", self.peer.uid)
-            self.close()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-            self.close()
+            except TimeoutError:
+                log.info("client uid %d does not read its replies; disconnecting", self.peer.uid)
+                self.close()
+                return
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                self.close()
+                return
+            self._outgoing.popleft()
+            self.queued -= len(data)
+            self._events_queued -= event
+            self.server.queued_less(len(data))
+            self.wake_reader()
+
+    def _drop_queue(self) -> None:
+        size = self.queued
+        self._outgoing.clear()
+        self.queued = 0
+        self._events_queued = 0
+        if size:
+            self.server.queued_less(size)
+
+    def wake_reader(self) -> None:
+        """The queues shrank: a reader waiting for room looks again."""
+        self._room.set()
+        self._room = anyio.Event()
+
+    def may_read(self) -> bool:
+        """Whether the next request may be read: see the module's docstring."""
+        if self.queued == 0:
+            return True
+        limits = self.server.limits
+        return (
+            self.queued < limits.max_send_queue_bytes
+            and self.server.queued < limits.max_send_queue_total_bytes
+        )
+
+    async def _wait_for_room(self) -> None:
+        room = self._room
+        self.server.waiting.add(self)
+        try:
+            await room.wait()
+        finally:
+            self.server.waiting.discard(self)
+
+    async def _wait_until_served(self) -> bool:
+        """Wait until the next request may be read; False if the connection is closing."""
+        while not self.may_read() and not self._closing:
+            await self._wait_for_room()
+        return not self._closing
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         """Queue a notification to this client; drop the client if it cannot keep up."""
-        try:
-            self._events_send.send_nowait(
-                framing.encode({"jsonrpc": "2.0", "method": method, "params": params})
-            )
-        except anyio.WouldBlock:
+        if self._closing:
+            return
+        limits = self.server.limits
+        if self._events_queued >= EVENT_QUEUE or self.queued >= 16 * limits.max_send_queue_bytes:
             log.info("client uid %d is too slow for its events; disconnecting", self.peer.uid)
             self.close()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-
-    async def _pump_events(self) -> None:
-        async with self._events_receive:
-            async for data in self._events_receive:
-                await self._send_bytes(data)
+            return
+        self._enqueue(
+            framing.encode({"jsonrpc": "2.0", "method": method, "params": params}), event=True
+        )
 
 
 class Server:
@@ -324,14 +459,71 @@ class Server:
         self.limits = limits
         self.policy = policy
         self.connections: set[Connection] = set()
+        self.per_uid: Counter[int] = Counter()
         self.served = 0
+        self.queued = 0  # bytes queued for all connections
+        self.waiting: set[Connection] = set()  # readers waiting for their queue to shrink
+        self._queued_peak = 0
 
-    async def serve(self, listeners: list[Any], ready: Callable[[], None] | None = None) -> None:
-        listener = MultiListener(listeners) if len(listeners) > 1 else listeners[0]
+    # -- accepting -----------------------------------------------------------------------
+
+    async def serve(
+        self, listeners: list[SocketListener], ready: Callable[[], None] | None = None
+    ) -> None:
         if ready is not None:
             ready()
+        async with anyio.create_task_group() as tg:
+            for listener in listeners:
+                tg.start_soon(self._accept_loop, listener, tg)
+
+    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
         async with listener:
-            await listener.serve(self._handle)
+            backoff = 0.0
+            while True:
+                try:
+                    stream = await listener.accept()
+                except anyio.BrokenResourceError as exc:
+                    cause = exc.__cause__
+                    code = cause.errno if isinstance(cause, OSError) else None
+                    if code in ACCEPT_SKIPPED:
+                        continue
+                    if code not in ACCEPT_EXHAUSTED:
+                        raise
+                    if not backoff:
+                        log.warning(
+                            "cannot accept connections: %s (%d open); retrying until "
+                            "descriptors are free",
+                            os.strerror(code),
+                            len(self.connections),
+                        )
+                    backoff = min(ACCEPT_BACKOFF_MAX_S, backoff * 2 or ACCEPT_BACKOFF_S)
+                    await anyio.sleep(backoff)
+                    continue
+                if backoff:
+                    log.warning("accepting connections again (%d open)", len(self.connections))
+                    backoff = 0.0
+                tg.start_soon(self._handle, stream)
+
+    def refusal(self, peer: Peer, admin: bool) -> str | None:
+        """Why a new connection of ``peer`` is refused, or None to admit it."""
+        limits = self.limits
+        total = len(self.connections)
+        if total >= limits.max_connections:
+            return f"too many connections (limit {limits.max_connections})"
+        per_user = min(limits.max_connections_per_user, limits.max_connections)
+        if self.per_uid[peer.uid] >= per_user:
+            return f"too many connections for uid {peer.uid} (limit {per_user} per user)"
+        if not admin and total >= limits.max_connections - limits.reserved:
+            return (
+                f"too many connections (limit {limits.max_connections}; "
+                f"the last {limits.reserved} are kept for administrators)"
+            )
+        return None
+
+    async def _refuse(self, stream: SocketStream, code: int, message: str) -> None:
+        with anyio.move_on_after(1.0):
+            await stream.send(framing.encode(framing.error_response(None, code, message)))
+        await stream.aclose()
 
     async def _handle(self, stream: SocketStream) -> None:
         try:
@@ -341,43 +533,82 @@ class Server:
                 log.warning("cannot read peer credentials: %s", exc)
                 await stream.aclose()
                 return
-            if len(self.connections) >= self.limits.max_connections:
-                with anyio.move_on_after(1.0):
-                    await stream.send(
-                        framing.encode(
-                            framing.error_response(
-                                None,
-                                -32004,
-                                f"too many connections (limit {self.limits.max_connections})",
-                            )
-                        )
-                    )
-                await stream.aclose()
+            access = self.policy.access_of(peer)
+            reason = self.refusal(peer, "admin" in access)
+            if reason is not None:
+                await self._refuse(stream, UNAVAILABLE, reason)
                 return
-            if not self.policy.access_of(peer):
-                with anyio.move_on_after(1.0):
-                    await stream.send(
-                        framing.encode(
-                            framing.error_response(
-                                None,
-                                -32003,
-                                f"permission denied: uid {peer.uid} is neither in the admin "
-                                "group nor in the read group of coordd",
-                            )
-                        )
-                    )
-                await stream.aclose()
+            if not access:
+                await self._refuse(
+                    stream,
+                    -32003,
+                    f"permission denied: uid {peer.uid} is neither in the admin "
+                    "group nor in the read group of coordd",
+                )
                 return
             connection = Connection(self, stream, peer)
             self.connections.add(connection)
+            self.per_uid[peer.uid] += 1
             self.served += 1
             try:
                 await connection.serve()
             finally:
                 self.connections.discard(connection)
+                self.per_uid[peer.uid] -= 1
+                if not self.per_uid[peer.uid]:
+                    del self.per_uid[peer.uid]
         except Exception:
             log.exception("connection handler failed; the connection is closed")
 
     def close_all(self) -> None:
         for connection in list(self.connections):
             connection.close()
+
+    # -- the send budget -----------------------------------------------------------------
+
+    def queued_more(self, size: int) -> None:
+        self.queued += size
+        self._queued_peak = max(self._queued_peak, self.queued)
+
+    def queued_less(self, size: int) -> None:
+        before = self.queued
+        self.queued -= size
+        limit = self.limits.max_send_queue_total_bytes
+        if before >= limit > self.queued:
+            for connection in list(self.waiting):
+                connection.wake_reader()
+        if self.queued == 0 and self._queued_peak >= TRIM_AFTER_BYTES:
+            self._queued_peak = 0
+            _return_memory()
+
+
+def _has_id(member: Any) -> bool:
+    return isinstance(member, dict) and "id" in member
+
+
+def _valid_id(request_id: Any) -> bool:
+    return request_id is None or (
+        isinstance(request_id, str | int) and not isinstance(request_id, bool)
+    )
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _load_trim()
+
+
+def _return_memory() -> None:
+    """Give freed heap pages back to the system once a burst of queued replies is gone.
+
+    The replies were large bytes objects from malloc; glibc keeps what they used in the
+    process's heap after they are freed unless asked to release it.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -27,13 +27,35 @@ The file's layout::
     [limits]
     max_frame_bytes = 1048576
     max_batch = 100
-    max_connections = 256
-    idle_timeout = "5m"
+    max_connections = 256                  # open connections, all users together
+    max_connections_per_user = 64          # for any one uid, subscribers included
+    admin_reserved_connections = 16        # of max_connections, only for admins
+    idle_timeout = "5m"                    # a connection with nothing to do closes
+    request_timeout = "10s"                # a request line must be complete by then
+    max_send_queue_bytes = 262144          # unsent to one client: stop reading it
+    max_send_queue_total_bytes = 16777216  # unsent to all clients together
 
     [access]
     admin_group = "coordd-admin"           # may mutate (besides root and the daemon's user)
     read_group = "coordd-read"             # may only read
     socket_mode = "0660"
+
+The limits keep the daemon serving whatever a client does. ``max_connections`` caps the
+connections open at once; it is lowered, with a warning in the log and from
+``--check-config``, to what the open-file limit leaves once descriptors are kept for the
+database, the writer and downloads (64, and 32 per heavy slot; the daemon raises its soft
+limit to the hard one at start-up). ``max_connections_per_user`` caps one uid, root
+included, so that one user or a runaway script cannot take every place; connections
+subscribed to events or holding a lock count too. ``admin_reserved_connections`` of the
+places (at most half of them) are kept for root, the daemon's user and the admin group.
+``idle_timeout`` closes a connection with no request in flight, no subscription and no
+lock; ``request_timeout`` (or ``idle_timeout``, if shorter) closes one whose request line
+is not complete that long after its first byte. A client that does not read its replies
+stops being read once ``max_send_queue_bytes`` wait for it (or once any wait, while all
+clients together have ``max_send_queue_total_bytes`` waiting), and is disconnected when one
+message to it takes longer than 10 seconds to write. The replies to one batch go out as
+one line: once they pass ``max_send_queue_bytes``, its remaining requests are not run and
+each gets an error saying so. A refused connection is told which limit refused it.
 
 A mistake in the file stops the daemon with a message naming the file, the table and the
 key, and what was expected: an unknown key (with the nearest valid one, since a misspelt
@@ -70,7 +92,8 @@ MINUTE = 60.0
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 WEEK = 7 * DAY
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 
 
 class ConfigError(Exception):
@@ -127,6 +150,16 @@ class Config:
     max_connections: int = 256
     #: A connection that sends nothing for this long is closed.
     idle_timeout_s: float = 300.0
+    #: The most connections one uid may have open, subscribers and lock holders included.
+    max_connections_per_user: int = 64
+    #: Of ``max_connections``, how many (at most half) only administrators may take.
+    admin_reserved_connections: int = 16
+    #: A request line must be complete this long after its first byte.
+    request_timeout_s: float = 10.0
+    #: Bytes waiting to be written to one client past which its requests are not read.
+    max_send_queue_bytes: int = 256 * KiB
+    #: Bytes waiting for all clients together past which clients with unread replies wait.
+    max_send_queue_total_bytes: int = 16 * MiB
     #: A canceled running task's time to stop on its own before it is stopped hard.
     cancel_grace_s: float = 10.0
     #: How long a task held by a client connection (``coordctl run``) survives that
@@ -434,7 +467,42 @@ _SPECS = (
     ),
     _Spec("limits", "max_batch", "max_batch", _int_kind(1, 10_000), "requests in one batch"),
     _Spec("limits", "max_connections", "max_connections", _int_kind(1, 65_536), "open connections"),
+    _Spec(
+        "limits",
+        "max_connections_per_user",
+        "max_connections_per_user",
+        _int_kind(1, 65_536),
+        "open connections of one uid",
+    ),
+    _Spec(
+        "limits",
+        "admin_reserved_connections",
+        "admin_reserved_connections",
+        _int_kind(0, 65_536),
+        "places only administrators may take",
+    ),
     _Spec("limits", "idle_timeout", "idle_timeout_s", _duration_kind(1), "idle connections close"),
+    _Spec(
+        "limits",
+        "request_timeout",
+        "request_timeout_s",
+        _duration_kind(0.1),
+        "time to send a whole request line",
+    ),
+    _Spec(
+        "limits",
+        "max_send_queue_bytes",
+        "max_send_queue_bytes",
+        _int_kind(4096, 1024 * MiB),
+        "unsent bytes for one client before its requests wait",
+    ),
+    _Spec(
+        "limits",
+        "max_send_queue_total_bytes",
+        "max_send_queue_total_bytes",
+        _int_kind(4096, 64 * 1024 * MiB),
+        "unsent bytes for all clients",
+    ),
     _Spec("access", "admin_group", "admin_group", _GROUP, "members may mutate"),
     _Spec("access", "read_group", "read_group", _GROUP, "members may read"),
     _Spec("access", "socket_mode", "socket_mode", _MODE, "socket file permissions"),

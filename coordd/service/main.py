@@ -1,8 +1,10 @@
 """``coordd``: the daemon's command line, start-up, signals and shutdown.
 
-Start-up order matters: take the instance lock (so a second daemon on the same state refuses
-to start, naming the first), open and migrate the database, recover tasks, then bind the
-socket (or take the one systemd passed) and only then tell systemd ``READY=1``.
+Start-up order matters: raise the open-file limit (connections get what it leaves after a
+reserve: :mod:`coordd.service.descriptors`), take the instance lock (so a second daemon on
+the same state refuses to start, naming the first), open and migrate the database, recover
+tasks, then bind the socket (a second daemon on a live socket refuses too, naming the pid
+that serves it) or take the one systemd passed, and only then tell systemd ``READY=1``.
 
 Signals: SIGTERM or SIGINT stop accepting work, give running tasks ``cancel_grace_s`` to
 finish, stop the rest (restartable ones resume at the next start) and exit 0; a second SIGINT
@@ -21,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,7 +39,7 @@ from coordd.engine.locks import Locks, lock_operation
 from coordd.engine.operations import Registry
 from coordd.engine.runtime import Runtime
 from coordd.repo.repositories import REPOSITORY, Repositories, resource
-from coordd.service import systemd
+from coordd.service import descriptors, systemd
 from coordd.service.config import Config, ConfigError, environment_overrides, load_config
 from coordd.service.log import set_level, setup_logging
 from coordd.store.database import Store
@@ -113,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.check_config:
         sys.stdout.write(config.to_toml())
+        budget = descriptors.connection_budget(
+            descriptors.reachable_open_file_limit(), config.heavy_slots
+        )
+        problem = budget.problem(config.max_connections)
+        if problem is not None:
+            print(f"coordd: warning: {problem}", file=sys.stderr)
         return EXIT_OK
     setup_logging(config.log_level)
     daemon = Daemon(config, config_file=args.config, overrides=overrides, system=system)
@@ -144,9 +153,11 @@ class Daemon:
         self._lock_file: TextIO | None = None
         self._stop = anyio.Event()
         self._signals = 0
+        self._open_files = 0  # the soft RLIMIT_NOFILE, once raised
 
     async def run(self) -> int:
         config = self.config
+        self._open_files = descriptors.raise_open_file_limit()
         try:
             config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
             self._take_instance_lock()
@@ -178,9 +189,8 @@ class Daemon:
         registry = Registry([*repos.operations(), lock_operation(locks)])
         runtime = Runtime(config, store, registry, existing=[resource(r) for r in repos.repos])
         api = Api(Services(runtime, repos, locks))
-        limits = Limits(
-            config.max_frame_bytes, config.max_batch, config.max_connections, config.idle_timeout_s
-        )
+        limits = Limits()
+        self._apply_limits(limits)
         policy = AccessPolicy(config.admin_group, config.read_group)
         server = Server(api, limits, policy)
         try:
@@ -272,9 +282,11 @@ class Daemon:
         path = self.config.socket_path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755 if self.system else 0o700)
         if path.exists() or path.is_symlink():
-            if _socket_alive(path):
+            alive, holder = _socket_holder(path)
+            if alive:
                 raise AlreadyRunning(
-                    f"another coordd is serving {path}; stop it first or use another --socket"
+                    f"another coordd is serving {path} ({holder}); "
+                    "stop it first or use another --socket"
                 )
             path.unlink()  # left behind by a daemon that died
         listener = await anyio.create_unix_listener(path)
@@ -317,14 +329,29 @@ class Daemon:
         self.config = config
         runtime.config = config
         runtime.set_slots(config.heavy_slots)
-        server.limits.max_frame_bytes = config.max_frame_bytes
-        server.limits.max_batch = config.max_batch
-        server.limits.max_connections = config.max_connections
-        server.limits.idle_timeout_s = config.idle_timeout_s
+        self._apply_limits(server.limits)
         policy.reset(config.admin_group, config.read_group)
         set_level(config.log_level)
         log.info("configuration reloaded")
         systemd.ready()
+
+    def _apply_limits(self, limits: Limits) -> None:
+        """Set the server's limits from the configuration; connections within what the
+        open-file limit leaves (:mod:`coordd.service.descriptors`)."""
+        config = self.config
+        budget = descriptors.connection_budget(self._open_files, config.heavy_slots)
+        problem = budget.problem(config.max_connections)
+        if problem is not None:
+            log.warning("%s", problem)
+        limits.max_frame_bytes = config.max_frame_bytes
+        limits.max_batch = config.max_batch
+        limits.max_connections = min(config.max_connections, budget.connections)
+        limits.max_connections_per_user = config.max_connections_per_user
+        limits.admin_reserved_connections = config.admin_reserved_connections
+        limits.idle_timeout_s = config.idle_timeout_s
+        limits.request_timeout_s = config.request_timeout_s
+        limits.max_send_queue_bytes = config.max_send_queue_bytes
+        limits.max_send_queue_total_bytes = config.max_send_queue_total_bytes
 
     async def _watchdog_loop(self, runtime: Runtime) -> None:
         interval = systemd.watchdog_interval()
@@ -350,16 +377,34 @@ def _status_line(runtime: Runtime) -> str:
     )
 
 
-def _socket_alive(path: Path) -> bool:
+def _socket_holder(path: Path) -> tuple[bool, str]:
+    """Whether a server answers on ``path``, and who: ``"pid N"`` from its credentials.
+
+    A connected Unix socket's peer credentials are those of the process that called
+    ``listen()``: the daemon itself, or systemd when it holds the socket for activation.
+    """
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
         probe.connect(str(path))
+        try:
+            creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid = struct.unpack("3i", creds)[0]
+        except OSError:
+            return True, "unknown pid"
     except OSError:
-        return False
+        return False, ""
     finally:
         probe.close()
-    return True
+    if pid <= 0:
+        return True, "unknown pid"
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        name = ""
+    if pid == 1 or name == "systemd":
+        return True, f"pid {pid}, systemd, which holds the socket for coordd.socket"
+    return True, f"pid {pid}"
 
 
 if __name__ == "__main__":
