@@ -359,7 +359,7 @@ class Api:
 
         task, decision = await self.s.runtime.submit("lock", args, caller.uid, before_start=attach)
         result = self._submitted(task, decision)
-        result["reattach_grace_s"] = self.s.runtime.config.reattach_grace_s
+        result["reattach_grace_s"] = self.s.runtime.settings.reattach_grace_s
         return result
 
     async def lock_attach(self, caller: Caller, task_id: Any) -> dict[str, Any]:
