@@ -50,8 +50,8 @@ import httpx
 
 from coordd.engine.progress import Progress
 from coordd.repo.yum.sync import ImporterOptions, sync
-from tests.daemon import DaemonProcess, wait_for
-from tests.feeds import Pkg, build_feed
+from tests.helpers.daemon import DaemonProcess, wait_for
+from tests.helpers.feeds import Pkg, build_feed
 
 PARALLEL = 8
 
@@ -122,7 +122,7 @@ def make_feed(root: Path, count: int, mean_size: int) -> Any:
 
 def start_server(root: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.feedserver", str(root)],
+        [sys.executable, "-m", "tests.helpers.feedserver", str(root)],
         cwd=Path(__file__).resolve().parents[1],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

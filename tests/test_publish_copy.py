@@ -25,8 +25,8 @@ from coordd.repo.content import (
 )
 from coordd.repo.publish import publish
 from coordd.repo.yum.sync import ImporterOptions
-from tests.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
-from tests.feedserver import FeedServer
+from tests.helpers.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
+from tests.helpers.feedserver import FeedServer
 
 PACKAGE_FIELDS = (
     *("name", "epoch", "version", "release", "arch", "pkgId", "checksum_type", "location_href"),

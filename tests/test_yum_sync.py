@@ -23,8 +23,8 @@ from coordd.engine import progress as st
 from coordd.engine.progress import Progress
 from coordd.repo.content import INDEX_NAME, ContentIndex
 from coordd.repo.yum.sync import ImporterOptions, Limits, compare_evr, rpmvercmp
-from tests.feeds import COMPRESSIONS, Pkg, build_feed, default_packages, sync
-from tests.feedserver import STALL, TRICKLE, FeedServer, make_self_signed
+from tests.helpers.feeds import COMPRESSIONS, Pkg, build_feed, default_packages, sync
+from tests.helpers.feedserver import STALL, TRICKLE, FeedServer, make_self_signed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,7 +287,7 @@ async def test_weak_checksums_need_the_option(tmp_path: Path) -> None:
     for pkg in feed.packages:
         pkg.checksum_type = "sha1"
         pkg.pkgId = hashlib.sha1((feed.root / pkg.location_href).read_bytes()).hexdigest()
-    from tests.feeds import package_docs
+    from tests.helpers.feeds import package_docs
 
     feed.write_metadata(docs=package_docs(feed.packages))
     with pytest.raises(OperationFailed, match="sha1 is weaker than sha256"):
