@@ -1,8 +1,9 @@
 """The task runtime: carries out the coordinator's decisions with anyio.
 
 The coordinator decides; the runtime keeps the ``Task`` records, persists every change through
-the store, starts operations in the daemon's task group, cancels them, publishes events, and
-recovers after a restart. Its rules:
+the store (the statements and queries on task rows are ``coordd.store.taskrows``), moves each
+task through its lifecycle (``Task.change_state``), starts operations in the daemon's task
+group, cancels them, publishes events, and recovers after a restart. Its rules:
 
 - A submission is answered only after the transaction storing it committed. A task that
   starts later is recorded ``running`` (durably) before its operation runs, so a crash never
