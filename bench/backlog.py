@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import with_children
-from tests.daemon import DaemonProcess
+from tests.helpers.daemon import DaemonProcess
 
 # Clients that hold or wait for these locks never come back during a benchmark; keep the
 # daemon from withdrawing their tasks while it is measured.

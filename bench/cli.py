@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.daemon import DaemonProcess  # noqa: E402 - after the path is set
+from tests.helpers.daemon import DaemonProcess  # noqa: E402 - after the path is set
 
 QUEUED = 1000
 

@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import cpu_seconds, run_load_process
-from tests.daemon import DaemonProcess
+from tests.helpers.daemon import DaemonProcess
 
 CLIENTS = 16
 

@@ -42,13 +42,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import anyio
-from tests.helpers.daemon import DaemonProcess, wait_for
-from tests.helpers.feeds import Pkg, build_feed
 
 from bench import nginx
 from coordd.engine.progress import Progress
 from coordd.repo.yum.options import ImporterOptions
 from coordd.repo.yum.sync import sync
+from tests.helpers.daemon import DaemonProcess, wait_for
+from tests.helpers.feeds import Pkg, build_feed
 
 PARALLEL = 8
 

@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import DaemonProcess
+# The helpers assert too (``create``, the harness): with pytest's messages, as in a test.
+pytest.register_assert_rewrite("tests.helpers")
+
+from tests.helpers.daemon import DaemonProcess  # noqa: E402 - after the rewrite is registered
 
 
 @pytest.fixture

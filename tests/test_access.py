@@ -38,7 +38,7 @@ import pytest
 
 from coordctl.client import Client, NotReachable
 from coordd.api.errors import CoorddError, PermissionDenied, ProtocolError
-from tests.daemon import DaemonProcess
+from tests.helpers.daemon import DaemonProcess
 
 with warnings.catch_warnings():
     # jsonrpcserver 5.0.9 reads its schema with importlib.resources.read_text (and open_text),

@@ -8,15 +8,12 @@ demo postpone behind it, as in Pulp v2's "sync running" scenario.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +23,9 @@ from coordctl import exitcodes, output
 from coordctl.bar import Rate, line
 from coordctl.commands import COMMANDS
 from coordctl.parser import build_parser
-from tests.daemon import DaemonProcess, coordctl, wait_for
-from tests.feeds import build_feed, default_packages
-from tests.feedserver import STALL, FeedServer
+from tests.helpers.daemon import DaemonProcess, coordctl, create, held, wait_for
+from tests.helpers.feeds import build_feed, default_packages
+from tests.helpers.feedserver import STALL, FeedServer
 
 ROOT = Path(__file__).resolve().parents[1]
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -60,38 +57,6 @@ def records(text: str) -> list[dict[str, str]]:
         if pairs and not chunk.startswith("+"):
             found.append(dict(pairs))
     return found
-
-
-@contextlib.contextmanager
-def held(daemon: DaemonProcess, repo_id: str = "demo", kind: str = "update") -> Iterator[str]:
-    """Hold ``repository repo_id`` with an external lock until the block ends."""
-    client = daemon.client(timeout=30)
-    answer = client.call(
-        "lock.acquire",
-        {
-            "resources": [{"type": "repository", "id": repo_id, "kind": kind}],
-            "command": ["long-update"],
-        },
-    )
-    task_id = answer["task"]["id"]
-    deadline = time.monotonic() + 20
-    while True:
-        note = client.next_notification(max(0.1, deadline - time.monotonic()))
-        if note and note["method"] == "lock.granted" and note["params"]["task_id"] == task_id:
-            break
-        assert time.monotonic() < deadline, "lock not granted"
-    try:
-        yield task_id
-    finally:
-        with contextlib.suppress(Exception):
-            client.call("lock.release", {"task_id": task_id, "exit_status": 0})
-        client.close()
-
-
-def create(daemon: DaemonProcess, repo_id: str = "demo", *extra: str) -> None:
-    result = coordctl(daemon, "repo", "create", "--repo-id", repo_id, *extra, "--wait")
-    assert result.returncode == 0, result.stderr
-    assert "Repository create finished." in result.stdout
 
 
 def task_id_of(text: str) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 from coordctl.client import Client
 from coordd.api.errors import CoorddError
-from tests.daemon import DaemonProcess, wait_for
+from tests.helpers.daemon import DaemonProcess, wait_for
 
 ROUNDS = 20
 PER_THREAD = 12  # submissions per thread per round, at most

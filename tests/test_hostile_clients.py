@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import DaemonProcess, wait_for
+from tests.helpers.daemon import DaemonProcess, wait_for
 
 UNAVAILABLE = -32004
 READ_GROUP = "nogroup"

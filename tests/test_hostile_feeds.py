@@ -17,8 +17,8 @@ from coordd.api.errors import OperationFailed
 from coordd.engine.progress import Progress
 from coordd.repo.content import INDEX_NAME, UnsafePath, check_href, resolve_in
 from coordd.repo.yum.options import ImporterOptions, Limits
-from tests.feeds import Feed, Pkg, Record, build_feed, compress, package_docs, sync
-from tests.feedserver import (
+from tests.helpers.feeds import Feed, Pkg, Record, build_feed, compress, package_docs, sync
+from tests.helpers.feedserver import (
     NOT_FOUND,
     RESET,
     SERVER_ERROR,

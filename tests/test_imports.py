@@ -175,14 +175,6 @@ def test_cycles_are_named():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-# Cycles on this branch that the engine's and the repository layer's branches remove; the
-# merge that brings both removes this mark (strict: it fails once the cycles are gone).
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordd.engine.operations -> coordd.engine.runtime -> coordd.engine.operations "
-    "(under TYPE_CHECKING) and coordd.repo.content -> coordd.repo.publish -> "
-    "coordd.repo.content, removed on other branches",
-)
 def test_no_import_cycles():
     found = cycles(graph())
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)

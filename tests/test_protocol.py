@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from coordd.repo.content import INDEX_NAME
-from tests.daemon import DaemonProcess
+from tests.helpers.daemon import DaemonProcess
 
 MAX_FRAME = 4096
 MAX_BATCH = 10

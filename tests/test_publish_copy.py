@@ -21,8 +21,8 @@ from coordd.repo.copy import copy_packages
 from coordd.repo.publish import publish
 from coordd.repo.repositories import remove_repository
 from coordd.repo.yum.options import ImporterOptions
-from tests.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
-from tests.feedserver import FeedServer
+from tests.helpers.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
+from tests.helpers.feedserver import FeedServer
 
 PACKAGE_FIELDS = (
     *("name", "epoch", "version", "release", "arch", "pkgId", "checksum_type", "location_href"),

@@ -30,9 +30,9 @@ import pytest
 
 from coordctl.client import Client, NotReachable
 from coordd.api.errors import ProtocolError, Unavailable
-from tests.daemon import DaemonProcess, wait_for
-from tests.feeds import Pkg, build_feed, default_packages
-from tests.feedserver import STALL, TRICKLE, FeedServer
+from tests.helpers.daemon import DaemonProcess, wait_for
+from tests.helpers.feeds import Pkg, build_feed, default_packages
+from tests.helpers.feedserver import STALL, TRICKLE, FeedServer
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 30.0  # a bound on waiting for something that should happen within a second or two

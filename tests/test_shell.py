@@ -18,8 +18,7 @@ import pytest
 
 from coordctl.completion import candidates, command_tree
 from coordctl.parser import build_parser
-from tests.daemon import DaemonProcess
-from tests.test_cli import create, held
+from tests.helpers.daemon import DaemonProcess, create, held
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "coordctl>"

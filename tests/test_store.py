@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from coordd.api.errors import Unavailable
-from coordd.store import writer
+from coordd.store import schema, writer
 from coordd.store.database import Store
 
 TASK = "INSERT INTO t (k, v) VALUES (?, ?)"
@@ -160,7 +160,7 @@ async def test_a_second_writer_waits_for_the_first(tmp_path: Path) -> None:
 def test_a_first_version_database_is_migrated_and_its_history_indexed(tmp_path: Path) -> None:
     path = tmp_path / "coordd.db"
     with contextlib.closing(sqlite3.connect(path)) as db:
-        db.executescript(writer.MIGRATIONS[0])
+        db.executescript(schema.MIGRATIONS[0])
         db.execute("PRAGMA user_version = 1")
         db.executemany(
             "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, uid,"
@@ -177,7 +177,7 @@ def test_a_first_version_database_is_migrated_and_its_history_indexed(tmp_path: 
         )
         db.commit()
     with contextlib.closing(writer.open_database(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (writer.SCHEMA_VERSION,)
+        assert db.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
         assert db.execute("SELECT type, id, seq FROM task_resources").fetchall() == [
             ("repository", "x", 1),
             ("repository", "x", 2),

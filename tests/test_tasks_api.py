@@ -24,7 +24,7 @@ import pytest
 
 from coordctl.client import Client
 from coordd.api.errors import Conflict, InvalidState, NotFound
-from tests.daemon import DaemonProcess, wait_for
+from tests.helpers.daemon import DaemonProcess, wait_for
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 DEMO = {"type": "repository", "id": "demo"}

@@ -20,8 +20,8 @@ from coordd.api.errors import InvalidRequest, OperationFailed
 from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS, NOT_STARTED, Progress
 from coordd.repo.content import INDEX_NAME, ContentIndex
 from coordd.repo.yum.options import ImporterOptions, Limits
-from tests.feeds import COMPRESSIONS, Pkg, build_feed, default_packages, sync
-from tests.feedserver import STALL, TRICKLE, FeedServer, make_self_signed
+from tests.helpers.feeds import COMPRESSIONS, Pkg, build_feed, default_packages, sync
+from tests.helpers.feedserver import STALL, TRICKLE, FeedServer, make_self_signed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -284,7 +284,7 @@ async def test_weak_checksums_need_the_option(tmp_path: Path) -> None:
     for pkg in feed.packages:
         pkg.checksum_type = "sha1"
         pkg.pkgId = hashlib.sha1((feed.root / pkg.location_href).read_bytes()).hexdigest()
-    from tests.feeds import package_docs
+    from tests.helpers.feeds import package_docs
 
     feed.write_metadata(docs=package_docs(feed.packages))
     with pytest.raises(OperationFailed, match="sha1 is weaker than sha256"):

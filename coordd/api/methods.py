@@ -365,7 +365,7 @@ class Api:
             "lock", args, caller.uid, before_start=attach
         )
         result = self._submitted(task, decision)
-        result["reattach_grace_s"] = self.services.runtime.config.reattach_grace_s
+        result["reattach_grace_s"] = self.services.runtime.settings.reattach_grace_s
         return result
 
     async def lock_attach(self, caller: Caller, task_id: Any) -> dict[str, Any]:

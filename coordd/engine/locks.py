@@ -23,23 +23,35 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
 from coordd.api.errors import CoorddError, InvalidRequest, OperationFailed
 from coordd.engine.coordinator import KINDS, Claim, Kind, Resource
 from coordd.engine.operations import Operation, TaskContext
-from coordd.engine.tasks import State
-
-if TYPE_CHECKING:
-    from coordd.engine.runtime import Runtime
+from coordd.engine.settings import EngineSettings
+from coordd.engine.tasks import State, Task
 
 log = logging.getLogger("coordd.locks")
 
 Notify = Callable[[str, dict[str, Any]], None]
 MAX_RESOURCES = 32
 MAX_NAME = 200
+
+
+class TaskTable(Protocol):
+    """What ``withdraw_unattached`` needs of the runtime."""
+
+    @property
+    def settings(self) -> EngineSettings: ...
+
+    @property
+    def tasks(self) -> Mapping[str, Task]:
+        """The incomplete tasks by id."""
+        ...
+
+    async def cancel(self, task_id: str) -> Task: ...
 
 
 @dataclass
@@ -95,12 +107,12 @@ class Locks:
             lock.gone = True
             lock.released.set()
 
-    async def withdraw_unattached(self, runtime: Runtime) -> None:
+    async def withdraw_unattached(self, runtime: TaskTable) -> None:
         """After a restart's grace, withdraw waiting lock requests nobody re-attached to.
 
         (Held locks are withdrawn by their own ``run``, which waits the same grace.)
         """
-        await anyio.sleep(runtime.config.reattach_grace_s)
+        await anyio.sleep(runtime.settings.reattach_grace_s)
         for task in list(runtime.tasks.values()):
             if task.held and task.state is State.WAITING and not self.is_attached(task.id):
                 log.info("task %s: no client re-attached; request withdrawn", task.id)
@@ -114,7 +126,7 @@ class Locks:
         """The ``lock`` operation: wait for a holder, grant, wait for the release."""
         task_id = ctx.task.id
         lock = self._lock(task_id)
-        grace = ctx.runtime.config.reattach_grace_s
+        grace = ctx.settings.reattach_grace_s
         try:
             if lock.holder is None:
                 with anyio.move_on_after(grace) as waited:

@@ -19,26 +19,24 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from coordd.engine.coordinator import Claim
 from coordd.engine.progress import Progress
+from coordd.engine.settings import EngineSettings
+from coordd.engine.tasks import Task
 from coordd.store.database import Statement
-
-if TYPE_CHECKING:
-    from coordd.engine.runtime import Runtime
-    from coordd.engine.tasks import Task
 
 
 @dataclass
 class TaskContext:
-    """What a running operation gets: its task, a progress report, a stop request."""
+    """What a running operation gets: its task, the engine's settings as the task started,
+    a progress report, a stop request, and where to put its change."""
 
     task: Task
-    runtime: Runtime
+    settings: EngineSettings
     _stop: anyio.Event | None = None
     resumed: bool = False  # re-run or re-attached after a restart
     final_writes: list[Statement] = field(default_factory=list)
@@ -69,10 +67,6 @@ class TaskContext:
     @property
     def progress(self) -> Progress:
         return self.task.progress
-
-    @property
-    def state_dir(self) -> Path:
-        return self.runtime.config.state_dir
 
 
 @dataclass(frozen=True)

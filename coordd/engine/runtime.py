@@ -1,8 +1,9 @@
 """The task runtime: carries out the coordinator's decisions with anyio.
 
 The coordinator decides; the runtime keeps the ``Task`` records, persists every change through
-the store, starts operations in the daemon's task group, cancels them, publishes events, and
-recovers after a restart. Its rules:
+the store (the statements and queries on task rows are ``coordd.store.taskrows``), moves each
+task through its lifecycle (``Task.change_state``), starts operations in the daemon's task
+group, cancels them, publishes events, and recovers after a restart. Its rules:
 
 - A submission is answered only after the transaction storing it committed. A task that
   starts later is recorded ``running`` (durably) before its operation runs, so a crash never
@@ -20,13 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -42,20 +41,10 @@ from coordd.engine.coordinator import (
     Verdict,
 )
 from coordd.engine.operations import Registry, TaskContext
-from coordd.engine.progress import Progress
-from coordd.engine.tasks import (
-    ENDED,
-    State,
-    Task,
-    blocker_to_json,
-    claims_from_json,
-    claims_to_json,
-    new_task_id,
-)
+from coordd.engine.settings import EngineSettings
+from coordd.engine.tasks import ENDED, State, Task, TaskEnd, blocker_to_json, new_task_id
+from coordd.store import taskrows
 from coordd.store.database import Statement, Store, dumps
-
-if TYPE_CHECKING:
-    from coordd.service.config import Config
 
 log = logging.getLogger("coordd.runtime")
 
@@ -71,19 +60,23 @@ class Runtime:
 
     def __init__(
         self,
-        config: Config,
+        settings: EngineSettings,
         store: Store,
         operations: Registry,
         existing: Iterable[Resource] = (),
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
+        """``clock``: the wall clock (seconds since the epoch) tasks are timed by."""
+        self.settings = settings
         self.store = store
         self.operations = operations
-        self.coordinator = Coordinator(config.heavy_slots, existing=existing)
+        self.coordinator = Coordinator(settings.heavy_slots, existing=existing)
+        self._clock = clock
         self.tasks: dict[str, Task] = {}
         self.recent: OrderedDict[str, Task] = OrderedDict()
         self.counts: dict[str, int] = {state.value: 0 for state in State}
-        self.started_at = time.time()
+        self.started_at = clock()
         self.stopping = False
         self.services: dict[str, Any] = {}
         self._seq = 0
@@ -101,18 +94,11 @@ class Runtime:
     async def start(self, tg: TaskGroup) -> None:
         """Load incomplete tasks, decide what each becomes, and start what may run."""
         self._tg = tg
-        rows = await self.store.fetch(
-            f"SELECT {', '.join(_QUEUE_COLUMNS)} FROM tasks"  # noqa: S608 - constant names
-            " WHERE state IN ('waiting', 'running') ORDER BY seq",
-            named=False,
-        )
-        for row in await self.store.fetch("SELECT state, count(*) AS n FROM tasks GROUP BY state"):
-            self.counts[row["state"]] = int(row["n"])
-        last = await self.store.fetch("SELECT max(seq) AS s FROM tasks")
-        self._seq = int(last[0]["s"] or 0)
+        queued = await taskrows.incomplete(self.store)
+        self.counts.update(await taskrows.count_by_state(self.store))
+        self._seq = await taskrows.last_seq(self.store)
         stored: list[StoredTask] = []
-        for row in rows:
-            task = _queued_task(row)
+        for task in queued:
             self.tasks[task.id] = task
             stored.append(
                 StoredTask(
@@ -123,7 +109,7 @@ class Runtime:
                     attempts=task.attempts,
                 )
             )
-        recovery = self.coordinator.recover(stored, self.config.max_attempts)
+        recovery = self.coordinator.recover(stored, self.settings.max_attempts)
         for task_id in recovery.interrupted:
             task = self.tasks[task_id]
             log.warning("task %s (%s) was interrupted by a restart", task_id, task.operation)
@@ -131,8 +117,7 @@ class Runtime:
                 task, State.ERROR, None, {"message": "interrupted", "detail": None}
             )
         for task_id in recovery.rerun:
-            self.tasks[task_id].state = State.WAITING
-            self._count(State.RUNNING, State.WAITING)
+            self._move(self.tasks[task_id], State.WAITING)
             log.info(
                 "task %s %s on %s: waiting, to run again after a restart",
                 task_id,
@@ -140,12 +125,7 @@ class Runtime:
                 _resources(self.tasks[task_id]),
             )
         if recovery.rerun:
-            await self.store.write(
-                *(
-                    ("UPDATE tasks SET state = 'waiting' WHERE id = ?", (task_id,))
-                    for task_id in recovery.rerun
-                )
-            )
+            await self.store.write(*(taskrows.mark_requeued(task_id) for task_id in recovery.rerun))
         for task_id in recovery.held:
             self._launch(self.tasks[task_id], resumed=True, stored_running=True)
         for task_id in recovery.start:
@@ -154,7 +134,7 @@ class Runtime:
         tg.start_soon(self._purge_loop)
         log.info(
             "recovered %d incomplete tasks (%d re-run, %d interrupted, %d held)",
-            len(rows),
+            len(queued),
             len(recovery.rerun),
             len(recovery.interrupted),
             len(recovery.held),
@@ -188,7 +168,7 @@ class Runtime:
                 {"conflicts": [blocker_to_json(b) for b in decision.blockers]},
             )
         self._seq = spec.seq
-        now = time.time()
+        now = self._clock()
         task = Task(
             id=spec.id,
             seq=spec.seq,
@@ -206,7 +186,9 @@ class Runtime:
         accepted = decision.verdict is Verdict.ACCEPTED
         if accepted:
             # Stored as running in the same row: no second write before it starts.
-            task.state, task.started, task.attempts = State.RUNNING, now, 1
+            # (Counted once it is committed, in ``started``.)
+            task.change_state(State.RUNNING)
+            task.started, task.attempts = now, 1
         self.tasks[task.id] = task
         if before_start is not None:
             before_start(task)
@@ -215,10 +197,10 @@ class Runtime:
             # It only changes the database: applied now, its change and its end are stored
             # with the task, in one row and one transaction.
             end, ctx = self._apply(task)
-            writes = [*_insert(task, end), *_change(end, ctx)]
+            writes = [*taskrows.insert(task, end), *_change(end, ctx)]
             applied = functools.partial(self._applied, task, end, ctx)
         else:
-            writes = _insert(task)
+            writes = taskrows.insert(task)
 
         # Decided. The row is queued, and the task started once it is committed, by the
         # writer's wake-up: neither can be stopped half-way by the caller going away.
@@ -286,24 +268,23 @@ class Runtime:
         if self.stopping and not stored_running:
             return  # stays waiting on disk; the next start picks it up
         if not stored_running:
-            self._count(task.state, State.RUNNING)
-        task.state = State.RUNNING
+            self._move(task, State.RUNNING)
         if self.operations[task.operation].apply is not None:
-            task.started = time.time()
+            task.started = self._clock()
             task.attempts += 1
             end, ctx = self._apply(task)
             # The database failed: the daemon is stopping, the task stays waiting on disk.
             with contextlib.suppress(Unavailable):
                 self.store.write_then(
                     *_change(end, ctx),
-                    _end_update(task, end),
+                    taskrows.mark_ended(task, end),
                     then=functools.partial(self._applied, task, end, ctx),
                 )
             return
         assert self._tg is not None
         self._tg.start_soon(self._run, task, resumed, stored_running)
 
-    def _apply(self, task: Task) -> tuple[_End, TaskContext]:
+    def _apply(self, task: Task) -> tuple[TaskEnd, TaskContext]:
         """Run an ``apply`` operation at once.
 
         The caller stores the end with the operation's change (``_change``) and calls
@@ -312,20 +293,20 @@ class Runtime:
         """
         op = self.operations[task.operation]
         assert op.apply is not None
-        ctx = TaskContext(task, self)
+        ctx = TaskContext(task, self.settings)
         try:
-            return _End(State.FINISHED, op.apply(ctx), None, time.time()), ctx
+            return TaskEnd(State.FINISHED, op.apply(ctx), None, self._clock()), ctx
         except Exception as exc:
-            return _End(State.ERROR, None, _failure(task, exc), time.time()), ctx
+            return TaskEnd(State.ERROR, None, _failure(task, exc), self._clock()), ctx
 
-    def _applied(self, task: Task, end: _End, ctx: TaskContext) -> None:
+    def _applied(self, task: Task, end: TaskEnd, ctx: TaskContext) -> None:
         self._emit_changed(task)  # running: subscribers see the whole lifecycle
         self._after_end(task, end, ctx)
         self._release(task, succeeded=end.state is State.FINISHED)
 
     async def _run(self, task: Task, resumed: bool, stored_running: bool) -> None:
         op = self.operations[task.operation]
-        ctx = TaskContext(task, self, resumed=resumed)
+        ctx = TaskContext(task, self.settings, resumed=resumed)
         scope = anyio.CancelScope()
         self._scopes[task.id] = scope
         self._contexts[task.id] = ctx
@@ -335,15 +316,9 @@ class Runtime:
         try:
             with scope:
                 if not stored_running:
-                    task.started = time.time()
+                    task.started = self._clock()
                     task.attempts += 1
-                    await self.store.write(
-                        (
-                            "UPDATE tasks SET state = 'running', started = ?, attempts = ?"
-                            " WHERE id = ?",
-                            (task.started, task.attempts, task.id),
-                        ),
-                    )
+                    await self.store.write(taskrows.mark_started(task))
                     log.info(
                         "task %s %s on %s: running (attempt %d)",
                         task.id,
@@ -405,17 +380,16 @@ class Runtime:
         error: dict[str, Any] | None,
         ctx: TaskContext | None = None,
     ) -> None:
-        end = _End(state, result, error, time.time())
-        await self.store.write(*_change(end, ctx), _end_update(task, end))
+        end = TaskEnd(state, result, error, self._clock())
+        await self.store.write(*_change(end, ctx), taskrows.mark_ended(task, end))
         self._after_end(task, end, ctx)
 
-    def _after_end(self, task: Task, end: _End, ctx: TaskContext | None) -> None:
+    def _after_end(self, task: Task, end: TaskEnd, ctx: TaskContext | None) -> None:
         """Once a task's end is committed, and not before: show it, and its change."""
         if ctx is not None and end.state is State.FINISHED:
             for then in ctx.after_commit:
                 then()
-        self._count(task.state, end.state)
-        task.state = end.state
+        self._move(task, end.state)
         task.result = end.result
         task.error = end.error
         task.finished = end.finished
@@ -435,9 +409,11 @@ class Runtime:
         if event is not None:
             event.set()
 
-    def _count(self, before: State, after: State) -> None:
+    def _move(self, task: Task, state: State) -> None:
+        """Change a counted task's state (through the lifecycle table), and the counts."""
+        before = task.change_state(state)
         self.counts[before] -= 1
-        self.counts[after] += 1
+        self.counts[state] += 1
 
     # -- cancel, wait, query -------------------------------------------------------------
 
@@ -466,9 +442,7 @@ class Runtime:
             return task
         if not task.cancel_requested:
             task.cancel_requested = True
-            self.store.write_later(
-                ("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task.id,))
-            )
+            self.store.write_later(taskrows.mark_cancel_requested(task.id))
             log.info("task %s: cancel requested", task.id)
             self._emit_changed(task)
             ctx = self._contexts.get(task_id)
@@ -476,7 +450,7 @@ class Runtime:
                 ctx.stop_requested.set()
             if self.operations[task.operation].cooperative:
                 assert self._tg is not None
-                self._tg.start_soon(self._cancel_after, task_id, self.config.cancel_grace_s)
+                self._tg.start_soon(self._cancel_after, task_id, self.settings.cancel_grace_s)
             else:
                 self._hard_cancel(task_id)
         return task
@@ -507,10 +481,10 @@ class Runtime:
         task = self.tasks.get(task_id) or self.recent.get(task_id)
         if task is not None:
             return task
-        rows = await self.store.fetch("SELECT * FROM tasks WHERE id = ?", (task_id,))
-        if not rows:
+        stored = await taskrows.get(self.store, task_id)
+        if stored is None:
             raise NotFound(f"no task {task_id}", {"task_id": task_id})
-        return _task_from_row(rows[0])
+        return stored
 
     def waiting_for(self, task: Task) -> Any:
         if task.state is State.WAITING and task.id in self.coordinator:
@@ -537,21 +511,12 @@ class Runtime:
         wanted = [s for s in states if s in {e.value for e in ENDED}]
         if not wanted:
             return []
-        params: tuple[Any, ...] = (*wanted, limit)
-        source, newest = "tasks", "tasks.seq"
-        if resource is not None:  # walk its index backwards: no scan of every task, no sort
-            source = "task_resources r JOIN tasks ON r.type = ? AND r.id = ? AND tasks.seq = r.seq"
-            newest = "r.seq"
-            params = (resource.type, resource.id, *params)
-        states_in = f"tasks.state IN ({','.join('?' * len(wanted))})"
-        # Only constants and placeholders are formatted into the SQL.
-        sql = f"SELECT tasks.* FROM {source} WHERE {states_in} ORDER BY {newest} DESC LIMIT ?"  # noqa: S608
-        return [_task_from_row(r) for r in await self.store.fetch(sql, params)]
+        return await taskrows.history(self.store, resource, wanted, limit)
 
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
-            "uptime_s": round(time.time() - self.started_at, 3),
+            "uptime_s": round(self._clock() - self.started_at, 3),
             "tasks": dict(self.counts),
             "slots": {"total": self.coordinator.slots, "in_use": self.coordinator.heavy_running},
             "commits": self.store.commits,
@@ -580,7 +545,7 @@ class Runtime:
 
     async def _progress_loop(self) -> None:
         """Publish progress events and persist reports at a bounded rate."""
-        interval = self.config.progress_persist_interval_s
+        interval = self.settings.progress_persist_interval_s
         while True:
             await anyio.sleep(PROGRESS_TICK)
             now = time.monotonic()
@@ -598,9 +563,7 @@ class Runtime:
                 saved_version, saved_at = self._progress_saved.get(task_id, (-1, 0.0))
                 if saved_version != version and now - saved_at >= interval:
                     self._progress_saved[task_id] = (version, now)
-                    self.store.write_later(
-                        ("UPDATE tasks SET progress = ? WHERE id = ?", (dumps(snapshot), task_id))
-                    )
+                    self.store.write_later(taskrows.save_progress(task_id, snapshot))
 
     async def _purge_loop(self) -> None:
         """Drop ended tasks older than the retention period."""
@@ -609,32 +572,21 @@ class Runtime:
 
     async def _purge_forever(self) -> None:
         while True:
-            retention = self.config.retention_s
-            cutoff = time.time() - retention
-            rows = await self.store.fetch(
-                "SELECT state, count(*) AS n FROM tasks WHERE finished IS NOT NULL"
-                " AND finished < ? GROUP BY state",
-                (cutoff,),
-            )
-            if rows:
-                await self.store.write(
-                    (
-                        "DELETE FROM task_resources WHERE seq IN (SELECT seq FROM tasks"
-                        " WHERE finished IS NOT NULL AND finished < ?)",
-                        (cutoff,),
-                    ),
-                    ("DELETE FROM tasks WHERE finished IS NOT NULL AND finished < ?", (cutoff,)),
-                )
-                for row in rows:
-                    self.counts[row["state"]] -= int(row["n"])
-                for task_id in [
-                    t for t, task in self.recent.items() if (task.finished or 0) < cutoff
-                ]:
-                    del self.recent[task_id]
-                log.info(
-                    "purged %d ended tasks older than %.0f s", sum(r["n"] for r in rows), retention
-                )
-            await anyio.sleep(min(max(retention / 10, 1.0), 3600.0))
+            await self.purge()
+            await anyio.sleep(min(max(self.settings.retention_s / 10, 1.0), 3600.0))
+
+    async def purge(self) -> int:
+        """Drop ended tasks older than the retention period, once; how many went."""
+        retention = self.settings.retention_s
+        cutoff = self._clock() - retention
+        purged = await taskrows.purge(self.store, cutoff)
+        if purged:
+            for state, count in purged.items():
+                self.counts[state] -= count
+            for task_id in [t for t, task in self.recent.items() if (task.finished or 0) < cutoff]:
+                del self.recent[task_id]
+            log.info("purged %d ended tasks older than %.0f s", sum(purged.values()), retention)
+        return sum(purged.values())
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -663,16 +615,6 @@ def _resources(task: Task) -> str:
     return ", ".join(f"{c.resource.type}/{c.resource.id}:{c.kind}" for c in task.claims)
 
 
-@dataclass(frozen=True, slots=True)
-class _End:
-    """How a task ended; applied to the task once it is committed."""
-
-    state: State
-    result: Any
-    error: dict[str, Any] | None
-    finished: float
-
-
 def _failure(task: Task, exc: Exception) -> dict[str, Any]:
     """The error an operation's exception ends its task with."""
     if isinstance(exc, CoorddError):
@@ -681,126 +623,6 @@ def _failure(task: Task, exc: Exception) -> dict[str, Any]:
     return {"message": f"internal error: {type(exc).__name__}: {exc}", "detail": None}
 
 
-def _insert(task: Task, end: _End | None = None) -> list[Statement]:
-    """The statements storing a new task, with its ``end`` if it already has one, and the
-    resources it claims (``task_resources``, for the history of one resource)."""
-    row = (
-        "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held, uid,"
-        " state, submitted, started, attempts, finished, result, error)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            task.seq,
-            task.id,
-            task.operation,
-            task.args_json,
-            dumps(claims_to_json(task.claims)),
-            int(task.heavy),
-            int(task.restartable),
-            int(task.held),
-            task.uid,
-            (end.state if end is not None else task.state).value,
-            task.submitted,
-            task.started,
-            task.attempts,
-            *((end.finished, dumps(end.result), dumps(end.error)) if end else (None,) * 3),
-        ),
-    )
-    return [
-        row,
-        *(
-            (
-                "INSERT INTO task_resources (type, id, seq) VALUES (?, ?, ?)",
-                (claim.resource.type, claim.resource.id, task.seq),
-            )
-            for claim in task.claims
-        ),
-    ]
-
-
-def _end_update(task: Task, end: _End) -> Statement:
-    """The statement recording a task's end (and its start, for one applied at once)."""
-    return (
-        "UPDATE tasks SET state = ?, started = ?, attempts = ?, finished = ?, result = ?,"
-        " error = ?, progress = ?, cancel_requested = ? WHERE id = ?",
-        (
-            end.state.value,
-            task.started,
-            task.attempts,
-            end.finished,
-            dumps(end.result),
-            dumps(end.error),
-            dumps(task.progress_snapshot()),
-            int(task.cancel_requested),
-            task.id,
-        ),
-    )
-
-
-def _change(end: _End, ctx: TaskContext | None) -> list[Statement]:
+def _change(end: TaskEnd, ctx: TaskContext | None) -> list[Statement]:
     """The operation's own change (``TaskContext.commit_at_end``), kept only if it finished."""
     return ctx.final_writes if ctx is not None and end.state is State.FINISHED else []
-
-
-_QUEUE_COLUMNS = (
-    "id",
-    "seq",
-    "operation",
-    "args",
-    "claims",
-    "heavy",
-    "restartable",
-    "held",
-    "uid",
-    "state",
-    "submitted",
-    "started",
-    "attempts",
-    "cancel_requested",
-)
-_STATES = {state.value: state for state in State}
-
-
-def _queued_task(row: tuple[Any, ...]) -> Task:
-    """A waiting or running task from a tuple of ``_QUEUE_COLUMNS`` (the start-up path)."""
-    (tid, seq, operation, args, claims, heavy, restartable, held, uid, state, submitted,
-     started, attempts, cancel_requested) = row  # fmt: skip
-    return Task(
-        id=tid,
-        seq=seq,
-        operation=operation,
-        args_json=args,
-        claims=claims_from_json(claims),
-        heavy=bool(heavy),
-        restartable=bool(restartable),
-        held=bool(held),
-        uid=uid,
-        state=_STATES[state],
-        submitted=submitted,
-        started=started,
-        attempts=attempts,
-        cancel_requested=bool(cancel_requested),
-    )
-
-
-def _task_from_row(row: Any) -> Task:
-    progress = json.loads(row["progress"]) if row["progress"] else {}
-    return Task(
-        id=row["id"],
-        seq=row["seq"],
-        operation=row["operation"],
-        args_json=row["args"],
-        claims=claims_from_json(row["claims"]),
-        heavy=bool(row["heavy"]),
-        restartable=bool(row["restartable"]),
-        held=bool(row["held"]),
-        uid=row["uid"],
-        state=State(row["state"]),
-        submitted=row["submitted"],
-        started=row["started"],
-        finished=row["finished"],
-        result=json.loads(row["result"]) if row["result"] else None,
-        error=json.loads(row["error"]) if row["error"] else None,
-        progress_report=Progress(progress if isinstance(progress, dict) else {}),
-        attempts=row["attempts"],
-        cancel_requested=bool(row["cancel_requested"]),
-    )

@@ -30,6 +30,45 @@ class State(enum.StrEnum):
 
 ENDED = frozenset(State(value) for value in names.ENDED)
 
+# The lifecycle (DESIGN §4), as the only moves a task's state may make:
+#
+#     waiting ──> running ──> finished | error | canceled
+#        │           │
+#        │           └──> waiting    recovery only: a running restartable task found
+#        │                           after a restart goes back to its place in line
+#        └──> canceled               withdrawn before it started
+#
+# A task is created ``waiting`` (or loaded from the store in the state it was stored in);
+# from then on its state changes only through ``change_state``, which refuses any move not
+# listed here. An ended state has no way out.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.WAITING: frozenset({State.RUNNING, State.CANCELED}),
+    State.RUNNING: frozenset({State.FINISHED, State.ERROR, State.CANCELED, State.WAITING}),
+    State.FINISHED: frozenset(),
+    State.ERROR: frozenset(),
+    State.CANCELED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A task was asked to make a move the lifecycle does not allow: a bug in coordd."""
+
+    def __init__(self, task_id: str, before: State, after: State) -> None:
+        super().__init__(f"task {task_id}: no move from {before.value} to {after.value}")
+        self.task_id = task_id
+        self.before = before
+        self.after = after
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnd:
+    """How a task ended; applied to the task once it is committed."""
+
+    state: State
+    result: Any
+    error: dict[str, Any] | None
+    finished: float
+
 
 def new_task_id() -> str:
     """A random (version 4) UUID as 32 hex digits: ``uuid.uuid4().hex`` without the object."""
@@ -80,7 +119,10 @@ def blocker_to_json(blocker: Blocker) -> dict[str, Any]:
 
 @dataclass(slots=True, eq=False)
 class Task:
-    """One request, from submission to its end (docs/design.md §4 lists the fields)."""
+    """One request, from submission to its end (docs/design.md §4 lists the fields).
+
+    ``state`` changes only through ``change_state``, which checks ``TRANSITIONS``.
+    """
 
     id: str
     seq: int
@@ -121,6 +163,15 @@ class Task:
     @property
     def spec(self) -> TaskSpec:
         return TaskSpec(self.id, self.seq, self.claims, self.heavy)
+
+    def change_state(self, new: State) -> State:
+        """Move to ``new`` if ``TRANSITIONS`` allows it, else raise ``IllegalTransition``;
+        returns the state it left."""
+        old = self.state
+        if new not in TRANSITIONS[old]:
+            raise IllegalTransition(self.id, old, new)
+        self.state = new
+        return old
 
     def touches(self, resource: Resource) -> bool:
         return any(c.resource == resource for c in self.claims)

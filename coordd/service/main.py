@@ -33,13 +33,12 @@ from anyio.abc import SocketListener
 
 from coordd import __version__
 from coordd.api.errors import Unavailable
-from coordd.api.methods import Api, Services
+from coordd.api.methods import Api
 from coordd.api.server import AccessPolicy, Limits, Server
-from coordd.engine.locks import Locks, lock_operation
-from coordd.engine.operations import Registry
 from coordd.engine.runtime import Runtime
-from coordd.repo.repositories import REPOSITORY, Repositories, resource
+from coordd.repo.repositories import REPOSITORY
 from coordd.service import descriptors, systemd
+from coordd.service.assemble import build_services, engine_settings
 from coordd.service.config import Config, ConfigError, environment_overrides, load_config
 from coordd.service.log import set_level, setup_logging
 from coordd.store.database import Store
@@ -183,12 +182,9 @@ class Daemon:
 
     async def _serve(self, store: Store) -> int:
         config = self.config
-        repos = Repositories(store, config.state_dir)
-        await repos.load()
-        locks = Locks()
-        registry = Registry([*repos.operations(), lock_operation(locks)])
-        runtime = Runtime(config, store, registry, existing=[resource(r) for r in repos.repos])
-        api = Api(Services(runtime, repos, locks))
+        services = await build_services(config, store)
+        runtime, locks = services.runtime, services.locks
+        api = Api(services)
         limits = Limits()
         self._apply_limits(limits)
         policy = AccessPolicy(config.admin_group, config.read_group)
@@ -327,7 +323,7 @@ class Daemon:
             return
         config = self.config.replace_reloadable(fresh)
         self.config = config
-        runtime.config = config
+        runtime.settings = engine_settings(config)
         runtime.set_slots(config.heavy_slots)
         self._apply_limits(server.limits)
         policy.reset(config.admin_group, config.read_group)

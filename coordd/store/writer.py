@@ -19,7 +19,8 @@ commit: none of that was acknowledged. One writer per database: it holds an excl
 on ``<database>-writer.lock`` for its life, so that a daemon restarted after a crash waits
 for the previous writer's last commit.
 
-Only the standard library here: the process starts in a few tens of milliseconds.
+Only the standard library here (and ``coordd.store.schema``, which is the same): the process
+starts in a few tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -38,57 +39,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from coordd.store import schema
+
 Statement = tuple[str, Sequence[Any]]
 
-# Forward migrations, one per schema version; ``user_version`` counts those applied.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE tasks (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        operation TEXT NOT NULL,
-        args TEXT NOT NULL,
-        claims TEXT NOT NULL,
-        heavy INTEGER NOT NULL,
-        restartable INTEGER NOT NULL,
-        held INTEGER NOT NULL DEFAULT 0,
-        uid INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        submitted REAL NOT NULL,
-        started REAL,
-        finished REAL,
-        result TEXT,
-        error TEXT,
-        progress TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        cancel_requested INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX tasks_incomplete ON tasks(seq) WHERE state IN ('waiting', 'running');
-    CREATE INDEX tasks_finished ON tasks(finished) WHERE finished IS NOT NULL;
-    CREATE TABLE repositories (
-        id TEXT PRIMARY KEY,
-        config TEXT NOT NULL,
-        created REAL NOT NULL,
-        updated REAL NOT NULL,
-        last_sync TEXT,
-        last_publish TEXT
-    );
-    """,
-    # Which tasks touched a resource: one resource's history without a scan of all tasks.
-    """
-    CREATE TABLE task_resources (
-        type TEXT NOT NULL,
-        id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        PRIMARY KEY (type, id, seq)
-    ) WITHOUT ROWID;
-    INSERT OR IGNORE INTO task_resources (type, id, seq)
-        SELECT json_extract(claim.value, '$.type'), json_extract(claim.value, '$.id'), tasks.seq
-        FROM tasks, json_each(tasks.claims) AS claim;
-    """,
-)
-
-SCHEMA_VERSION = len(MIGRATIONS)
 MAX_BATCH = 2000  # jobs in one transaction
 MAX_PARAMS = 32766  # SQLite's default bound on parameters in one statement
 LOCK_WAIT_S = 30.0
@@ -110,29 +64,11 @@ def open_database(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
-        _migrate(db)
+        schema.migrate(db)
     except BaseException:
         db.close()
         raise
     return db
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(
-            f"schema version {version} is newer than this coordd ({SCHEMA_VERSION}); upgrade coordd"
-        )
-    for number in range(version, SCHEMA_VERSION):
-        db.execute("BEGIN IMMEDIATE")
-        for sql in _split(MIGRATIONS[number]):
-            db.execute(sql)
-        db.execute(f"PRAGMA user_version = {number + 1}")
-        db.execute("COMMIT")
-
-
-def _split(script: str) -> list[str]:
-    return [part.strip() for part in script.split(";") if part.strip()]
 
 
 def grouped(jobs: Sequence[Sequence[Statement]]) -> list[tuple[str, list[Sequence[Any]]]]:

@@ -170,3 +170,38 @@ def coordctl(
         env={**daemon.env, "COLUMNS": "100"},
         check=False,
     )
+
+
+# -- driving it -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def held(daemon: DaemonProcess, repo_id: str = "demo", kind: str = "update") -> Iterator[str]:
+    """Hold ``repository repo_id`` with an external lock until the block ends."""
+    client = daemon.client(timeout=30)
+    answer = client.call(
+        "lock.acquire",
+        {
+            "resources": [{"type": "repository", "id": repo_id, "kind": kind}],
+            "command": ["long-update"],
+        },
+    )
+    task_id = answer["task"]["id"]
+    deadline = time.monotonic() + 20
+    while True:
+        note = client.next_notification(max(0.1, deadline - time.monotonic()))
+        if note and note["method"] == "lock.granted" and note["params"]["task_id"] == task_id:
+            break
+        assert time.monotonic() < deadline, "lock not granted"
+    try:
+        yield task_id
+    finally:
+        with contextlib.suppress(Exception):
+            client.call("lock.release", {"task_id": task_id, "exit_status": 0})
+        client.close()
+
+
+def create(daemon: DaemonProcess, repo_id: str = "demo", *extra: str) -> None:
+    result = coordctl(daemon, "repo", "create", "--repo-id", repo_id, *extra, "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "Repository create finished." in result.stdout
