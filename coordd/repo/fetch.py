@@ -22,6 +22,7 @@ messages raised here.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import logging
@@ -270,17 +271,16 @@ class HttpFetcher(Fetcher):
         context: ssl.SSLContext | bool = False
         if transport.tls_verify or transport.client_cert is not None:
             context = _ssl_context(transport)
-        self.auth: aiohttp.BasicAuth | None = None
+        self.auth: dict[str, str] | None = None
         if transport.username is not None:
-            self.auth = aiohttp.BasicAuth(transport.username, transport.password or "")
+            self.auth = {"Authorization": _basic(transport.username, transport.password)}
         self.proxy: str | None = None
-        self.proxy_auth: aiohttp.BasicAuth | None = None
+        self.proxy_headers: dict[str, str] | None = None
         if transport.proxy is not None:
             parts = urlsplit(transport.proxy)
             if parts.username is not None:
-                self.proxy_auth = aiohttp.BasicAuth(
-                    unquote(parts.username), unquote(parts.password or "")
-                )
+                credentials = _basic(unquote(parts.username), unquote(parts.password or ""))
+                self.proxy_headers = {"Proxy-Authorization": credentials}
             self.proxy = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         connector = aiohttp.TCPConnector(
             limit=transport.connections,
@@ -326,14 +326,13 @@ class HttpFetcher(Fetcher):
     async def _open(self, url: str, what: str) -> aiohttp.ClientResponse:
         origin = _origin(url)
         for _ in range(self.transport.max_redirects + 1):
-            auth = self.auth if _origin(url) == origin else None
             try:
                 response = await self.session.get(
                     url,
                     allow_redirects=False,
-                    auth=auth,
+                    headers=self.auth if _origin(url) == origin else None,
                     proxy=self.proxy,
-                    proxy_auth=self.proxy_auth,
+                    proxy_headers=self.proxy_headers,
                 )
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 raise DownloadError(
@@ -395,6 +394,11 @@ class HttpFetcher(Fetcher):
                     f"(minimum {min_rate:.0f} B/s after {grace:g} s)"
                 )
         return sink.received
+
+
+def _basic(username: str, password: str | None) -> str:
+    """An ``Authorization`` value for basic credentials (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode("ascii")
 
 
 def _reason(exc: BaseException) -> str:

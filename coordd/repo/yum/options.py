@@ -115,6 +115,8 @@ class ImporterOptions:
                 raise InvalidRequest(f"{key} must not be empty", {"key": key})
         if self.client_key is not None and self.client_cert is None:
             raise InvalidRequest("client_key needs client_cert", {"key": "client_key"})
+        if self.username is not None and ":" in self.username:
+            raise InvalidRequest("username must not contain a colon", {"key": "username"})
         if self.password is not None and self.username is None:
             raise InvalidRequest("password needs username", {"key": "password"})
 
