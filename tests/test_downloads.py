@@ -361,3 +361,21 @@ def test_secrets_never_shown(tmp_path: Path) -> None:
                 assert SECRET in stored.stdout
         finally:
             daemon.cleanup()
+
+
+@pytest.mark.anyio
+async def test_credentials_go_only_to_the_host_of_the_mirror_list(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    feed = build_feed(root / "good")
+    repomd = (feed.root / "repodata/repomd.xml").read_bytes()
+    with (
+        FeedServer(root, auth=("reader", "secret")) as lists,
+        FeedServer(root, auth=("reader", "secret")) as elsewhere,
+    ):
+        mirrors = [elsewhere.url + "good/", lists.url + "good/"]
+        (root / "metalink").write_bytes(metalink(repomd, mirrors))
+        summary, report = await run(
+            tmp_path / "repo", metalink=lists.url + "metalink", username="reader", password="secret"
+        )
+        assert summary["mirror"] == mirrors[1]
+        assert "HTTP 401" in report["mirrors_skipped"][0]["error"]

@@ -75,6 +75,7 @@ class Transport:
     client_key: str | None = None
     username: str | None = None
     password: str | None = None
+    auth_url: str | None = None  # basic credentials go only to this URL's scheme and host
     connect_timeout: float = 30.0
     stall_timeout: float = 60.0  # no byte at all for this long
     min_rate: float = 1024.0  # bytes/s, averaged from the start of a body…
@@ -262,8 +263,9 @@ class HttpFetcher(Fetcher):
     One ``ClientSession`` per sync, its connector holding up to ``connections`` keep-alive
     connections (as pulpcore does: ``ThreadedResolver``, no ``force_close``, which exhausted
     ports on large syncs). Bodies are read as they arrive, in pieces of up to 1 MiB, and never
-    decompressed: a ``Content-Encoding`` is refused. Basic credentials go only to the origin
-    of the URL asked for, never along a redirect to another host.
+    decompressed: a ``Content-Encoding`` is refused. Basic credentials go only to the scheme
+    and host of ``transport.auth_url`` (the feed, or the list of mirrors): never along a
+    redirect to another host, nor to the mirrors of another host a metalink names.
     """
 
     def __init__(self, transport: Transport) -> None:
@@ -272,7 +274,8 @@ class HttpFetcher(Fetcher):
         if transport.tls_verify or transport.client_cert is not None:
             context = _ssl_context(transport)
         self.auth: dict[str, str] | None = None
-        if transport.username is not None:
+        self.auth_origin = _origin(transport.auth_url) if transport.auth_url else None
+        if transport.username is not None and self.auth_origin is not None:
             self.auth = {"Authorization": _basic(transport.username, transport.password)}
         self.proxy: str | None = None
         self.proxy_headers: dict[str, str] | None = None
@@ -324,13 +327,12 @@ class HttpFetcher(Fetcher):
             response.release()
 
     async def _open(self, url: str, what: str) -> aiohttp.ClientResponse:
-        origin = _origin(url)
         for _ in range(self.transport.max_redirects + 1):
             try:
                 response = await self.session.get(
                     url,
                     allow_redirects=False,
-                    headers=self.auth if _origin(url) == origin else None,
+                    headers=self.auth if _origin(url) == self.auth_origin else None,
                     proxy=self.proxy,
                     proxy_headers=self.proxy_headers,
                 )

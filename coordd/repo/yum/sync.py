@@ -611,6 +611,7 @@ def _transport(options: ImporterOptions, limits: Limits) -> Transport:
         client_key=options.client_key,
         username=options.username,
         password=options.password,
+        auth_url=options.source,
         connect_timeout=limits.connect_timeout,
         stall_timeout=limits.stall_timeout,
         min_rate=limits.min_rate,
