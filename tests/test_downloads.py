@@ -14,6 +14,7 @@ import pytest
 
 from coordd.api.errors import InvalidRequest, OperationFailed
 from coordd.engine.progress import Progress
+from coordd.repo.repositories import Repositories, Repository
 from coordd.repo.yum.options import ImporterOptions, Limits, redact
 from tests.daemon import DaemonProcess, wait_for
 from tests.feeds import Pkg, build_feed, sync
@@ -379,3 +380,15 @@ async def test_credentials_go_only_to_the_host_of_the_mirror_list(tmp_path: Path
         )
         assert summary["mirror"] == mirrors[1]
         assert "HTTP 401" in report["mirrors_skipped"][0]["error"]
+
+
+def test_configuration_stored_before_credentials_moved_out_is_shown_without_them(
+    tmp_path: Path,
+) -> None:
+    url = f"https://u:{SECRET}@cdn.example.org/repo/"
+    repo = Repository("old", {"importer": {"feed": url}}, 0.0, 0.0, last_sync={"feed": url})
+    shown = Repositories(None, tmp_path).describe(repo)  # type: ignore[arg-type]
+    assert SECRET not in json.dumps(shown)
+    assert (
+        shown["last_sync"]["feed"] == shown["importer"]["feed"] == "https://cdn.example.org/repo/"
+    )

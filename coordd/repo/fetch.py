@@ -141,20 +141,22 @@ class Fetcher:
         on_bytes: Callable[[int], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
         own_connection: bool = False,
+        retries: int | None = None,
     ) -> int:
         """Write the body at ``url`` into the new file ``dest``; verify size and checksum.
 
         ``size`` (when known) is also the cap, else ``cap``; ``checksum`` is
         ``(hashlib name, hex digest)``. ``own_connection`` asks for a connection no other
         transfer uses meanwhile (parallel content downloads). A failure another attempt may
-        cure (``DownloadError.retryable``) is retried up to ``transport.retries`` times after
-        a growing, jittered delay; ``on_retry`` hears of each retry, and ``on_bytes`` is
-        given back (negative) what the failed attempt reported. Returns the bytes received;
-        raises ``DownloadError``.
+        cure (``DownloadError.retryable``) is retried up to ``retries`` (by default
+        ``transport.retries``) times after a growing, jittered delay; ``on_retry`` hears of
+        each retry, and ``on_bytes`` is given back (negative) what the failed attempt
+        reported. Returns the bytes received; raises ``DownloadError``.
         """
         limit = size if size is not None else cap
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         attempt = 0
+        retries = self.transport.retries if retries is None else retries
         while True:
             hasher = hashlib.new(checksum[0]) if checksum else None
             fd = os.open(dest, flags, 0o644)
@@ -164,7 +166,7 @@ class Fetcher:
                     received = await self._transfer(url, sink, size, what, own_connection)
                     break
                 except DownloadError as exc:
-                    if not exc.retryable or attempt >= self.transport.retries:
+                    if not exc.retryable or attempt >= retries:
                         raise
                     error = exc
             # Start again from nothing: take back the bytes reported, wait, truncate.

@@ -27,7 +27,7 @@ from coordd.engine.tasks import iso
 from coordd.repo.content import content_summary, remove_content
 from coordd.repo.copy import copy_packages
 from coordd.repo.publish import publish, unpublish
-from coordd.repo.yum.options import SOURCES, ImporterOptions, redact
+from coordd.repo.yum.options import SOURCES, ImporterOptions, redact, without_userinfo
 from coordd.repo.yum.sync import sync
 from coordd.store.database import Store, dumps
 
@@ -106,6 +106,14 @@ def shown_task(task: dict[str, Any]) -> dict[str, Any]:
     return {**task, "args": {**args, "config": shown_config}}
 
 
+def _without_userinfo(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A summary whose ``feed`` has no credentials (those synced before they were moved
+    out of feed URLs may have them)."""
+    if summary is None or not isinstance(summary.get("feed"), str):
+        return summary
+    return {**summary, "feed": without_userinfo(summary["feed"])}
+
+
 class Repositories:
     """The repository table in memory, mirrored to the store."""
 
@@ -146,11 +154,11 @@ class Repositories:
             "importer": redact(repo.config.get("importer", {})),
             "created": iso(repo.created),
             "updated": iso(repo.updated),
-            "last_sync": repo.last_sync,
+            "last_sync": _without_userinfo(repo.last_sync),
             "last_publish": repo.last_publish,
         }
         if details:
-            out["content"] = content_summary(self.repo_dir(repo.id))
+            out["content"] = _without_userinfo(content_summary(self.repo_dir(repo.id)))
             published = self.publish_dir(repo.id)
             out["published_path"] = str(published) if published.exists() else None
         return out

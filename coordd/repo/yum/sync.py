@@ -254,7 +254,10 @@ class _Sync:
         refused: list[str] = []
         for mirror in mirrors.urls:
             try:
-                repomd = await self._fetch_small(mirror + "repodata/repomd.xml", "repomd.xml")
+                # No retries: the next mirror is the better second attempt (as dnf does).
+                repomd = await self._fetch_small(
+                    mirror + "repodata/repomd.xml", "repomd.xml", retries=0
+                )
                 assert repomd is not None
                 mirrors.check_repomd(repomd, mirror)
             except (DownloadError, MetadataError) as exc:
@@ -560,7 +563,13 @@ class _Sync:
         return url
 
     async def _fetch_small(
-        self, url: str, what: str, *, optional: bool = False, cap: int | None = None
+        self,
+        url: str,
+        what: str,
+        *,
+        optional: bool = False,
+        cap: int | None = None,
+        retries: int | None = None,
     ) -> bytes | None:
         dest = self.workspace.tmp_file()
         try:
@@ -572,6 +581,7 @@ class _Sync:
                 checksum=None,
                 cap=cap or self.limits.max_small_file,
                 on_retry=self._retried,
+                retries=retries,
             )
             return dest.read_bytes()
         except DownloadError as exc:
