@@ -347,7 +347,9 @@ def test_secrets_never_shown(tmp_path: Path) -> None:
             events = []
             while (event := watcher.next_notification(0.5)) is not None:
                 events.append(event)
-            assert any(e["params"]["task"]["operation"] == "repo.update" for e in events)
+            assert any(
+                e["params"].get("task", {}).get("operation") == "repo.update" for e in events
+            )
             assert SECRET not in json.dumps(events)
             watcher.close()
             wait_for(lambda: " DEBUG coordd.fetch" in daemon.log_text(), "debug lines")
