@@ -159,7 +159,9 @@ class Fetcher:
         retries = self.transport.retries if retries is None else retries
         while True:
             hasher = hashlib.new(checksum[0]) if checksum else None
-            fd = os.open(dest, flags, 0o644)
+            # In a worker thread: creating a file can take a millisecond or more (measured
+            # on ext4 under load), which would hold the event loop once per download.
+            fd = await anyio.to_thread.run_sync(os.open, dest, flags, 0o644)
             with os.fdopen(fd, "wb") as out:
                 sink = Sink(out, hasher, limit, on_bytes)
                 try:
