@@ -95,6 +95,20 @@ def resource_filter(text: str) -> dict[str, str]:
 IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--feed", "feed", str, "URL", "the URL of the yum repository to sync from"),
     (
+        "--metalink",
+        "metalink",
+        str,
+        "URL",
+        "instead of --feed: a metalink naming the feed's mirrors (as Fedora and EPEL publish)",
+    ),
+    (
+        "--mirrorlist",
+        "mirrorlist",
+        str,
+        "URL",
+        "instead of --feed: a list of the feed's mirrors, one base URL a line",
+    ),
+    (
         "--only-newest",
         "only_newest",
         boolean,
@@ -129,7 +143,29 @@ IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = 
         "FILE",
         "a PEM file of CA certificates to verify the feed's certificate with",
     ),
-    ("--proxy", "proxy", str, "URL", "an HTTP proxy to fetch the feed through"),
+    (
+        "--client-cert",
+        "client_cert",
+        str,
+        "FILE",
+        "a PEM client certificate to present to the feed (entitlement CDNs)",
+    ),
+    ("--client-key", "client_key", str, "FILE", "the PEM key of --client-cert; never shown"),
+    ("--username", "username", str, "NAME", "the user name for the feed's basic authentication"),
+    (
+        "--password",
+        "password",
+        str,
+        "PASSWORD",
+        "the password for the feed's basic authentication; never shown",
+    ),
+    (
+        "--proxy",
+        "proxy",
+        str,
+        "URL",
+        "an HTTP proxy to fetch the feed through (credentials as userinfo; never shown)",
+    ),
     (
         "--allow-weak-checksums",
         "allow_weak_checksums",

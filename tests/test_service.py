@@ -481,12 +481,12 @@ def test_sighup_reloads_the_configuration(tmp_path, feed_server, connect):
         daemon.signal(signal.SIGHUP)
         wait_for(lambda: daemon.call("server.status")["slots"]["total"] == 2, "the new slot count")
         # The slot that opened starts the sync that waited for one; it runs with the new
-        # log level, so the HTTP client's debug lines appear.
+        # log level, so the fetcher's debug lines (one per request) appear.
         assert daemon.call("task.wait", task_id=quick_id)["state"] == "finished"
         text = wait_log(daemon, "configuration reloaded")
         assert "configuration: heavy_slots is now 2 (was 1)" in text
         assert "configuration: log_level is now 'debug' (was 'info')" in text
-        assert re.search(r" DEBUG (httpcore|httpx)", text.split("configuration reloaded")[1])
+        assert re.search(r" DEBUG coordd\.fetch: GET ", text.split("configuration reloaded")[1])
         # The running and waiting tasks are untouched.
         after = daemon.call("task.get", task_id=slow_id)
         assert after["state"] == "running"

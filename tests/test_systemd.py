@@ -319,17 +319,17 @@ LOGGING_CHILD = """
     log.debug("hidden debug")
     log.info("started")
     log.warning("careful")
-    logging.getLogger("httpx").info("hidden third-party info")
+    logging.getLogger("aiohttp.client").info("hidden third-party info")
     try:
         1 / 0
     except ZeroDivisionError:
         log.exception("failed\\nbadly")
     set_level("debug")
     log.debug("shown debug")
-    logging.getLogger("httpx").debug("shown third-party debug")
+    logging.getLogger("aiohttp.client").debug("shown third-party debug")
     set_level("error")
     log.warning("hidden warning")
-    logging.getLogger("httpx").warning("hidden third-party warning")
+    logging.getLogger("aiohttp.client").warning("hidden third-party warning")
     log.critical("down")
 """
 
@@ -369,7 +369,7 @@ def test_journal_lines_carry_priorities_and_no_timestamps(tmp_path):
     assert traceback[1] == "<3>Traceback (most recent call last):"
     assert traceback[-1] == "<3>ZeroDivisionError: division by zero"
     assert all(line.startswith("<3>") for line in traceback)
-    assert lines[-2:] == ["<7>httpx: shown third-party debug", "<2>coordd.test: down"]
+    assert lines[-2:] == ["<7>aiohttp.client: shown third-party debug", "<2>coordd.test: down"]
     assert not any("hidden" in line for line in lines)
 
 

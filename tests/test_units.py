@@ -196,7 +196,7 @@ MDWE_CHILD = """
     except PermissionError:
         pass
     # Loaded only now, so their shared libraries are mapped under the restriction.
-    import sqlite3, ssl, hashlib, lxml.etree, zstandard, createrepo_c, anyio, httpx
+    import sqlite3, ssl, hashlib, lxml.etree, zstandard, createrepo_c, anyio, aiohttp
     import aiosqlite, jsonrpcserver
     import coordd.service.config, coordd.service.log, coordd.service.systemd
     db = sqlite3.connect(":memory:")

@@ -39,7 +39,13 @@ from coordd.engine.coordinator import Decision, Resource, Verdict
 from coordd.engine.locks import Holder, Locks, parse_resources
 from coordd.engine.runtime import Runtime
 from coordd.engine.tasks import ENDED, State, Task, blocker_to_json
-from coordd.repo.repositories import REPOSITORY, Repositories, validate_config, validate_id
+from coordd.repo.repositories import (
+    REPOSITORY,
+    Repositories,
+    shown_task,
+    validate_config,
+    validate_id,
+)
 
 log = logging.getLogger("coordd.rpc")
 
@@ -67,6 +73,8 @@ class Caller:
         """A runtime event: pass it on if this caller subscribed to that task (or to all)."""
         task_id = params["task"]["id"] if "task" in params else params.get("id")
         if "*" in self.subscriptions or task_id in self.subscriptions:
+            if "task" in params:
+                params = {**params, "task": shown_task(params["task"])}
             self.notify(method, params)
 
 
@@ -203,11 +211,11 @@ class Api:
             self.services.repos.get(
                 where.id
             )  # an unknown repository is an error, not an empty list
-        return {"tasks": [runtime.describe(t) for t in tasks[:count]]}
+        return {"tasks": [self._describe(t) for t in tasks[:count]]}
 
     async def task_get(self, caller: Caller, task_id: Any) -> dict[str, Any]:
         task = await self.services.runtime.get(params.required_text(task_id, "task_id", max_len=64))
-        return self.services.runtime.describe(task)
+        return self._describe(task)
 
     async def task_wait(
         self,
@@ -218,13 +226,13 @@ class Api:
         tid = params.required_text(task_id, "task_id", max_len=64)
         limit = params.number(timeout, "timeout", 0, MAX_WAIT_S)
         task = await self.services.runtime.wait(tid, limit)
-        return self.services.runtime.describe(task)
+        return self._describe(task)
 
     async def task_cancel(self, caller: Caller, task_id: Any) -> dict[str, Any]:
         task = await self.services.runtime.cancel(
             params.required_text(task_id, "task_id", max_len=64)
         )
-        return self.services.runtime.describe(task)
+        return self._describe(task)
 
     async def events_subscribe(self, caller: Caller, task_ids: Any = None) -> dict[str, Any]:
         if task_ids is None:
@@ -249,7 +257,7 @@ class Api:
         repo = self.services.repos.get(validate_id(repo_id))
         out = self.services.repos.describe(repo, details=True)
         out["tasks"] = [
-            self.services.runtime.describe(t)
+            self._describe(t)
             for t in self.services.runtime.incomplete(Resource(REPOSITORY, repo.id))
         ]
         return out
@@ -324,7 +332,7 @@ class Api:
         return {
             "verdict": decision.verdict.value,
             "waiting_for": [blocker_to_json(b) for b in decision.blockers],
-            "task": self.services.runtime.describe(task),
+            "task": self._describe(task),
         }
 
     # -- external locks ------------------------------------------------------------------
@@ -383,7 +391,7 @@ class Api:
             raise InvalidState(f"task {tid} is already attached to another client")
         self.services.locks.attach(tid, self._holder(caller))
         caller.held.add(tid)
-        return self.services.runtime.describe(task)
+        return self._describe(task)
 
     async def lock_release(
         self, caller: Caller, task_id: Any, exit_status: Any = None
@@ -402,8 +410,11 @@ class Api:
             self.services.locks.release(tid, status)
         if task is not None:
             task = await self.services.runtime.wait(tid, 10.0)
-            return self.services.runtime.describe(task)
-        return self.services.runtime.describe(await self.services.runtime.get(tid))
+            return self._describe(task)
+        return self._describe(await self.services.runtime.get(tid))
+
+    def _describe(self, task: Task) -> dict[str, Any]:
+        return shown_task(self.services.runtime.describe(task))
 
     def _holder(self, caller: Caller) -> Holder:
         if caller.holder is None:

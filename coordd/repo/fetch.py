@@ -1,48 +1,66 @@
 """Fetch a URL into a new file, verifying size and checksum while the bytes stream.
 
 ``Fetcher`` is the base: it opens the destination, caps the body, hashes it and reports
-progress as chunks arrive, then checks the size and digest. A subclass per URL scheme
-only moves bytes; ``FETCHERS`` maps each scheme to its class and ``fetcher_for`` picks one
-(as pulpcore's ``download/factory.py`` does). The HTTP library is used only inside
+progress as chunks arrive, then checks the size and digest; it retries a transfer that
+failed in a way another attempt may cure (a connection error, a 5xx), a bounded number of
+times with a growing, jittered delay. A subclass per URL scheme only moves bytes;
+``FETCHERS`` maps each scheme to its class and ``fetcher_for`` picks one (as pulpcore's
+``download/factory.py`` does). The HTTP library (aiohttp) is used only inside
 ``HttpFetcher``.
 
 Transport defences (HTTP): each body must keep a minimum average rate after a grace
-period (a body trickling one byte at a time never trips a read timeout), bodies larger
-than declared are cut off at once, redirects from https to http (or to another scheme) are
-refused, and a ``Content-Encoding`` nobody asked for is refused. Redirects to other hosts
-are followed: mirrors and CDNs use them, and what arrives is still checked.
+period (a body trickling one byte at a time never trips a read timeout), a body with no
+byte for ``stall_timeout`` fails, bodies larger than declared are cut off at once, redirects
+are followed here (never by the library), a bounded number of times, and those from https
+to http (or to another scheme) are refused; a ``Content-Encoding`` nobody asked for is
+refused. Redirects to other hosts are followed: mirrors and CDNs use them, and what arrives
+is still checked; basic credentials are not sent along to them.
+
+Secrets (the password, the proxy's userinfo, the client key's path) never appear in the
+messages raised here.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import logging
 import os
+import random
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
+import aiohttp
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import httpx
 
 from coordd.api.errors import OperationFailed
 
 _READ_CHUNK = 1 << 20
 
+log = logging.getLogger("coordd.fetch")
+
 
 class DownloadError(Exception):
-    """One transfer failed; ``status`` is the HTTP status when there was one."""
+    """One transfer failed; ``status`` is the HTTP status when there was one.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    ``retryable`` marks the failures another attempt may cure: the connection failed or
+    broke, or the server answered 5xx. A 4xx, a body too slow, too large or not matching its
+    checksum is not retried.
+    """
+
+    def __init__(self, message: str, status: int | None = None, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -52,12 +70,19 @@ class Transport:
     connections: int = 8  # for transfers that do not ask for a connection of their own
     tls_verify: bool = True
     ca_file: str | None = None
-    proxy: str | None = None
+    proxy: str | None = None  # may carry the proxy's credentials as userinfo
+    client_cert: str | None = None
+    client_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    auth_url: str | None = None  # basic credentials go only to this URL's scheme and host
     connect_timeout: float = 30.0
     stall_timeout: float = 60.0  # no byte at all for this long
     min_rate: float = 1024.0  # bytes/s, averaged from the start of a body…
     grace: float = 30.0  # …checked once this many seconds have passed
     max_redirects: int = 5
+    retries: int = 3  # after a connection error or a 5xx; never after a 4xx or a bad body
+    retry_delay: float = 0.5  # seconds before the first retry, doubled for each next one
 
 
 def hash_file(path: Path, algo: str) -> tuple[int, str]:
@@ -114,21 +139,47 @@ class Fetcher:
         checksum: tuple[str, str] | None,
         cap: int,
         on_bytes: Callable[[int], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
         own_connection: bool = False,
+        retries: int | None = None,
     ) -> int:
         """Write the body at ``url`` into the new file ``dest``; verify size and checksum.
 
         ``size`` (when known) is also the cap, else ``cap``; ``checksum`` is
         ``(hashlib name, hex digest)``. ``own_connection`` asks for a connection no other
-        transfer uses meanwhile (parallel content downloads). Returns the bytes received;
-        raises ``DownloadError``.
+        transfer uses meanwhile (parallel content downloads). A failure another attempt may
+        cure (``DownloadError.retryable``) is retried up to ``retries`` (by default
+        ``transport.retries``) times after a growing, jittered delay; ``on_retry`` hears of
+        each retry, and ``on_bytes`` is given back (negative) what the failed attempt
+        reported. Returns the bytes received; raises ``DownloadError``.
         """
-        hasher = hashlib.new(checksum[0]) if checksum else None
         limit = size if size is not None else cap
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            sink = Sink(out, hasher, limit, on_bytes)
-            received = await self._transfer(url, sink, size, what, own_connection)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        attempt = 0
+        retries = self.transport.retries if retries is None else retries
+        while True:
+            hasher = hashlib.new(checksum[0]) if checksum else None
+            # In a worker thread: creating a file can take a millisecond or more (measured
+            # on ext4 under load), which would hold the event loop once per download.
+            fd = await anyio.to_thread.run_sync(os.open, dest, flags, 0o644)
+            with os.fdopen(fd, "wb") as out:
+                sink = Sink(out, hasher, limit, on_bytes)
+                try:
+                    received = await self._transfer(url, sink, size, what, own_connection)
+                    break
+                except DownloadError as exc:
+                    if not exc.retryable or attempt >= retries:
+                        raise
+                    error = exc
+            # Start again from nothing: take back the bytes reported, wait, truncate.
+            if on_bytes is not None and sink.received:
+                on_bytes(-min(sink.received, limit))
+            delay = self.transport.retry_delay * 2**attempt
+            attempt += 1
+            if on_retry is not None:
+                on_retry(str(error))
+            await anyio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not secrets
+            flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC
         if size is not None and received != size:
             raise DownloadError(f"{what}: got {received} bytes, metadata says {size}")
         if hasher is not None and checksum is not None:
@@ -157,142 +208,210 @@ def _check_redirect(source: str, target: str) -> None:
         raise DownloadError(f"refusing redirect from https to http: {source} -> {target}")
 
 
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.rpartition("@")[2].lower()
+
+
 @functools.lru_cache(maxsize=8)
-def _cached_ssl_context(ca_file: str | None, _stamp: int) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_file)
+def _cached_ssl_context(
+    verify: bool,
+    ca_file: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    _stamps: tuple[int, ...],
+) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise OperationFailed(f"cannot load ca_file {ca_file}: {exc}", {"key": "ca_file"}) from exc
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if client_cert is not None:
+        try:
+            context.load_cert_chain(client_cert, client_key)
+        except (OSError, ssl.SSLError) as exc:
+            # Not the exception's text: it names the key's path, which may be a secret.
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror
+            raise OperationFailed(
+                f"cannot load client_cert {client_cert} with its client_key: {reason}",
+                {"key": "client_cert"},
+            ) from None
+    return context
 
 
-def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying TLS context, built once per CA file version (loading CAs costs ~20 ms)."""
-    stamp = os.stat(ca_file).st_mtime_ns if ca_file else 0
-    return _cached_ssl_context(ca_file, stamp)
+def _stamp(path: str | None) -> int:
+    try:
+        return os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        return -1  # loading it fails, with a message that says why
+
+
+def _ssl_context(transport: Transport) -> ssl.SSLContext:
+    """The TLS context of ``transport``, built once per version of its files (loading CAs
+    costs ~20 ms). Raises ``OperationFailed`` naming the option that is wrong."""
+    ca_file = transport.ca_file if transport.tls_verify else None
+    stamps = tuple(_stamp(f) for f in (ca_file, transport.client_cert, transport.client_key))
+    return _cached_ssl_context(
+        transport.tls_verify, ca_file, transport.client_cert, transport.client_key, stamps
+    )
+
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
 
 class HttpFetcher(Fetcher):
-    """http:// and https:// with httpx; redirects followed here, one hop at a time.
+    """http:// and https:// with aiohttp; redirects followed here, one hop at a time.
 
-    Transfers with ``own_connection`` borrow one of several clients of one connection
-    each, rather than sharing a pool of that many connections: httpcore re-examines every
-    pooled connection (a poll and a getpeername each) whenever it hands one out, which cost
-    a fifth of the CPU of a sync of small packages.
+    One ``ClientSession`` per sync, its connector holding up to ``connections`` keep-alive
+    connections (as pulpcore does: ``ThreadedResolver``, no ``force_close``, which exhausted
+    ports on large syncs). Bodies are read as they arrive, in pieces of up to 1 MiB, and never
+    decompressed: a ``Content-Encoding`` is refused. Basic credentials go only to the scheme
+    and host of ``transport.auth_url`` (the feed, or the list of mirrors): never along a
+    redirect to another host, nor to the mirrors of another host a metalink names.
     """
 
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)
-        self.verify: ssl.SSLContext | bool = False
-        self._idle: list[httpx.AsyncClient] = []
-        self._all: list[httpx.AsyncClient] = []
-        if transport.tls_verify:
-            try:
-                self.verify = _ssl_context(transport.ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise OperationFailed(
-                    f"cannot load ca_file {transport.ca_file}: {exc}", {"key": "ca_file"}
-                ) from exc
-        self.client = self._new_client(transport.connections)
-
-    def _new_client(self, connections: int) -> httpx.AsyncClient:
-        transport = self.transport
-        client = httpx.AsyncClient(
-            verify=self.verify,
-            proxy=transport.proxy,
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            timeout=httpx.Timeout(
-                connect=transport.connect_timeout,
-                read=transport.stall_timeout,
-                write=transport.stall_timeout,
-                pool=None,
-            ),
-            headers={"Accept-Encoding": "identity", "User-Agent": "coordd"},
+        context: ssl.SSLContext | bool = False
+        if transport.tls_verify or transport.client_cert is not None:
+            context = _ssl_context(transport)
+        self.auth: dict[str, str] | None = None
+        self.auth_origin = _origin(transport.auth_url) if transport.auth_url else None
+        if transport.username is not None and self.auth_origin is not None:
+            self.auth = {"Authorization": _basic(transport.username, transport.password)}
+        self.proxy: str | None = None
+        self.proxy_headers: dict[str, str] | None = None
+        if transport.proxy is not None:
+            parts = urlsplit(transport.proxy)
+            if parts.username is not None:
+                credentials = _basic(unquote(parts.username), unquote(parts.password or ""))
+                self.proxy_headers = {"Proxy-Authorization": credentials}
+            self.proxy = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        connector = aiohttp.TCPConnector(
+            limit=transport.connections,
+            limit_per_host=0,
+            ssl=context,
+            resolver=aiohttp.ThreadedResolver(),
         )
-        self._all.append(client)
-        return client
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=None,
+                sock_connect=transport.connect_timeout,
+                sock_read=transport.stall_timeout,
+            ),
+            auto_decompress=False,
+            trust_env=False,
+            headers={"Accept-Encoding": "identity", "User-Agent": "coordd"},
+            read_bufsize=_READ_CHUNK,
+        )
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            for client in self._all:
-                await client.aclose()
+            await self.session.close()
 
     async def _transfer(
         self, url: str, sink: Sink, size: int | None, what: str, own_connection: bool
     ) -> int:
-        if not own_connection:
-            return await self._download(self.client, url, sink, size, what)
-        client = self._idle.pop() if self._idle else self._new_client(1)
+        response = await self._open(url, what)
         try:
-            return await self._download(client, url, sink, size, what)
+            return await self._read(response, url, sink, size, what)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise DownloadError(
+                f"{what}: stalled: no data for {self.transport.stall_timeout:g} s from {url}"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise DownloadError(
+                f"{what}: transfer from {url} failed: {_reason(exc)}", retryable=True
+            ) from exc
         finally:
-            self._idle.append(client)
+            response.release()
 
-    async def _open(self, client: httpx.AsyncClient, url: str, what: str) -> httpx.Response:
+    async def _open(self, url: str, what: str) -> aiohttp.ClientResponse:
         for _ in range(self.transport.max_redirects + 1):
             try:
-                response = await client.send(client.build_request("GET", url), stream=True)
-            except httpx.TimeoutException as exc:
-                raise DownloadError(f"{what}: timed out fetching {url} ({exc!r})") from exc
-            except httpx.HTTPError as exc:
-                raise DownloadError(f"{what}: cannot fetch {url}: {exc!r}") from exc
-            if response.is_redirect:
-                location = response.headers.get("location")
-                await response.aclose()
+                response = await self.session.get(
+                    url,
+                    allow_redirects=False,
+                    headers=self.auth if _origin(url) == self.auth_origin else None,
+                    proxy=self.proxy,
+                    proxy_headers=self.proxy_headers,
+                )
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                raise DownloadError(
+                    f"{what}: timed out fetching {url} ({_reason(exc)})", retryable=True
+                ) from exc
+            except aiohttp.ClientError as exc:
+                raise DownloadError(
+                    f"{what}: cannot fetch {url}: {_reason(exc)}", retryable=True
+                ) from exc
+            status = response.status
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("GET %s: %d %s", url, status, response.reason)
+            if status in _REDIRECTS:
+                location = response.headers.get("Location")
+                response.release()
                 if not location:
                     raise DownloadError(f"{what}: redirect without Location from {url}")
                 target = urljoin(url, location)
                 _check_redirect(url, target)
                 url = target
                 continue
-            if response.status_code != 200:
-                status = response.status_code
-                await response.aclose()
+            if status != 200:
+                reason = response.reason or ""
+                response.release()
                 raise DownloadError(
-                    f"{what}: HTTP {status} {response.reason_phrase} from {url}", status
+                    f"{what}: HTTP {status} {reason} from {url}", status, retryable=status >= 500
                 )
             return response
         raise DownloadError(
             f"{what}: more than {self.transport.max_redirects} redirects from {url}"
         )
 
-    async def _download(
-        self, client: httpx.AsyncClient, url: str, sink: Sink, size: int | None, what: str
+    async def _read(
+        self, response: aiohttp.ClientResponse, url: str, sink: Sink, size: int | None, what: str
     ) -> int:
-        response = await self._open(client, url, what)
         limit = sink.limit
-        try:
-            encoding = response.headers.get("content-encoding", "identity").lower()
-            if encoding not in ("identity", ""):
-                raise DownloadError(f"{what}: server applied Content-Encoding {encoding} at {url}")
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit():
-                if size is not None and int(declared) != size:
-                    raise DownloadError(
-                        f"{what}: server announces {declared} bytes, metadata says {size}"
-                    )
-                if int(declared) > limit:
-                    raise DownloadError(f"{what}: server announces {declared} bytes, over {limit}")
-            min_rate, grace = self.transport.min_rate, self.transport.grace
-            start = time.monotonic()
-            write = sink.write
-            async for chunk in response.aiter_raw():
-                if not write(chunk):
-                    raise DownloadError(f"{what}: body exceeds {limit} bytes at {url}")
-                elapsed = time.monotonic() - start
-                if elapsed > grace and sink.received < min_rate * (elapsed - grace):
-                    raise DownloadError(
-                        f"{what}: too slow: {sink.received} bytes in {elapsed:.1f} s from {url} "
-                        f"(minimum {min_rate:.0f} B/s after {grace:g} s)"
-                    )
-            return sink.received
-        except httpx.TimeoutException as exc:
-            raise DownloadError(
-                f"{what}: stalled: no data for {self.transport.stall_timeout:g} s from {url}"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"{what}: transfer from {url} failed: {exc!r}") from exc
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+        headers = response.headers
+        encoding = headers.get("Content-Encoding", "identity").lower()
+        if encoding not in ("identity", ""):
+            raise DownloadError(f"{what}: server applied Content-Encoding {encoding} at {url}")
+        declared = headers.get("Content-Length")
+        if declared is not None and declared.isdigit():
+            if size is not None and int(declared) != size:
+                raise DownloadError(
+                    f"{what}: server announces {declared} bytes, metadata says {size}"
+                )
+            if int(declared) > limit:
+                raise DownloadError(f"{what}: server announces {declared} bytes, over {limit}")
+        min_rate, grace = self.transport.min_rate, self.transport.grace
+        start = time.monotonic()
+        write = sink.write
+        async for chunk in response.content.iter_chunked(_READ_CHUNK):
+            if not write(chunk):
+                raise DownloadError(f"{what}: body exceeds {limit} bytes at {url}")
+            elapsed = time.monotonic() - start
+            if elapsed > grace and sink.received < min_rate * (elapsed - grace):
+                raise DownloadError(
+                    f"{what}: too slow: {sink.received} bytes in {elapsed:.1f} s from {url} "
+                    f"(minimum {min_rate:.0f} B/s after {grace:g} s)"
+                )
+        return sink.received
+
+
+def _basic(username: str, password: str | None) -> str:
+    """An ``Authorization`` value for basic credentials (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode("ascii")
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a short reason: its class and message, never its arguments' reprs
+    (a connection key names the proxy's credentials)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class FileFetcher(Fetcher):

@@ -27,7 +27,7 @@ from coordd.engine.tasks import iso
 from coordd.repo.content import content_summary, remove_content
 from coordd.repo.copy import copy_packages
 from coordd.repo.publish import publish, unpublish
-from coordd.repo.yum.options import ImporterOptions
+from coordd.repo.yum.options import SOURCES, ImporterOptions, redact, without_userinfo
 from coordd.repo.yum.sync import sync
 from coordd.store.database import Store, dumps
 
@@ -93,6 +93,27 @@ def validate_config(args: Mapping[str, Any], *, partial: bool) -> dict[str, Any]
     return config
 
 
+def shown_task(task: dict[str, Any]) -> dict[str, Any]:
+    """A task as an answer or event shows it: the importer options in its arguments (a
+    create or update carries them) without their secrets. The stored task keeps them."""
+    args = task.get("args")
+    if not isinstance(args, dict):
+        return task
+    config = args.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("importer"), dict):
+        return task
+    shown_config = {**config, "importer": redact(config["importer"])}
+    return {**task, "args": {**args, "config": shown_config}}
+
+
+def _without_userinfo(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A summary whose ``feed`` has no credentials (those synced before they were moved
+    out of feed URLs may have them)."""
+    if summary is None or not isinstance(summary.get("feed"), str):
+        return summary
+    return {**summary, "feed": without_userinfo(summary["feed"])}
+
+
 class Repositories:
     """The repository table in memory, mirrored to the store."""
 
@@ -130,14 +151,14 @@ class Repositories:
             "display_name": repo.config.get("display_name"),
             "description": repo.config.get("description"),
             "notes": repo.config.get("notes"),
-            "importer": repo.config.get("importer", {}),
+            "importer": redact(repo.config.get("importer", {})),
             "created": iso(repo.created),
             "updated": iso(repo.updated),
-            "last_sync": repo.last_sync,
+            "last_sync": _without_userinfo(repo.last_sync),
             "last_publish": repo.last_publish,
         }
         if details:
-            out["content"] = content_summary(self.repo_dir(repo.id))
+            out["content"] = _without_userinfo(content_summary(self.repo_dir(repo.id)))
             published = self.publish_dir(repo.id)
             out["published_path"] = str(published) if published.exists() else None
         return out
@@ -185,6 +206,12 @@ class Repositories:
                 config[key] = changes[key]
         if "importer" in changes:
             merged = {**config.get("importer", {}), **changes["importer"]}
+            if any(changes["importer"].get(key) is not None for key in SOURCES):
+                # A new source replaces the old one, whichever of the three it was.
+                for key in SOURCES:
+                    merged.setdefault(key, None)
+                    if changes["importer"].get(key) is None:
+                        merged[key] = None
             try:
                 config["importer"] = ImporterOptions.from_json(merged).to_json()
             except InvalidRequest as exc:
@@ -207,9 +234,10 @@ class Repositories:
     async def sync(self, ctx: TaskContext) -> dict[str, Any]:
         repo = self._existing(ctx.args["repo_id"])
         options = ImporterOptions.from_json(repo.config.get("importer", {}))
-        if not options.feed:
+        if not options.source:
             raise OperationFailed(
                 f"repository {repo.id} has no feed; set one with repo update --feed URL"
+                " (or --metalink URL, --mirrorlist URL)"
             )
         summary = await sync(self.repo_dir(repo.id), options, ctx.progress)
         last = {"finished": iso(time.time()), "task_id": ctx.task.id, **summary}

@@ -13,9 +13,10 @@ journald splits a record at each newline and gives unprefixed lines the default 
 so a traceback would lose its error priority after the first line: in journal form every
 line of a record carries the prefix.
 
-``coordd``'s own loggers log at the configured level. Other libraries (httpx logs every
-request at info; a sync makes thousands) are heard from at warning and above, and at
-everything when the level is ``debug``. SIGHUP may change the level: :func:`set_level`.
+``coordd``'s own loggers log at the configured level. Other libraries (aiohttp,
+aiosqlite: chatty ones can log every request, and a sync makes thousands) are heard from at
+warning and above, and at everything when the level is ``debug``. SIGHUP may change the
+level: :func:`set_level`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ not simulated in the client.
 
 from __future__ import annotations
 
+import base64
 import collections
 import http.client
 import http.server
@@ -52,7 +53,15 @@ class Body:
     data: bytes
 
 
-Behaviour = str | Redirect | Body
+@dataclass
+class Failing:
+    """Answer the next ``times`` requests with ``behaviour`` (500 by default), then serve."""
+
+    times: int
+    behaviour: str = SERVER_ERROR
+
+
+Behaviour = str | Redirect | Body | Failing
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,36 @@ class TLSFiles:
 
     cert: Path
     key: Path
+
+
+@dataclass(frozen=True)
+class ClientCA:
+    """A test CA, and a client certificate it signed (``client``) for the server's
+    readiness probe and for the client under test."""
+
+    ca: Path
+    client: TLSFiles
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_client_ca(directory: Path) -> ClientCA:
+    """Generate a test CA and a client certificate signed by it with the ``openssl`` CLI."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca-key.pem"
+    cert, key, csr = directory / "client.pem", directory / "client-key.pem", directory / "c.csr"
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=coordd test CA",
+             "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+    _openssl("req", "-new", *ec, "-subj", "/CN=coordd test client",
+             "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    ext = directory / "client.ext"
+    ext.write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return ClientCA(ca=ca, client=TLSFiles(cert=cert, key=key))
 
 
 def make_self_signed(directory: Path) -> TLSFiles:
@@ -133,7 +172,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raw_path = urllib.parse.urlsplit(self.path).path
         rel = urllib.parse.unquote(raw_path).lstrip("/")
         feed._count(rel)
+        if feed.auth is not None and rel != "__ready__":
+            expected = "Basic " + base64.b64encode(":".join(feed.auth).encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="feed"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         behaviour = feed.behaviours.get(rel)
+        if isinstance(behaviour, Failing):
+            with feed._lock:
+                failing = behaviour.times > 0
+                behaviour.times -= failing
+            behaviour = behaviour.behaviour if failing else None
         if behaviour == NOT_FOUND:
             self._status(404)
             return
@@ -206,13 +258,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class FeedServer:
-    """Serve ``root`` on 127.0.0.1:<ephemeral> over HTTP, or HTTPS when ``tls`` is given."""
+    """Serve ``root`` on 127.0.0.1:<ephemeral> over HTTP, or HTTPS when ``tls`` is given.
+
+    With ``auth`` (user, password), every request must carry those basic credentials (401
+    otherwise); with ``client_ca`` (and ``tls``), every TLS client must present a
+    certificate that CA signed.
+    """
 
     def __init__(
-        self, root: Path, *, tls: TLSFiles | None = None, trickle_interval: float = 0.05
+        self,
+        root: Path,
+        *,
+        tls: TLSFiles | None = None,
+        trickle_interval: float = 0.05,
+        auth: tuple[str, str] | None = None,
+        client_ca: ClientCA | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.tls = tls
+        self.auth = auth
+        self.client_ca = client_ca
         self.trickle_interval = trickle_interval
         self.behaviours: dict[str, Behaviour] = {}
         self.requests: collections.Counter[str] = collections.Counter()
@@ -259,6 +324,9 @@ class FeedServer:
         if self.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.tls.cert, self.tls.key)
+            if self.client_ca is not None:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(self.client_ca.ca)
             server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(
@@ -276,6 +344,9 @@ class FeedServer:
             try:
                 if self.tls is not None:
                     context = ssl.create_default_context(cafile=str(self.tls.cert))
+                    if self.client_ca is not None:
+                        client = self.client_ca.client
+                        context.load_cert_chain(client.cert, client.key)
                     conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                         "127.0.0.1", port, timeout=5, context=context
                     )

@@ -28,7 +28,7 @@ from coordd.repo.content import CONTENT_DIR, ContentIndex, UnsafePath, check_hre
 from coordd.repo.fetch import DownloadError, Fetcher, hash_file
 from coordd.repo.records import StoredFile, TreeFile
 from coordd.repo.yum.errors import MetadataError
-from coordd.repo.yum.options import ImporterOptions, Limits
+from coordd.repo.yum.options import ImporterOptions, Limits, scrub
 from coordd.repo.yum.report import Report
 
 
@@ -104,6 +104,10 @@ class Downloader:
         self.downloaded = 0
         self.adopted = 0
         self.errors: list[dict[str, Any]] = []
+        self.secrets = options.secrets()
+
+    def _retried(self, _error: str) -> None:
+        self.report.retried(self.report.content)
 
     async def download(
         self, old: ContentIndex, new: ContentIndex, urls: dict[str, str], treeinfo: bytes
@@ -244,6 +248,7 @@ class Downloader:
                     checksum=checksum,
                     cap=self.limits.max_unsized_download,
                     on_bytes=on_bytes,
+                    on_retry=self._retried,
                     own_connection=True,
                 )
                 if size is None:
@@ -260,6 +265,7 @@ class Downloader:
             except (DownloadError, OSError) as exc:
                 message = str(exc) if isinstance(exc, DownloadError) else f"{href}: {exc}"
                 error = {"href": href, "kind": item.kind, "url": item.url, "error": message}
+                error = scrub(error, self.secrets)
                 self.errors.append(error)
                 self.report.finished(item.kind, max((size or 0) - streamed, 0), error)
                 if len(self.errors) >= self.limits.max_errors:

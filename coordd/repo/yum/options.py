@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from coordd.api.errors import InvalidRequest
 from coordd.repo.yum.errors import MetadataError
@@ -18,7 +18,7 @@ STRONG_CHECKSUMS: Final = frozenset({"sha256", "sha384", "sha512"})
 WEAK_CHECKSUMS: Final = {"sha1": "sha1", "sha": "sha1", "md5": "md5", "sha224": "sha224"}
 
 
-def _check_url(value: str, key: str, schemes: tuple[str, ...]) -> None:
+def _check_url(value: str, key: str, schemes: tuple[str, ...], *, query: bool = False) -> None:
     if any(ord(c) < 33 or ord(c) == 127 for c in value):
         raise InvalidRequest(f"{key}: URL contains whitespace or control characters", {"key": key})
     parts = urlsplit(value)
@@ -27,8 +27,9 @@ def _check_url(value: str, key: str, schemes: tuple[str, ...]) -> None:
             f"{key}: URL scheme must be one of {', '.join(schemes)}, not {parts.scheme!r}",
             {"key": key},
         )
-    if parts.query or parts.fragment:
-        raise InvalidRequest(f"{key}: URL must not have a query or fragment", {"key": key})
+    if parts.fragment or (parts.query and not query):
+        what = "a fragment" if query else "a query or fragment"
+        raise InvalidRequest(f"{key}: URL must not have {what}", {"key": key})
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise InvalidRequest(f"{key}: file URL must be file:///absolute/path", {"key": key})
@@ -36,16 +37,44 @@ def _check_url(value: str, key: str, schemes: tuple[str, ...]) -> None:
         raise InvalidRequest(f"{key}: URL has no host", {"key": key})
 
 
+def without_userinfo(url: str) -> str:
+    """``url`` without the ``user:password@`` part of its authority, if it has one."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+#: The options that name where a sync reads from: exactly one may be set.
+SOURCES: Final = ("feed", "metalink", "mirrorlist")
+#: Options whose values are secrets, shown only as set or not set.
+SECRET_OPTIONS: Final = ("password", "client_key")
+#: Options that are URLs, shown without their userinfo.
+URL_OPTIONS: Final = (*SOURCES, "proxy")
+
+
 @dataclass(frozen=True)
 class ImporterOptions:
-    """How a repository syncs from its feed. Validated on construction."""
+    """How a repository syncs from its feed. Validated on construction.
+
+    The source is ``feed`` (a base URL), or ``metalink`` or ``mirrorlist`` (the URL of a
+    list of mirrors, query string allowed, as distributions publish them). Credentials
+    given as a source URL's userinfo are moved into ``username`` and ``password``, so that
+    no URL stored or used afterwards carries them.
+    """
 
     feed: str | None = None
+    metalink: str | None = None
+    mirrorlist: str | None = None
     only_newest: bool = False
     verify_checksum: bool = True
     parallel_downloads: int = 8
     tls_verify: bool = True
     ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    username: str | None = None
+    password: str | None = None
     proxy: str | None = None
     allow_weak_checksums: bool = False
 
@@ -53,22 +82,61 @@ class ImporterOptions:
         for key in ("only_newest", "verify_checksum", "tls_verify", "allow_weak_checksums"):
             if not isinstance(getattr(self, key), bool):
                 raise InvalidRequest(f"{key} must be true or false", {"key": key})
-        for key in ("feed", "ca_file", "proxy"):
+        for key in (*SOURCES, "ca_file", "client_cert", "client_key", "username", "password"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
                 raise InvalidRequest(f"{key} must be a string or null", {"key": key})
+        if self.proxy is not None and not isinstance(self.proxy, str):
+            raise InvalidRequest("proxy must be a string or null", {"key": "proxy"})
         n = self.parallel_downloads
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
             raise InvalidRequest(
                 "parallel_downloads must be an integer from 1 to 64",
                 {"key": "parallel_downloads"},
             )
+        given = [key for key in SOURCES if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise InvalidRequest(
+                f"give one of feed, metalink and mirrorlist, not {' and '.join(given)}",
+                {"key": given[-1]},
+            )
         if self.feed is not None:
             _check_url(self.feed, "feed", ("http", "https", "file"))
+        for key in ("metalink", "mirrorlist"):
+            value = getattr(self, key)
+            if value is not None:
+                _check_url(value, key, ("http", "https"), query=True)
+        for key in given:
+            self._move_userinfo(key)
         if self.proxy is not None:
             _check_url(self.proxy, "proxy", ("http", "https"))
-        if self.ca_file is not None and not self.ca_file:
-            raise InvalidRequest("ca_file must not be empty", {"key": "ca_file"})
+        for key in ("ca_file", "client_cert", "client_key"):
+            if getattr(self, key) == "":
+                raise InvalidRequest(f"{key} must not be empty", {"key": key})
+        if self.client_key is not None and self.client_cert is None:
+            raise InvalidRequest("client_key needs client_cert", {"key": "client_key"})
+        if self.username is not None and ":" in self.username:
+            raise InvalidRequest("username must not contain a colon", {"key": "username"})
+        if self.password is not None and self.username is None:
+            raise InvalidRequest("password needs username", {"key": "password"})
+
+    def _move_userinfo(self, key: str) -> None:
+        """Credentials in a source URL's userinfo become ``username`` and ``password``."""
+        url = getattr(self, key)
+        parts = urlsplit(url)
+        if parts.username is None:
+            return
+        if parts.scheme == "file":
+            raise InvalidRequest(f"{key}: a file URL takes no credentials", {"key": key})
+        object.__setattr__(self, "username", unquote(parts.username))
+        if parts.password is not None:
+            object.__setattr__(self, "password", unquote(parts.password))
+        object.__setattr__(self, key, without_userinfo(url))
+
+    @property
+    def source(self) -> str | None:
+        """The URL the sync starts from (the feed, or the list of mirrors)."""
+        return self.feed or self.metalink or self.mirrorlist
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ImporterOptions:
@@ -87,6 +155,44 @@ class ImporterOptions:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def secrets(self) -> tuple[str, ...]:
+        """The secret strings of these options, to scrub from anything shown or logged."""
+        found = [self.password, self.client_key]
+        if self.proxy is not None:
+            parts = urlsplit(self.proxy)
+            found += [parts.netloc.rpartition("@")[0], parts.password]
+            if parts.password is not None:
+                found.append(unquote(parts.password))
+        return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+
+
+def redact(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Importer options as they may be shown: secrets as ``"set"`` (or null), URLs without
+    userinfo. Takes stored or requested options, valid or not, whole or partial."""
+    shown = dict(options)
+    for key in SECRET_OPTIONS:
+        if key in shown:
+            shown[key] = None if shown[key] is None else "set"
+    for key in URL_OPTIONS:
+        if isinstance(shown.get(key), str):
+            shown[key] = without_userinfo(shown[key])
+    return shown
+
+
+def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` (a string, or JSON of lists and dicts) with every secret replaced by ``***``."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    return value
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -100,6 +206,9 @@ class Limits:
     stall_timeout: float = 60.0  # no byte at all for this long
     connect_timeout: float = 30.0
     max_redirects: int = 5
+    retries: int = 3  # per download, after a connection error or a 5xx
+    retry_delay: float = 0.5  # seconds before the first retry, doubled for each next one
+    max_mirror_list: int = 1 << 20  # a metalink or mirrorlist
     max_errors: int = 20  # failed downloads before the rest are abandoned
 
 
@@ -123,9 +232,15 @@ def checked_type(checksum_type: str | None, what: str, allow_weak: bool) -> str:
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "SECRET_OPTIONS",
+    "SOURCES",
     "STRONG_CHECKSUMS",
+    "URL_OPTIONS",
     "WEAK_CHECKSUMS",
     "ImporterOptions",
     "Limits",
     "checked_type",
+    "redact",
+    "scrub",
+    "without_userinfo",
 ]

@@ -1,7 +1,11 @@
 """The importer's progress report (DESIGN §6.3): metadata, content per kind, errata.
 
 Nested under ``importer`` in a task's progress; each step has a state, and content has
-counters (items and bytes, total and left, successes, errors) overall and per kind.
+counters (items and bytes, total and left, successes, errors) overall and per kind. Keys
+that only some syncs have appear when they first apply: ``retries`` in ``metadata`` or
+``content`` (downloads tried again after a connection error or a 5xx), and for a sync from a
+metalink or mirrorlist, ``mirror`` (the mirror used) and ``mirrors_skipped`` (each mirror
+refused, with why).
 """
 
 from __future__ import annotations
@@ -60,6 +64,20 @@ class Report:
             node["num_error" if error else "num_success"] += 1
         if error and len(self.content["error_details"]) < _MAX_ERROR_DETAILS:
             self.content["error_details"].append(error)
+        self.progress.touch()
+
+    def retried(self, step: dict[str, Any]) -> None:
+        """One download of ``step`` (``metadata`` or ``content``) is being tried again."""
+        step["retries"] = step.get("retries", 0) + 1
+        self.progress.touch()
+
+    def mirror_skipped(self, mirror: str, error: str) -> None:
+        importer = self.progress.node("importer")
+        importer.setdefault("mirrors_skipped", []).append({"mirror": mirror, "error": error})
+        self.progress.touch()
+
+    def mirror_used(self, mirror: str) -> None:
+        self.progress.node("importer")["mirror"] = mirror
         self.progress.touch()
 
     def interrupted(self, state: str) -> None:

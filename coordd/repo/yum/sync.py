@@ -44,7 +44,7 @@ outside ``repo_dir`` and the previous content stays)
     - Checksums: metadata is always verified; sha1/md5/sha224 are refused unless
       ``allow_weak_checksums``; unknown types are refused.
     - Transport (``coordd.repo.fetch``): each body must keep a minimum average rate after a
-      grace period (a body trickling one byte at a time never trips httpx's read timeout),
+      grace period (a body trickling one byte at a time never trips a read timeout),
       bodies larger than declared are cut off at once, redirects from https to http (or to
       another scheme) are refused, and a ``Content-Encoding`` the importer did not ask for
       is refused. Redirects to other hosts are followed: mirrors and CDNs use them, and
@@ -88,7 +88,14 @@ from coordd.repo.fetch import DownloadError, Fetcher, Transport, fetcher_for
 from coordd.repo.records import Delta, Erratum, MetadataFile, Package, StoredFile, TreeFile
 from coordd.repo.yum.download import Downloader, Workspace
 from coordd.repo.yum.errors import MetadataError
-from coordd.repo.yum.options import DEFAULT_LIMITS, ImporterOptions, Limits
+from coordd.repo.yum.mirrors import Mirrors, parse_metalink, parse_mirrorlist
+from coordd.repo.yum.options import (
+    DEFAULT_LIMITS,
+    ImporterOptions,
+    Limits,
+    scrub,
+    without_userinfo,
+)
 from coordd.repo.yum.prestodelta import read_deltas
 from coordd.repo.yum.primary import Location, read_packages
 from coordd.repo.yum.repomd import FetchedMetadata, RepomdRecord, parse_repomd
@@ -106,7 +113,8 @@ _PARSED: Final = ("primary", "filelists", "other", "updateinfo", "prestodelta")
 class SyncSummary:
     """What a sync did, as ``sync`` returns it (``to_json``) and ``repo show`` shows it."""
 
-    feed: str
+    feed: str  # the base URL synced from: the feed, or the mirror chosen
+    mirror: str | None  # the mirror used, for a sync from a metalink or mirrorlist
     changed: bool  # False: the feed was unchanged; only repomd.xml and .treeinfo were read
     revision: str | None
     packages: int  # in the repository now, copies included
@@ -159,7 +167,6 @@ class _Sync:
         fetcher: Fetcher,
         tmp: Path,
     ) -> None:
-        assert options.feed is not None
         self.repo_dir = repo_dir
         self.options = options
         self.limits = limits
@@ -167,7 +174,12 @@ class _Sync:
         self.fetcher = fetcher
         self.workspace = Workspace(repo_dir, tmp)
         self.downloader = Downloader(self.workspace, fetcher, report, options, limits)
-        self.feed = options.feed if options.feed.endswith("/") else options.feed + "/"
+        self.mirror: str | None = None
+        self._use(options.feed or "")
+
+    def _use(self, base: str) -> None:
+        """Take ``base`` (the feed, or a mirror) as the URL every href is relative to."""
+        self.feed = base if base.endswith("/") else base + "/"
         parts = urlsplit(self.feed)
         self.feed_scheme, self.feed_netloc = parts.scheme, parts.netloc
         self.feed_root = (
@@ -212,11 +224,54 @@ class _Sync:
         )
 
     async def fetch_repomd(self) -> tuple[bytes, bytes | None]:
-        """repomd.xml, and the feed's .treeinfo if it has one."""
-        repomd = await self._fetch_small(self.feed + "repodata/repomd.xml", "repomd.xml")
+        """repomd.xml, and the feed's .treeinfo if it has one.
+
+        From a metalink or mirrorlist: the first mirror in the list's order whose repomd.xml
+        downloads and (for a metalink) matches the size and hashes the metalink gives; each
+        mirror refused is recorded in the report, and the rest of the sync uses the one
+        chosen.
+        """
+        if self.options.feed is not None:
+            repomd = await self._fetch_small(self.feed + "repodata/repomd.xml", "repomd.xml")
+        else:
+            repomd = await self.choose_mirror(await self.fetch_mirrors())
         assert repomd is not None
         treeinfo = await self._fetch_small(self.feed + ".treeinfo", ".treeinfo", optional=True)
         return repomd, treeinfo
+
+    async def fetch_mirrors(self) -> Mirrors:
+        """The metalink or mirrorlist, fetched (capped) and parsed."""
+        metalink = self.options.metalink
+        url = metalink or self.options.mirrorlist
+        assert url is not None
+        what = "metalink" if metalink else "mirrorlist"
+        data = await self._fetch_small(url, what, cap=self.limits.max_mirror_list)
+        assert data is not None
+        return parse_metalink(data) if metalink else parse_mirrorlist(data)
+
+    async def choose_mirror(self, mirrors: Mirrors) -> bytes:
+        """The repomd.xml of the first usable mirror, which the sync then uses."""
+        refused: list[str] = []
+        for mirror in mirrors.urls:
+            try:
+                # No retries: the next mirror is the better second attempt (as dnf does).
+                repomd = await self._fetch_small(
+                    mirror + "repodata/repomd.xml", "repomd.xml", retries=0
+                )
+                assert repomd is not None
+                mirrors.check_repomd(repomd, mirror)
+            except (DownloadError, MetadataError) as exc:
+                self.report.mirror_skipped(mirror, str(exc))
+                refused.append(str(exc))
+                continue
+            self.mirror = mirror
+            self._use(mirror)
+            self.report.mirror_used(mirror)
+            return repomd
+        raise MetadataError(
+            f"none of the {len(mirrors.urls)} mirrors served a usable repomd.xml; "
+            f"the first: {refused[0]}"
+        )
 
     def fingerprint(self, repomd: bytes, treeinfo: bytes | None) -> _Fingerprint:
         """What the stamp of the last sync must match for this one to change nothing."""
@@ -226,7 +281,8 @@ class _Sync:
                 None if treeinfo is None else "sha256:" + hashlib.sha256(treeinfo).hexdigest()
             ),
             sync_options={
-                "feed": self.feed,
+                # For a list of mirrors, the list: any mirror with the same repomd.xml will do.
+                "feed": self.feed if self.options.feed else self.options.source,
                 "only_newest": self.options.only_newest,
                 "allow_weak_checksums": self.options.allow_weak_checksums,
             },
@@ -289,6 +345,7 @@ class _Sync:
                     size=record.size,
                     checksum=record.checksum,
                     cap=self.limits.max_metadata_size,
+                    on_retry=self._retried,
                 )
             except (DownloadError, OSError) as exc:
                 failures.append(exc)
@@ -458,6 +515,7 @@ class _Sync:
         downloader = self.downloader
         return SyncSummary(
             feed=self.feed,
+            mirror=self.mirror,
             changed=changed,
             revision=revision,
             packages=counts["packages"],
@@ -474,6 +532,9 @@ class _Sync:
         )
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _retried(self, _error: str) -> None:
+        self.report.retried(self.report.metadata)
 
     def _url(self, href: str, base: str | None, what: str) -> str:
         """The URL of ``href`` (under ``xml:base`` if given), refusing foreign locations."""
@@ -501,11 +562,26 @@ class _Sync:
                 raise MetadataError(f"{what}: {href!r} resolves outside the feed directory")
         return url
 
-    async def _fetch_small(self, url: str, what: str, *, optional: bool = False) -> bytes | None:
+    async def _fetch_small(
+        self,
+        url: str,
+        what: str,
+        *,
+        optional: bool = False,
+        cap: int | None = None,
+        retries: int | None = None,
+    ) -> bytes | None:
         dest = self.workspace.tmp_file()
         try:
             await self.fetcher.fetch(
-                url, dest, what=what, size=None, checksum=None, cap=self.limits.max_small_file
+                url,
+                dest,
+                what=what,
+                size=None,
+                checksum=None,
+                cap=cap or self.limits.max_small_file,
+                on_retry=self._retried,
+                retries=retries,
             )
             return dest.read_bytes()
         except DownloadError as exc:
@@ -541,11 +617,18 @@ def _transport(options: ImporterOptions, limits: Limits) -> Transport:
         tls_verify=options.tls_verify,
         ca_file=options.ca_file,
         proxy=options.proxy,
+        client_cert=options.client_cert,
+        client_key=options.client_key,
+        username=options.username,
+        password=options.password,
+        auth_url=options.source,
         connect_timeout=limits.connect_timeout,
         stall_timeout=limits.stall_timeout,
         min_rate=limits.min_rate,
         grace=limits.grace,
         max_redirects=limits.max_redirects,
+        retries=limits.retries,
+        retry_delay=limits.retry_delay,
     )
 
 
@@ -556,7 +639,8 @@ async def sync(
     *,
     limits: Limits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
-    """Make ``repo_dir`` hold what ``options.feed`` offers; return a JSON summary.
+    """Make ``repo_dir`` hold what ``options.feed`` (or a mirror of ``options.metalink`` or
+    ``options.mirrorlist``) offers; return a JSON summary.
 
     Raises ``OperationFailed`` (with a message naming the file and the problem) for an
     unusable feed or failed downloads; the repository then keeps its previous content.
@@ -564,7 +648,8 @@ async def sync(
     for why that is safe.
     """
     report = Report(progress)
-    if not options.feed:
+    source = options.source
+    if not source:
         report.state(report.metadata, FAILED)
         raise OperationFailed(
             "repository has no feed to sync from; set one in its importer options",
@@ -572,29 +657,34 @@ async def sync(
         )
     tmp = await anyio.to_thread.run_sync(_prepare, repo_dir)
     fetcher: Fetcher | None = None
+    detail = {"feed": without_userinfo(source)}
     try:
-        fetcher = fetcher_for(options.feed, _transport(options, limits))
+        fetcher = fetcher_for(source, _transport(options, limits))
         summary = await _Sync(repo_dir, options, limits, report, fetcher, tmp).run()
         return summary.to_json()
     except anyio.get_cancelled_exc_class():
         report.interrupted(CANCELED)
         raise
-    except MetadataError as exc:
+    except (MetadataError, DownloadError) as exc:
         report.interrupted(FAILED)
-        raise OperationFailed(str(exc), {"feed": options.feed}) from exc
-    except DownloadError as exc:
+        raise _scrubbed(OperationFailed(str(exc), detail), options) from exc
+    except OperationFailed as exc:
         report.interrupted(FAILED)
-        raise OperationFailed(str(exc), {"feed": options.feed}) from exc
-    except OperationFailed:
-        report.interrupted(FAILED)
-        raise
+        raise _scrubbed(exc, options) from exc
     except OSError as exc:  # the repository's own storage: disk full, permissions…
         report.interrupted(FAILED)
-        raise OperationFailed(f"cannot write to {repo_dir}: {exc}", {"feed": options.feed}) from exc
+        failure = OperationFailed(f"cannot write to {repo_dir}: {exc}", detail)
+        raise _scrubbed(failure, options) from exc
     finally:
         if fetcher is not None:
             await fetcher.aclose()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _scrubbed(exc: OperationFailed, options: ImporterOptions) -> OperationFailed:
+    """``exc`` with the options' secrets scrubbed from its message and data."""
+    secrets = options.secrets()
+    return OperationFailed(scrub(exc.message, secrets), scrub(exc.data, secrets))
 
 
 __all__ = ["SyncSummary", "sync"]
