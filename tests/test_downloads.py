@@ -16,9 +16,9 @@ from coordd.api.errors import InvalidRequest, OperationFailed
 from coordd.engine.progress import Progress
 from coordd.repo.repositories import Repositories, Repository
 from coordd.repo.yum.options import ImporterOptions, Limits, redact
-from tests.daemon import DaemonProcess, wait_for
-from tests.feeds import Pkg, build_feed, sync
-from tests.feedserver import (
+from tests.helpers.daemon import DaemonProcess, wait_for
+from tests.helpers.feeds import Pkg, build_feed, sync
+from tests.helpers.feedserver import (
     NOT_FOUND,
     SERVER_ERROR,
     Body,
