@@ -153,6 +153,7 @@ class Daemon:
         self._stop = anyio.Event()
         self._signals = 0
         self._open_files = 0  # the soft RLIMIT_NOFILE, once raised
+        self._store: Store | None = None
 
     async def run(self) -> int:
         config = self.config
@@ -166,7 +167,8 @@ class Daemon:
         except OSError as exc:
             log.error("cannot use the state directory %s: %s", config.state_dir, exc.strerror)
             return EXIT_CONFIG
-        store = Store(config.state_dir / "coordd.db")
+        store = Store(config.state_dir / "coordd.db", config.commit_timeout_s)
+        self._store = store
         try:
             await store.open()
         except Unavailable as exc:
@@ -199,6 +201,7 @@ class Daemon:
             return EXIT_CONFIG
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.run_writer)
+            tg.start_soon(store.watch_commits)
             await runtime.start(tg)
             assert REPOSITORY in runtime.coordinator.tracked_types
             serve_scope = anyio.CancelScope()
@@ -325,6 +328,8 @@ class Daemon:
         self.config = config
         runtime.settings = engine_settings(config)
         runtime.set_slots(config.heavy_slots)
+        if self._store is not None:
+            self._store.commit_timeout_s = config.commit_timeout_s
         self._apply_limits(server.limits)
         policy.reset(config.admin_group, config.read_group)
         set_level(config.log_level)
