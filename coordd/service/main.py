@@ -15,6 +15,7 @@ with status 70 (EX_SOFTWARE) so the supervisor restarts the daemon on what is on
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -36,6 +37,7 @@ from coordd.api.errors import Unavailable
 from coordd.api.methods import Api
 from coordd.api.server import AccessPolicy, Limits, Server
 from coordd.engine.runtime import Runtime
+from coordd.repo.leftovers import clear_leftovers
 from coordd.repo.repositories import REPOSITORY
 from coordd.service import descriptors, systemd
 from coordd.service.assemble import build_services, engine_settings
@@ -167,6 +169,7 @@ class Daemon:
         except OSError as exc:
             log.error("cannot use the state directory %s: %s", config.state_dir, exc.strerror)
             return EXIT_CONFIG
+        _clear_leftovers(config.state_dir)
         store = Store(config.state_dir / "coordd.db", config.commit_timeout_s)
         self._store = store
         try:
@@ -176,6 +179,17 @@ class Daemon:
             return EXIT_DATABASE
         try:
             return await self._serve(store)
+        except Unavailable as exc:  # the database failed before the daemon served
+            log.critical("exiting: %s", exc.message)
+            return EXIT_DATABASE
+        except BaseExceptionGroup as group:
+            # From the task group: the database failed in one or more of its tasks.
+            failures = _unavailable_leaves(group)
+            if failures is None:
+                raise
+            if store.fatal is None:
+                log.critical("exiting: %s", failures[0].message)
+            return EXIT_DATABASE
         finally:
             with anyio.CancelScope(shield=True):
                 await store.close()
@@ -362,6 +376,39 @@ class Daemon:
                 systemd.watchdog()
             systemd.status(_status_line(runtime))
             await anyio.sleep(tick)
+
+
+def _clear_leftovers(state_dir: Path) -> None:
+    """Remove what interrupted operations left (``coordd.repo.leftovers``), first of all:
+    on a full disk that may be what makes room for the database."""
+    cleared = clear_leftovers(state_dir)
+    if cleared.paths:
+        log.info(
+            "removed %d temporary files or directories of interrupted operations (%d bytes)",
+            cleared.paths,
+            cleared.bytes,
+        )
+    for problem in cleared.errors or ():
+        log.warning("cannot remove a temporary file of an interrupted operation: %s", problem)
+
+
+def _unavailable_leaves(group: BaseExceptionGroup[BaseException]) -> list[Unavailable] | None:
+    """The ``Unavailable`` errors of ``group`` if they are all it holds (cancellations of
+    the other tasks aside), else None."""
+    failures: list[Unavailable] = []
+    for leaf in _leaves(group):
+        if isinstance(leaf, Unavailable):
+            failures.append(leaf)
+        elif not isinstance(leaf, asyncio.CancelledError):  # the daemon runs on asyncio
+            return None
+    return failures or None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
