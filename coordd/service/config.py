@@ -67,6 +67,16 @@ restarts it on what is on disk. Clients that send a ``request_id`` with their su
 (``coordctl`` does) can submit again after such a restart and get the task their first
 request made, if it was stored, instead of a second one.
 
+Every string a request stores has a fixed bound, and a longer or malformed one is refused
+with the error -32602 naming the field, before anything is stored: a repository id 1 to 100
+characters (letters, digits and ``- _ . : + @``); ``display_name``, ``description`` and
+``notes`` 4096 printable characters; the importer's ``feed`` and ``proxy`` 2048 characters,
+fully parsed (scheme http, https or, for a feed, file; a valid host name or IP address; a
+port from 1 to 65535; no query or fragment), its ``ca_file`` 4096; a copy's ``name`` 200; a
+``request_id`` 128 letters, digits and ``. _ : -``; a lock's resource type and id 200
+each, its ``host`` 255, its ``command`` 256 arguments of 4096 characters. These do not
+depend on the configuration; ``max_frame_bytes`` bounds a whole request on top of them.
+
 A mistake in the file stops the daemon with a message naming the file, the table and the
 key, and what was expected: an unknown key (with the nearest valid one, since a misspelt
 key silently ignored is a setting silently not applied), a wrong type, a value out of
