@@ -90,10 +90,11 @@ def exit_once(daemon: DaemonProcess) -> tuple[int, str]:
 
 
 def test_a_full_disk_at_start_up_exits_70_until_clearing_leftovers_makes_room(
-    disk: Path,
+    disk: Path, tmp_path: Path
 ) -> None:
     state = disk / "state"
     daemon = DaemonProcess(state)
+    daemon.log_path = tmp_path / "daemon.log"  # off the full disk, so every line is kept
     try:
         daemon.start()
         create(daemon, "demo")
