@@ -36,6 +36,10 @@ class NotReachable(CoorddError):
         self.reason = reason
 
 
+class TimedOut(ProtocolError):
+    """A reply was due and did not come within the client's timeout."""
+
+
 class Client:
     """A connection to coordd; use as a context manager or call ``close``."""
 
@@ -166,7 +170,7 @@ class Client:
             except TimeoutError:
                 if not reply:
                     return None
-                raise ProtocolError("coordd did not answer in time") from None
+                raise TimedOut("coordd did not answer in time") from None
             except OSError as exc:
                 raise ProtocolError(f"lost the connection to coordd: {exc}") from exc
             if not chunk:

@@ -35,6 +35,21 @@ if TYPE_CHECKING:
 
 Command = Callable[["Context", argparse.Namespace], int]
 
+TIMEOUT_ENV = "COORDCTL_TIMEOUT"
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def answer_timeout() -> float:
+    """Seconds to wait for a reply: ``$COORDCTL_TIMEOUT`` if it is a positive number, else 60."""
+    import math
+    import os
+
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, ""))
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+    return value if math.isfinite(value) and value > 0 else DEFAULT_TIMEOUT_S
+
 
 class Context:
     """Where the daemon is, where output goes, and the shell's hooks (one-shot: none)."""
@@ -59,10 +74,12 @@ class Context:
             return self.socket
         return client_socket_path()
 
-    def connect(self, timeout: float | None = 60.0) -> Client:
+    def connect(self, timeout: float | None = None) -> Client:
+        """A connection whose replies are awaited ``timeout`` seconds (``answer_timeout``)."""
         from coordctl.client import Client
 
-        return Client(self.socket_path(), timeout=timeout).connect()
+        limit = answer_timeout() if timeout is None else timeout
+        return Client(self.socket_path(), timeout=limit).connect()
 
     def print(self, text: str) -> None:
         self.out.write(text)
@@ -134,11 +151,22 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
     """Submit a task; print accepted/postponed, or follow it with ``--wait`` (one done as it
     was accepted, a configuration change, is reported as it ended)."""
     from coordctl import output
+    from coordctl.client import TimedOut
 
     what: str = args.what
+    # A fresh request id: if coordd is too slow to answer, the request is sent once more
+    # with it, and coordd answers with the task the first one made rather than a second.
+    params = {**params, "request_id": _new_request_id()}
     client = ctx.connect()
     try:
-        answer = client.call(method, params)
+        try:
+            answer = client.call(method, params)
+        except TimedOut:
+            client.close()
+            ctx.err.write(f"{PROG}: coordd did not answer in time; asking once more\n")
+            ctx.err.flush()
+            client = ctx.connect()
+            answer = client.call(method, params)
     except KeyboardInterrupt:
         client.close()
         ctx.err.write(
@@ -169,6 +197,12 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
     if final is None:
         return exitcodes.INTERRUPTED
     return report_end(ctx, what, answer, final)
+
+
+def _new_request_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
 
 
 def report_end(ctx: Context, what: str, answer: dict[str, Any], final: dict[str, Any]) -> int:

@@ -259,7 +259,9 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     parser = Parser(
         prog=PROG,
         description=DESCRIPTION,
-        epilog="Run 'coordctl COMMAND --help' for a command's options; see coordctl(1).",
+        epilog="Run 'coordctl COMMAND --help' for a command's options; see coordctl(1). "
+        "COORDCTL_TIMEOUT sets the seconds to wait for an answer (default 60); a submission "
+        "that is not answered in time is sent once more before coordctl gives up.",
     )
     parser.set_defaults(command_name=None, command_parser=parser)
     parser.add_argument(

@@ -31,7 +31,7 @@ from coordctl.completion import bash_script, command_tree  # noqa: E402
 from coordd import __version__  # noqa: E402
 
 # The date on the pages: that of the last change to this generator's prose.
-DATE = "2026-11-28"
+DATE = "2026-12-02"
 SOURCE = f"coordd {__version__}"
 
 COORDD_EXIT = {
@@ -340,6 +340,12 @@ def coordctl_page() -> str:
             "The daemon's socket, when --socket is not given.",
         ),
         *tagged(
+            [".B COORDCTL_TIMEOUT"],
+            "Seconds to wait for the daemon's answer (default 60). A submission that is "
+            "not answered in time is sent once more, with the same request id, so that it "
+            "cannot make a second task; then coordctl gives up.",
+        ),
+        *tagged(
             [".B XDG_RUNTIME_DIR"],
             "Where a user's daemon listens: $XDG_RUNTIME_DIR/coordd/coordd.sock.",
         ),
@@ -496,7 +502,8 @@ def coordd_page() -> str:
             "The daemon runs one child process, its database writer "
             "(python3 -m coordd.store.writer), which commits what the daemon sends it, many requests to one "
             "fsync. It ignores SIGINT and SIGTERM and exits when the daemon stops or goes "
-            "away; if it fails or dies, the daemon stops with status 70."
+            "away; if it fails or dies, or leaves a commit unanswered for commit_timeout, "
+            "the daemon stops with status 70."
         ),
         *para(
             "Clients speak JSON-RPC 2.0 on a Unix socket, one message per line; see "

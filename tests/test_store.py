@@ -192,3 +192,30 @@ async def test_a_database_of_a_newer_coordd_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(Unavailable, match="schema version 99 is newer than this coordd"):
         await Store(path).open()
+
+
+def test_a_second_version_database_gains_request_ids_unique_per_caller(tmp_path: Path) -> None:
+    path = tmp_path / "coordd.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for migration in schema.MIGRATIONS[:2]:
+            db.executescript(migration)
+        db.execute("PRAGMA user_version = 2")
+        db.execute(
+            "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, uid,"
+            " state, submitted) VALUES (1, 'a', 'repo.sync', '{}', '[]', 1, 1, 0, 'finished', 0)"
+        )
+        db.commit()
+    insert = (
+        "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, uid,"
+        " state, submitted, request_id) VALUES (?, ?, 'repo.sync', '{}', '[]', 1, 1, ?,"
+        " 'waiting', 0, ?)"
+    )
+    with contextlib.closing(writer.open_database(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
+        assert db.execute("SELECT id, request_id FROM tasks").fetchall() == [("a", None)]
+        db.execute(insert, (2, "b", 1000, "r1"))
+        db.execute(insert, (3, "c", 1001, "r1"))  # another caller may use the same id
+        db.execute(insert, (4, "d", 1000, None))  # and tasks without one do not collide
+        db.execute(insert, (5, "e", 1000, None))
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute(insert, (6, "f", 1000, "r1"))

@@ -270,12 +270,13 @@ class Api:
         description: Any = None,
         notes: Any = None,
         importer: Any = None,
+        request_id: Any = None,
     ) -> dict[str, Any]:
         fields = _present(
             display_name=display_name, description=description, notes=notes, importer=importer
         )
         args = {"repo_id": validate_id(repo_id), "config": validate_config(fields, partial=False)}
-        return await self._submit("repo.create", args, caller)
+        return await self._submit("repo.create", args, caller, request_id)
 
     async def repo_update(
         self,
@@ -285,6 +286,7 @@ class Api:
         description: Any = ABSENT,
         notes: Any = ABSENT,
         importer: Any = ABSENT,
+        request_id: Any = None,
     ) -> dict[str, Any]:
         # Here null is a value: it clears a descriptive field (or, in importer, an option).
         fields = {
@@ -300,19 +302,28 @@ class Api:
         if not fields:
             raise InvalidRequest("nothing to update: give at least one field to change")
         args = {"repo_id": validate_id(repo_id), "config": validate_config(fields, partial=True)}
-        return await self._submit("repo.update", args, caller)
+        return await self._submit("repo.update", args, caller, request_id)
 
-    async def repo_delete(self, caller: Caller, repo_id: Any) -> dict[str, Any]:
-        return await self._submit("repo.delete", {"repo_id": validate_id(repo_id)}, caller)
+    async def repo_delete(
+        self, caller: Caller, repo_id: Any, request_id: Any = None
+    ) -> dict[str, Any]:
+        args = {"repo_id": validate_id(repo_id)}
+        return await self._submit("repo.delete", args, caller, request_id)
 
-    async def repo_sync(self, caller: Caller, repo_id: Any) -> dict[str, Any]:
-        return await self._submit("repo.sync", {"repo_id": validate_id(repo_id)}, caller)
+    async def repo_sync(
+        self, caller: Caller, repo_id: Any, request_id: Any = None
+    ) -> dict[str, Any]:
+        args = {"repo_id": validate_id(repo_id)}
+        return await self._submit("repo.sync", args, caller, request_id)
 
-    async def repo_publish(self, caller: Caller, repo_id: Any) -> dict[str, Any]:
-        return await self._submit("repo.publish", {"repo_id": validate_id(repo_id)}, caller)
+    async def repo_publish(
+        self, caller: Caller, repo_id: Any, request_id: Any = None
+    ) -> dict[str, Any]:
+        args = {"repo_id": validate_id(repo_id)}
+        return await self._submit("repo.publish", args, caller, request_id)
 
     async def repo_copy(
-        self, caller: Caller, source: Any, target: Any, name: Any = None
+        self, caller: Caller, source: Any, target: Any, name: Any = None, request_id: Any = None
     ) -> dict[str, Any]:
         args: dict[str, Any] = {
             "from": validate_id(source, "source"),
@@ -322,18 +333,25 @@ class Api:
             raise InvalidRequest("source and target must be different repositories")
         if name is not None:
             args["name"] = params.required_text(name, "name", max_len=200)
-        return await self._submit("repo.copy", args, caller)
+        return await self._submit("repo.copy", args, caller, request_id)
 
-    async def _submit(self, operation: str, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        task, decision = await self.services.runtime.submit(operation, args, caller.uid)
-        return self._submitted(task, decision)
+    async def _submit(
+        self, operation: str, args: dict[str, Any], caller: Caller, request_id: Any
+    ) -> dict[str, Any]:
+        task, decision, repeated = await self.services.runtime.submit_once(
+            operation, args, caller.uid, params.request_id(request_id)
+        )
+        return self._submitted(task, decision, repeated)
 
-    def _submitted(self, task: Task, decision: Decision) -> dict[str, Any]:
-        return {
+    def _submitted(self, task: Task, decision: Decision, repeated: bool = False) -> dict[str, Any]:
+        answer: dict[str, Any] = {
             "verdict": decision.verdict.value,
             "waiting_for": [blocker_to_json(b) for b in decision.blockers],
             "task": self._describe(task),
         }
+        if repeated:  # the same request id again: the task it made, nothing new
+            answer["repeated"] = True
+        return answer
 
     # -- external locks ------------------------------------------------------------------
 

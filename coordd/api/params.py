@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from coordd.api.errors import InvalidRequest
 
 MAX_TEXT = 4096
+MAX_REQUEST_ID = 128
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 def text(value: Any, name: str, *, optional: bool = False, max_len: int = MAX_TEXT) -> str | None:
@@ -60,4 +63,21 @@ def string_list(value: Any, name: str, *, max_items: int, max_len: int = MAX_TEX
 def obj(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequest(f"{name} must be an object", {"param": name})
+    return value
+
+
+def request_id(value: Any) -> str | None:
+    """A client's id of one submission: 1 to 128 of letters, digits and ``._:-``; or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("request_id must be a non-empty string", {"param": "request_id"})
+    if len(value) > MAX_REQUEST_ID:
+        raise InvalidRequest(
+            f"request_id is longer than {MAX_REQUEST_ID} characters", {"param": "request_id"}
+        )
+    if not _REQUEST_ID.fullmatch(value):
+        raise InvalidRequest(
+            "request_id may hold only letters, digits and . _ : -", {"param": "request_id"}
+        )
     return value

@@ -31,7 +31,14 @@ import anyio
 from anyio.abc import TaskGroup
 
 from coordd import __version__
-from coordd.api.errors import Conflict, CoorddError, InvalidState, NotFound, Unavailable
+from coordd.api.errors import (
+    Conflict,
+    CoorddError,
+    InvalidRequest,
+    InvalidState,
+    NotFound,
+    Unavailable,
+)
 from coordd.engine.coordinator import (
     Coordinator,
     Decision,
@@ -44,7 +51,7 @@ from coordd.engine.operations import Registry, TaskContext
 from coordd.engine.settings import EngineSettings
 from coordd.engine.tasks import ENDED, State, Task, TaskEnd, blocker_to_json, new_task_id
 from coordd.store import taskrows
-from coordd.store.database import Statement, Store, dumps
+from coordd.store.database import PendingWrite, Statement, Store, dumps
 
 log = logging.getLogger("coordd.runtime")
 
@@ -88,6 +95,8 @@ class Runtime:
         self._progress_seen: dict[str, int] = {}
         self._progress_saved: dict[str, tuple[int, float]] = {}
         self._runner_ended = anyio.Event()  # replaced after each set: "some runner ended"
+        # Submissions with a request id whose row is not yet committed, by (uid, request id).
+        self._requests: dict[tuple[int, str], tuple[Task, Decision, PendingWrite]] = {}
 
     # -- start-up and recovery -----------------------------------------------------------
 
@@ -142,6 +151,47 @@ class Runtime:
 
     # -- submission ----------------------------------------------------------------------
 
+    async def submit_once(
+        self,
+        operation: str,
+        args: dict[str, Any],
+        uid: int,
+        request_id: str | None,
+        *,
+        before_start: Callable[[Task], None] | None = None,
+    ) -> tuple[Task, Decision, bool]:
+        """``submit``, unless ``uid`` already submitted ``request_id``: then the task that
+        submission made, once it is committed, and True (repeated).
+
+        A client that gave up waiting (a stalled disk, say) sends its request again with
+        the same id and gets the task it made, not a second one. The id is found while the
+        task's row is kept (its history's retention). The same id for another operation or
+        other arguments is refused.
+        """
+        if request_id is None:
+            task, decision = await self.submit(operation, args, uid, before_start=before_start)
+            return task, decision, False
+        key = (uid, request_id)
+        stored: Task | None = None
+        if key not in self._requests:
+            stored = await taskrows.by_request(self.store, uid, request_id)
+        pending = self._requests.get(key)  # again: it may have come in during the read
+        if pending is not None:
+            task, decision, committed = pending
+            _same_request(task, operation, args, request_id)
+            await committed
+            return task, decision, True
+        if stored is not None:
+            _same_request(stored, operation, args, request_id)
+            task = self.tasks.get(stored.id) or self.recent.get(stored.id) or stored
+            started = task.started is not None
+            verdict = Verdict.ACCEPTED if started else Verdict.POSTPONED
+            return task, Decision(verdict, tuple(self.waiting_for(task))), True
+        task, decision = await self.submit(
+            operation, args, uid, before_start=before_start, request_id=request_id
+        )
+        return task, decision, False
+
     async def submit(
         self,
         operation: str,
@@ -149,6 +199,7 @@ class Runtime:
         uid: int,
         *,
         before_start: Callable[[Task], None] | None = None,
+        request_id: str | None = None,
     ) -> tuple[Task, Decision]:
         """Decide a new task and store it; raises ``Conflict`` when it is rejected.
 
@@ -181,6 +232,7 @@ class Runtime:
             uid=uid,
             state=State.WAITING,
             submitted=now,
+            request_id=request_id,
             _args=args,
         )
         accepted = decision.verdict is Verdict.ACCEPTED
@@ -205,6 +257,8 @@ class Runtime:
         # Decided. The row is queued, and the task started once it is committed, by the
         # writer's wake-up: neither can be stopped half-way by the caller going away.
         def started() -> None:
+            if request_id is not None:
+                self._requests.pop((uid, request_id), None)  # the store has it now
             self.counts[task.state] += 1
             if log.isEnabledFor(logging.INFO):
                 log.info(
@@ -222,6 +276,8 @@ class Runtime:
                 self._launch(self.tasks[task_id], stored_running=task_id == task.id)
 
         committed = self.store.write_then(*writes, then=started)
+        if request_id is not None:
+            self._requests[(uid, request_id)] = (task, decision, committed)
         await committed
         return task, decision
 
@@ -609,6 +665,16 @@ class Runtime:
         with anyio.move_on_after(max(grace, 1.0)):
             while self._scopes:
                 await self._runner_ended.wait()
+
+
+def _same_request(task: Task, operation: str, args: dict[str, Any], request_id: str) -> None:
+    """Refuse a request id sent again for a different request."""
+    if task.operation != operation or task.args_json != dumps(args):
+        raise InvalidRequest(
+            f"request_id {request_id!r} was already used for another request (task {task.id},"
+            f" {task.operation}); send a new request id with every new request",
+            {"param": "request_id", "task_id": task.id},
+        )
 
 
 def _resources(task: Task) -> str:

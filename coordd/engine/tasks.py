@@ -142,6 +142,7 @@ class Task:
     attempts: int = 0
     held: bool = False  # an external lock: a client holds it, the daemon runs nothing
     cancel_requested: bool = False
+    request_id: str | None = None  # the client's id of the submission, if it gave one
     _args: dict[str, Any] | None = None
 
     @property
@@ -195,4 +196,5 @@ class Task:
             "heavy": self.heavy,
             "restartable": self.restartable,
             "cancel_requested": self.cancel_requested,
+            "request_id": self.request_id,
         }

@@ -84,6 +84,11 @@ def validate_config(args: Mapping[str, Any], *, partial: bool) -> dict[str, Any]
             config[key] = params.text(args[key], key, optional=True)
     if "importer" in args:
         importer = params.obj(args["importer"], "importer")
+        for key, value in importer.items():  # URLs have a tighter bound of their own
+            if isinstance(value, str) and len(value) > params.MAX_TEXT:
+                raise InvalidRequest(
+                    f"importer.{key} is longer than {params.MAX_TEXT} characters", {"key": key}
+                )
         if not partial:
             importer = ImporterOptions.from_json(importer).to_json()
         else:

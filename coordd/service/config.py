@@ -35,6 +35,9 @@ The file's layout::
     max_send_queue_bytes = 262144          # unsent to one client: stop reading it
     max_send_queue_total_bytes = 16777216  # unsent to all clients together
 
+    [store]
+    commit_timeout = "30s"                 # the database writer stalled: exit 70
+
     [access]
     admin_group = "coordd-admin"           # may mutate (besides root and the daemon's user)
     read_group = "coordd-read"             # may only read
@@ -56,6 +59,23 @@ clients together have ``max_send_queue_total_bytes`` waiting), and is disconnect
 message to it takes longer than 10 seconds to write. The replies to one batch go out as
 one line: once they pass ``max_send_queue_bytes``, its remaining requests are not run and
 each gets an error saying so. A refused connection is told which limit refused it.
+
+``commit_timeout`` bounds how long the database writer may leave a commit unanswered (a
+hung disk, a writer that was stopped): past it the daemon stops with status 70 and a line
+saying the writer stalled, instead of leaving every request waiting; the supervisor then
+restarts it on what is on disk. Clients that send a ``request_id`` with their submissions
+(``coordctl`` does) can submit again after such a restart and get the task their first
+request made, if it was stored, instead of a second one.
+
+Every string a request stores has a fixed bound, and a longer or malformed one is refused
+with the error -32602 naming the field, before anything is stored: a repository id 1 to 100
+characters (letters, digits and ``- _ . : + @``); ``display_name``, ``description`` and
+``notes`` 4096 printable characters; the importer's ``feed`` and ``proxy`` 2048 characters,
+fully parsed (scheme http, https or, for a feed, file; a valid host name or IP address; a
+port from 1 to 65535; no query or fragment), its ``ca_file`` 4096; a copy's ``name`` 200; a
+``request_id`` 128 letters, digits and ``. _ : -``; a lock's resource type and id 200
+each, its ``host`` 255, its ``command`` 256 arguments of 4096 characters. These do not
+depend on the configuration; ``max_frame_bytes`` bounds a whole request on top of them.
 
 A mistake in the file stops the daemon with a message naming the file, the table and the
 key, and what was expected: an unknown key (with the nearest valid one, since a misspelt
@@ -169,6 +189,8 @@ class Config:
     max_attempts: int = 3
     #: How often a running task's progress report is written to the database.
     progress_persist_interval_s: float = 2.0
+    #: How long the database writer may leave a commit unanswered before the daemon stops.
+    commit_timeout_s: float = 30.0
     #: Members may mutate. None: only root and the daemon's own user may.
     admin_group: str | None = None
     #: Members may read. None: anyone who can open the socket may read (the socket file's
@@ -502,6 +524,13 @@ _SPECS = (
         "max_send_queue_total_bytes",
         _int_kind(4096, 64 * 1024 * MiB),
         "unsent bytes for all clients",
+    ),
+    _Spec(
+        "store",
+        "commit_timeout",
+        "commit_timeout_s",
+        _duration_kind(1),
+        "a commit the writer leaves unanswered this long stops the daemon",
     ),
     _Spec("access", "admin_group", "admin_group", _GROUP, "members may mutate"),
     _Spec("access", "read_group", "read_group", _GROUP, "members may read"),

@@ -15,6 +15,7 @@ with status 70 (EX_SOFTWARE) so the supervisor restarts the daemon on what is on
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -36,6 +37,7 @@ from coordd.api.errors import Unavailable
 from coordd.api.methods import Api
 from coordd.api.server import AccessPolicy, Limits, Server
 from coordd.engine.runtime import Runtime
+from coordd.repo.leftovers import clear_leftovers
 from coordd.repo.repositories import REPOSITORY
 from coordd.service import descriptors, systemd
 from coordd.service.assemble import build_services, engine_settings
@@ -153,6 +155,7 @@ class Daemon:
         self._stop = anyio.Event()
         self._signals = 0
         self._open_files = 0  # the soft RLIMIT_NOFILE, once raised
+        self._store: Store | None = None
 
     async def run(self) -> int:
         config = self.config
@@ -166,7 +169,9 @@ class Daemon:
         except OSError as exc:
             log.error("cannot use the state directory %s: %s", config.state_dir, exc.strerror)
             return EXIT_CONFIG
-        store = Store(config.state_dir / "coordd.db")
+        _clear_leftovers(config.state_dir)
+        store = Store(config.state_dir / "coordd.db", config.commit_timeout_s)
+        self._store = store
         try:
             await store.open()
         except Unavailable as exc:
@@ -174,6 +179,17 @@ class Daemon:
             return EXIT_DATABASE
         try:
             return await self._serve(store)
+        except Unavailable as exc:  # the database failed before the daemon served
+            log.critical("exiting: %s", exc.message)
+            return EXIT_DATABASE
+        except BaseExceptionGroup as group:
+            # From the task group: the database failed in one or more of its tasks.
+            failures = _unavailable_leaves(group)
+            if failures is None:
+                raise
+            if store.fatal is None:
+                log.critical("exiting: %s", failures[0].message)
+            return EXIT_DATABASE
         finally:
             with anyio.CancelScope(shield=True):
                 await store.close()
@@ -199,6 +215,7 @@ class Daemon:
             return EXIT_CONFIG
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.run_writer)
+            tg.start_soon(store.watch_commits)
             await runtime.start(tg)
             assert REPOSITORY in runtime.coordinator.tracked_types
             serve_scope = anyio.CancelScope()
@@ -325,6 +342,8 @@ class Daemon:
         self.config = config
         runtime.settings = engine_settings(config)
         runtime.set_slots(config.heavy_slots)
+        if self._store is not None:
+            self._store.commit_timeout_s = config.commit_timeout_s
         self._apply_limits(server.limits)
         policy.reset(config.admin_group, config.read_group)
         set_level(config.log_level)
@@ -357,6 +376,39 @@ class Daemon:
                 systemd.watchdog()
             systemd.status(_status_line(runtime))
             await anyio.sleep(tick)
+
+
+def _clear_leftovers(state_dir: Path) -> None:
+    """Remove what interrupted operations left (``coordd.repo.leftovers``), first of all:
+    on a full disk that may be what makes room for the database."""
+    cleared = clear_leftovers(state_dir)
+    if cleared.paths:
+        log.info(
+            "removed %d temporary files or directories of interrupted operations (%d bytes)",
+            cleared.paths,
+            cleared.bytes,
+        )
+    for problem in cleared.errors or ():
+        log.warning("cannot remove a temporary file of an interrupted operation: %s", problem)
+
+
+def _unavailable_leaves(group: BaseExceptionGroup[BaseException]) -> list[Unavailable] | None:
+    """The ``Unavailable`` errors of ``group`` if they are all it holds (cancellations of
+    the other tasks aside), else None."""
+    failures: list[Unavailable] = []
+    for leaf in _leaves(group):
+        if isinstance(leaf, Unavailable):
+            failures.append(leaf)
+        elif not isinstance(leaf, asyncio.CancelledError):  # the daemon runs on asyncio
+            return None
+    return failures or None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:

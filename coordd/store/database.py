@@ -11,7 +11,9 @@ the writer commits as soon as the previous commit is on disk, whatever the loop 
 A failure of the database (I/O error, disk full, corruption) is fatal: the writer reports it
 and exits, every waiting request fails with ``Unavailable``, and ``fatal`` is set so the
 daemon exits non-zero and the supervisor restarts it on a state that is known to be on disk.
-The writer dying is such a failure too.
+The writer dying is such a failure too, and so is the writer not answering a commit for
+``commit_timeout_s`` (a disk that hangs, a writer stopped): rather than hang every request
+forever, the store kills the writer and fails the same way (``watch_commits``).
 
 Reads (history, repository details) use a connection of the daemon's own through aiosqlite,
 so they never wait behind a commit and never block the event loop.
@@ -27,6 +29,7 @@ import logging
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +49,7 @@ log = logging.getLogger("coordd.store")
 
 CHANNEL_BUFFER = 4 << 20  # bytes of jobs the socket to the writer absorbs in a burst
 STOP_WAIT_S = 30.0  # for the writer's last commit at shutdown
+COMMIT_TIMEOUT_S = 30.0  # the default of ``[store] commit_timeout``
 
 
 class WriterFailed(Exception):
@@ -82,8 +86,11 @@ class PendingWrite:
 class Store:
     """The SQLite file behind the daemon's state; ``open`` it, then ``run_writer``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
         self.path = path
+        #: How long the writer may leave sent jobs uncommitted before the store fails.
+        self.commit_timeout_s = commit_timeout_s
+        self._progress_at = time.monotonic()  # the last commit, or the first job after it
         self._reader: aiosqlite.Connection | None = None
         self._process: Process | None = None
         self._channel: socket.socket | None = None
@@ -230,6 +237,8 @@ class Store:
                 self._flush()
 
     def _send(self, job: PendingWrite) -> None:
+        if not self._unanswered:
+            self._progress_at = time.monotonic()
         self._unanswered.append(job)
         self._outgoing += writer.job_frame(job.statements)
         if not self._flush_pending and not self._waiting_writable:
@@ -279,11 +288,33 @@ class Store:
                 return
             if kind == writer.COMMITTED:
                 self.commits += 1
+                self._progress_at = time.monotonic()
                 (count,) = writer.LENGTH.unpack(payload)
                 _wake([self._unanswered.popleft() for _ in range(count)])
             elif kind == writer.FAILED:
                 self._fail(WriterFailed(payload.decode("utf-8", "replace")))
                 return
+
+    async def watch_commits(self) -> None:
+        """Fail the store when the writer leaves jobs uncommitted for ``commit_timeout_s``."""
+        while self.fatal is None:
+            await anyio.sleep(max(0.05, min(1.0, self.commit_timeout_s / 10)))
+            if not self._unanswered or self.fatal is not None:
+                continue
+            waited = time.monotonic() - self._progress_at
+            if waited < self.commit_timeout_s:
+                continue
+            pid = self._process.pid if self._process is not None else None
+            self._fail(
+                WriterFailed(
+                    f"the database writer (pid {pid}) has not committed for {waited:.0f} s "
+                    f"(commit_timeout {self.commit_timeout_s:g} s): the disk or the writer "
+                    "is stalled"
+                )
+            )
+            if self._process is not None and self._process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()  # it may hold a transaction: SQLite rolls it back
 
     async def _next_message(self) -> tuple[bytes, bytes]:
         """The writer's next message: its kind, and its payload."""

@@ -56,6 +56,12 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT json_extract(claim.value, '$.type'), json_extract(claim.value, '$.id'), tasks.seq
         FROM tasks, json_each(tasks.claims) AS claim;
     """,
+    # The client's id of a submission: a repeated one returns the task it made. Unique per
+    # caller; the id goes when the task's row is purged with its history.
+    """
+    ALTER TABLE tasks ADD COLUMN request_id TEXT;
+    CREATE UNIQUE INDEX tasks_request ON tasks(uid, request_id) WHERE request_id IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -26,8 +26,8 @@ def insert(task: Task, end: TaskEnd | None = None) -> list[Statement]:
     resources it claims (``task_resources``, for the history of one resource)."""
     row = (
         "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held, uid,"
-        " state, submitted, started, attempts, finished, result, error)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " state, submitted, started, attempts, finished, result, error, request_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             task.seq,
             task.id,
@@ -43,6 +43,7 @@ def insert(task: Task, end: TaskEnd | None = None) -> list[Statement]:
             task.started,
             task.attempts,
             *((end.finished, dumps(end.result), dumps(end.error)) if end else (None,) * 3),
+            task.request_id,
         ),
     )
     return [
@@ -126,6 +127,14 @@ async def get(store: Store, task_id: str) -> Task | None:
     return _task_from_row(rows[0]) if rows else None
 
 
+async def by_request(store: Store, uid: int, request_id: str) -> Task | None:
+    """The task ``uid`` submitted with ``request_id``, if its row is still kept."""
+    rows = await store.fetch(
+        "SELECT * FROM tasks WHERE uid = ? AND request_id = ?", (uid, request_id)
+    )
+    return _task_from_row(rows[0]) if rows else None
+
+
 async def history(
     store: Store, resource: Resource | None, states: Iterable[str], limit: int
 ) -> list[Task]:
@@ -179,6 +188,7 @@ _QUEUE_COLUMNS = (
     "started",
     "attempts",
     "cancel_requested",
+    "request_id",
 )
 _STATES = {state.value: state for state in State}
 
@@ -186,7 +196,7 @@ _STATES = {state.value: state for state in State}
 def _queued_task(row: tuple[Any, ...]) -> Task:
     """A waiting or running task from a tuple of ``_QUEUE_COLUMNS`` (the start-up path)."""
     (tid, seq, operation, args, claims, heavy, restartable, held, uid, state, submitted,
-     started, attempts, cancel_requested) = row  # fmt: skip
+     started, attempts, cancel_requested, request_id) = row  # fmt: skip
     return Task(
         id=tid,
         seq=seq,
@@ -202,6 +212,7 @@ def _queued_task(row: tuple[Any, ...]) -> Task:
         started=started,
         attempts=attempts,
         cancel_requested=bool(cancel_requested),
+        request_id=request_id,
     )
 
 
@@ -226,4 +237,5 @@ def _task_from_row(row: Any) -> Task:
         progress_report=Progress(report if isinstance(report, dict) else {}),
         attempts=row["attempts"],
         cancel_requested=bool(row["cancel_requested"]),
+        request_id=row["request_id"],
     )

@@ -121,6 +121,19 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
+    def writer_pid(self) -> int:
+        """The pid of the daemon's database writer process (``coordd.store.writer``)."""
+        assert self.proc is not None
+        for child in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            for pid in child.read_text().split():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except FileNotFoundError:
+                    continue
+                if b"coordd.store.writer" in cmdline:
+                    return int(pid)
+        raise AssertionError("the daemon has no database writer process")
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit status."""
         if self.proc is None or self.proc.poll() is not None:

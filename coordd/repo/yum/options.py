@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
@@ -18,23 +20,50 @@ STRONG_CHECKSUMS: Final = frozenset({"sha256", "sha384", "sha512"})
 WEAK_CHECKSUMS: Final = {"sha1": "sha1", "sha": "sha1", "md5": "md5", "sha224": "sha224"}
 
 
-def _check_url(value: str, key: str, schemes: tuple[str, ...], *, query: bool = False) -> None:
+def _check_url(
+    value: str, key: str, schemes: tuple[str, ...], *, query: bool = False, max_len: int = 2048
+) -> None:
+    """Refuse (``InvalidRequest`` naming ``key``) a URL that is too long, does not parse, or
+    names a scheme not in ``schemes``, no valid host, or a port outside 1-65535."""
+
+    def invalid(problem: str) -> InvalidRequest:
+        return InvalidRequest(f"{key}: {problem}", {"key": key})
+
+    if len(value) > max_len:
+        raise invalid(f"URL is longer than {max_len} characters")
     if any(ord(c) < 33 or ord(c) == 127 for c in value):
-        raise InvalidRequest(f"{key}: URL contains whitespace or control characters", {"key": key})
-    parts = urlsplit(value)
+        raise invalid("URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+        hostname = parts.hostname
+    except ValueError as exc:  # an unclosed "[", a port that is not a number or too big
+        raise invalid(f"URL cannot be parsed: {exc}") from None
     if parts.scheme not in schemes:
-        raise InvalidRequest(
-            f"{key}: URL scheme must be one of {', '.join(schemes)}, not {parts.scheme!r}",
-            {"key": key},
-        )
+        raise invalid(f"URL scheme must be one of {', '.join(schemes)}, not {parts.scheme!r}")
     if parts.fragment or (parts.query and not query):
-        what = "a fragment" if query else "a query or fragment"
-        raise InvalidRequest(f"{key}: URL must not have {what}", {"key": key})
+        raise invalid("URL must not have " + ("a fragment" if query else "a query or fragment"))
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise InvalidRequest(f"{key}: file URL must be file:///absolute/path", {"key": key})
-    elif not parts.hostname:
-        raise InvalidRequest(f"{key}: URL has no host", {"key": key})
+            raise invalid("file URL must be file:///absolute/path")
+        return
+    if not hostname:
+        raise invalid("URL has no host")
+    if port is not None and not 1 <= port <= 65535:
+        raise invalid(f"URL port must be from 1 to 65535, not {port}")
+    if parts.netloc.rsplit("@", 1)[-1].startswith("["):
+        try:
+            ipaddress.IPv6Address(hostname)
+        except ValueError:
+            raise invalid(f"URL host [{hostname}] is not an IPv6 address") from None
+        return
+    try:
+        ascii_host = hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise invalid(f"URL host {hostname!r} is not a valid host name") from None
+    label = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"  # "_": some internal names have it
+    if len(ascii_host) > 253 or not re.fullmatch(rf"{label}(?:\.{label})*\.?", ascii_host):
+        raise invalid(f"URL host {hostname!r} is not a valid host name or address")
 
 
 def without_userinfo(url: str) -> str:
