@@ -12,6 +12,7 @@ Start-up time matters here: every script pays it on every call. This module impo
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -90,6 +91,19 @@ def resource_filter(text: str) -> dict[str, str]:
     return {"type": rtype, "id": rid}
 
 
+def read_secret(path: str) -> str:
+    """The first line of ``path`` (``-``: standard input), for secrets kept off argv."""
+    try:
+        if path == "-":
+            line = sys.stdin.readline()
+        else:
+            with open(path, encoding="utf-8") as f:
+                line = f.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc}") from None
+    return line.rstrip("\r\n")
+
+
 # (option, importer key, type, metavar, help): the yum importer's options, sent in the
 # ``importer`` object of repo.create and repo.update.
 IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
@@ -153,11 +167,12 @@ IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = 
     ("--client-key", "client_key", str, "FILE", "the PEM key of --client-cert; never shown"),
     ("--username", "username", str, "NAME", "the user name for the feed's basic authentication"),
     (
-        "--password",
+        "--password-file",
         "password",
-        str,
-        "PASSWORD",
-        "the password for the feed's basic authentication; never shown",
+        read_secret,
+        "FILE",
+        "a file (or - for standard input) whose first line is the password for the feed's "
+        "basic authentication; never shown, never on the command line",
     ),
     (
         "--proxy",

@@ -342,6 +342,20 @@ def test_ctrl_c_detaches_without_canceling(daemon):
     assert re.search(r"^Result:\s+Success$", follow.stdout, re.M)
 
 
+def test_password_is_read_from_a_file_and_never_printed(daemon, tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("s3cr3t-from-a-file\n")
+    args = ("repo", "create", "--repo-id", "auth", "--feed", "http://127.0.0.1:9/")
+    created = coordctl(daemon, *args, "--username", "mirror", "--password-file", str(secret))
+    assert created.returncode == 0, created.stderr
+    shown = coordctl(daemon, "--json", "repo", "show", "--repo-id", "auth")
+    assert json.loads(shown.stdout)["importer"]["password"] == "set"
+    assert "s3cr3t" not in created.stdout + created.stderr + shown.stdout
+    missing = coordctl(daemon, *args[:3], "other", *args[4:], "--password-file", "/nonexistent")
+    assert missing.returncode == exitcodes.USAGE
+    assert "cannot read /nonexistent" in missing.stderr
+
+
 # -- --json, errors and exit statuses ---------------------------------------------------------
 
 
