@@ -115,6 +115,18 @@ def _without_rpm_config(command: str, **popen: object) -> subprocess.Popen[str]:
     )
 
 
+def _answers(socket: Path) -> bool:
+    if not socket.is_socket():
+        return False
+    status = subprocess.run(
+        [sys.executable, "-m", "coordctl", "--socket", str(socket), "server", "status"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        check=False,
+    )
+    return status.returncode == 0
+
+
 def _can_hide_rpm_config() -> bool:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         return False
@@ -136,10 +148,11 @@ def test_daemon_starts_quietly_without_the_systems_rpm(tmp_path):
         cwd=tmp_path,
     )
     try:
+        # Ready means answering (its signal handlers are set by then), not just listening.
         deadline = time.monotonic() + 60
-        while not socket.is_socket():
+        while not _answers(socket):
             assert daemon.poll() is None, daemon.communicate()[0]
-            assert time.monotonic() < deadline, "the daemon did not start listening"
+            assert time.monotonic() < deadline, "the daemon did not start answering"
             time.sleep(0.05)
     finally:
         daemon.terminate()
