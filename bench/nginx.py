@@ -143,9 +143,12 @@ def curl_parallel(url: str, hrefs: Iterable[str], out: Path, parallel: int) -> t
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
-        [curl, "-s", "--fail", "--parallel", "--parallel-max", str(parallel), "-K", str(config)],
+        [
+            *(curl, "--silent", "--show-error", "--no-progress-meter", "--fail"),
+            *("--parallel", "--parallel-max", str(parallel), "-K", str(config)),
+        ],
         check=True,
-        stdout=subprocess.DEVNULL,  # --parallel draws a progress meter even with -s
+        stdout=subprocess.DEVNULL,
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

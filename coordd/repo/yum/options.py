@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from coordd.api.errors import InvalidRequest
+from coordd.api.errors import InvalidRequest, OperationFailed
+from coordd.repo.fetch import Transport
 from coordd.repo.yum.errors import MetadataError
 
 STRONG_CHECKSUMS: Final = frozenset({"sha256", "sha384", "sha512"})
@@ -193,6 +194,32 @@ class ImporterOptions:
             if parts.password is not None:
                 found.append(unquote(parts.password))
         return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+
+    def scrubbed(self, exc: OperationFailed) -> OperationFailed:
+        """``exc`` with these options' secrets scrubbed from its message and data."""
+        secrets = self.secrets()
+        return OperationFailed(scrub(exc.message, secrets), scrub(exc.data, secrets))
+
+    def transport(self, limits: Limits) -> Transport:
+        """How the fetcher connects and bounds transfers, for a sync with these options."""
+        return Transport(
+            connections=self.parallel_downloads,
+            tls_verify=self.tls_verify,
+            ca_file=self.ca_file,
+            proxy=self.proxy,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+            username=self.username,
+            password=self.password,
+            auth_url=self.source,
+            connect_timeout=limits.connect_timeout,
+            stall_timeout=limits.stall_timeout,
+            min_rate=limits.min_rate,
+            grace=limits.grace,
+            max_redirects=limits.max_redirects,
+            retries=limits.retries,
+            retry_delay=limits.retry_delay,
+        )
 
 
 def redact(options: Mapping[str, Any]) -> dict[str, Any]:

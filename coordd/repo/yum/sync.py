@@ -84,7 +84,7 @@ from coordd.repo.content import (
     reset_tmp,
     stamp_counts,
 )
-from coordd.repo.fetch import DownloadError, Fetcher, Transport, fetcher_for
+from coordd.repo.fetch import DownloadError, Fetcher, fetcher_for
 from coordd.repo.records import Delta, Erratum, MetadataFile, Package, StoredFile, TreeFile
 from coordd.repo.yum.download import Downloader, Workspace
 from coordd.repo.yum.errors import MetadataError
@@ -93,7 +93,6 @@ from coordd.repo.yum.options import (
     DEFAULT_LIMITS,
     ImporterOptions,
     Limits,
-    scrub,
     without_userinfo,
 )
 from coordd.repo.yum.prestodelta import read_deltas
@@ -611,27 +610,6 @@ def _prepare(repo_dir: Path) -> Path:
     return reset_tmp(repo_dir)
 
 
-def _transport(options: ImporterOptions, limits: Limits) -> Transport:
-    return Transport(
-        connections=options.parallel_downloads,
-        tls_verify=options.tls_verify,
-        ca_file=options.ca_file,
-        proxy=options.proxy,
-        client_cert=options.client_cert,
-        client_key=options.client_key,
-        username=options.username,
-        password=options.password,
-        auth_url=options.source,
-        connect_timeout=limits.connect_timeout,
-        stall_timeout=limits.stall_timeout,
-        min_rate=limits.min_rate,
-        grace=limits.grace,
-        max_redirects=limits.max_redirects,
-        retries=limits.retries,
-        retry_delay=limits.retry_delay,
-    )
-
-
 async def sync(
     repo_dir: Path,
     options: ImporterOptions,
@@ -659,7 +637,7 @@ async def sync(
     fetcher: Fetcher | None = None
     detail = {"feed": without_userinfo(source)}
     try:
-        fetcher = fetcher_for(source, _transport(options, limits))
+        fetcher = fetcher_for(source, options.transport(limits))
         summary = await _Sync(repo_dir, options, limits, report, fetcher, tmp).run()
         return summary.to_json()
     except anyio.get_cancelled_exc_class():
@@ -667,24 +645,18 @@ async def sync(
         raise
     except (MetadataError, DownloadError) as exc:
         report.interrupted(FAILED)
-        raise _scrubbed(OperationFailed(str(exc), detail), options) from exc
+        raise options.scrubbed(OperationFailed(str(exc), detail)) from exc
     except OperationFailed as exc:
         report.interrupted(FAILED)
-        raise _scrubbed(exc, options) from exc
+        raise options.scrubbed(exc) from exc
     except OSError as exc:  # the repository's own storage: disk full, permissions…
         report.interrupted(FAILED)
         failure = OperationFailed(f"cannot write to {repo_dir}: {exc}", detail)
-        raise _scrubbed(failure, options) from exc
+        raise options.scrubbed(failure) from exc
     finally:
         if fetcher is not None:
             await fetcher.aclose()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _scrubbed(exc: OperationFailed, options: ImporterOptions) -> OperationFailed:
-    """``exc`` with the options' secrets scrubbed from its message and data."""
-    secrets = options.secrets()
-    return OperationFailed(scrub(exc.message, secrets), scrub(exc.data, secrets))
 
 
 __all__ = ["SyncSummary", "sync"]
