@@ -18,6 +18,7 @@ import pytest
 
 from coordd.api.errors import CoorddError, ProtocolError
 from tests.helpers.daemon import DaemonProcess, create, held
+from tests.helpers.disks import tmpfs
 
 EXIT_DATABASE = 70  # coordd.service.main.EXIT_DATABASE, as documented in coordd(8)
 RESTARTS = 10
@@ -26,21 +27,8 @@ RESTARTS = 10
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs, so that the disk can be filled for real."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0750", "coordd-test", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root and CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "8m") as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
 
 
 def fill(path: Path) -> None:

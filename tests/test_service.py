@@ -31,6 +31,7 @@ import pytest
 from coordctl.client import Client, NotReachable
 from coordd.api.errors import ProtocolError, Unavailable
 from tests.helpers.daemon import DaemonProcess, wait_for
+from tests.helpers.disks import tmpfs
 from tests.helpers.feeds import Pkg, build_feed, default_packages
 from tests.helpers.feedserver import STALL, TRICKLE, FeedServer
 
@@ -624,21 +625,8 @@ def test_check_config_names_a_bad_key(tmp_path):
 @pytest.fixture
 def small_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs to hold the daemon's state, so the disk can be filled for real."""
-    mount_point = tmp_path / "state"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0750", "coordd-test", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root and CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "state", "4m") as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
 
 
 def fill(path: Path) -> None:
