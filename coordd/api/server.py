@@ -78,15 +78,18 @@ TRIM_AFTER_BYTES = 8 << 20
 
 @dataclass
 class Limits:
-    max_frame_bytes: int = 1 << 20
-    max_batch: int = 100
-    max_connections: int = 256
-    idle_timeout_s: float = 300.0
-    max_connections_per_user: int = 64
-    admin_reserved_connections: int = 16
-    request_timeout_s: float = 10.0
-    max_send_queue_bytes: int = 256 << 10
-    max_send_queue_total_bytes: int = 16 << 20
+    """The server's bounds, set from the daemon's configuration (which holds their defaults
+    and meanings) and changed in place when it is reloaded."""
+
+    max_frame_bytes: int
+    max_batch: int
+    max_connections: int
+    idle_timeout_s: float
+    max_connections_per_user: int
+    admin_reserved_connections: int
+    request_timeout_s: float
+    max_send_queue_bytes: int
+    max_send_queue_total_bytes: int
 
     @property
     def reserved(self) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import grp
@@ -201,8 +202,7 @@ class Daemon:
         services = await build_services(config, store)
         runtime, locks = services.runtime, services.locks
         api = Api(services)
-        limits = Limits()
-        self._apply_limits(limits)
+        limits = self._limits()
         policy = AccessPolicy(config.admin_group, config.read_group)
         server = Server(api, limits, policy)
         try:
@@ -344,29 +344,33 @@ class Daemon:
         runtime.set_slots(config.heavy_slots)
         if self._store is not None:
             self._store.commit_timeout_s = config.commit_timeout_s
-        self._apply_limits(server.limits)
+        limits = self._limits()
+        for field in dataclasses.fields(Limits):  # in place: open connections see it too
+            setattr(server.limits, field.name, getattr(limits, field.name))
         policy.reset(config.admin_group, config.read_group)
         set_level(config.log_level)
         log.info("configuration reloaded")
         systemd.ready()
 
-    def _apply_limits(self, limits: Limits) -> None:
-        """Set the server's limits from the configuration; connections within what the
+    def _limits(self) -> Limits:
+        """The server's limits from the configuration; connections within what the
         open-file limit leaves (:mod:`coordd.service.descriptors`)."""
         config = self.config
         budget = descriptors.connection_budget(self._open_files, config.heavy_slots)
         problem = budget.problem(config.max_connections)
         if problem is not None:
             log.warning("%s", problem)
-        limits.max_frame_bytes = config.max_frame_bytes
-        limits.max_batch = config.max_batch
-        limits.max_connections = min(config.max_connections, budget.connections)
-        limits.max_connections_per_user = config.max_connections_per_user
-        limits.admin_reserved_connections = config.admin_reserved_connections
-        limits.idle_timeout_s = config.idle_timeout_s
-        limits.request_timeout_s = config.request_timeout_s
-        limits.max_send_queue_bytes = config.max_send_queue_bytes
-        limits.max_send_queue_total_bytes = config.max_send_queue_total_bytes
+        return Limits(
+            max_frame_bytes=config.max_frame_bytes,
+            max_batch=config.max_batch,
+            max_connections=min(config.max_connections, budget.connections),
+            max_connections_per_user=config.max_connections_per_user,
+            admin_reserved_connections=config.admin_reserved_connections,
+            idle_timeout_s=config.idle_timeout_s,
+            request_timeout_s=config.request_timeout_s,
+            max_send_queue_bytes=config.max_send_queue_bytes,
+            max_send_queue_total_bytes=config.max_send_queue_total_bytes,
+        )
 
     async def _watchdog_loop(self, runtime: Runtime) -> None:
         interval = systemd.watchdog_interval()
