@@ -1,6 +1,6 @@
 """What coordctl prints for people: coordd's answers turned into text one can act on.
 
-Pure functions from the API's JSON (``coordd/rpc.py``, ``Task.to_json``) to strings; nothing
+Pure functions from the API's JSON (``coordd/api/methods.py``, ``Task.to_json``) to strings; nothing
 here talks to the daemon or the terminal. The layout follows the Pulp v2 client this service
 descends from: a boxed header over a list of ``Label:  value`` records, and for a postponed or
 rejected request the resource and operation that caused it, so the reader knows what to wait

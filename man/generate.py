@@ -8,7 +8,7 @@ Commands, options, their metavars and help come from ``coordctl.parser.build_par
 ``coordd.service.main.build_parser()``; exit statuses from ``coordctl.exitcodes.DESCRIPTIONS`` and
 ``coordd.service.main.EXIT_*``; the configuration file's layout from ``coordd.service.config``'s docstring.
 The prose around them lives here. ``man/coordd-api.7`` is written by hand (it documents
-``coordd/rpc.py``); ``tests/test_man.py`` checks that it names every method.
+``coordd/api/methods.py``); ``tests/test_man.py`` checks that it names every method.
 
 The output is man(7) markup, checked by ``mandoc -Tlint``.
 """

@@ -85,7 +85,6 @@ class Runtime:
         self.counts: dict[str, int] = {state.value: 0 for state in State}
         self.started_at = clock()
         self.stopping = False
-        self.services: dict[str, Any] = {}
         self._seq = 0
         self._tg: TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}

@@ -21,6 +21,7 @@ configuration file and uses its ``client_socket_path``); this module adds the da
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from coordd.api.address import SYSTEM_SOCKET, is_system_default, user_socket_path, xdg_dir
@@ -33,44 +34,13 @@ SYSTEM_STATE_DIR = Path("/var/lib/coordd")
 SYSTEM_CONFIG_FILE = Path("/etc/coordd") / CONFIG_NAME
 
 
+@dataclass(frozen=True)
 class Paths:
-    """The three locations one daemon instance uses; immutable, compared by value.
-
-    Written out rather than a frozen dataclass: importing ``dataclasses`` (which imports
-    ``inspect``) costs about 5 ms, more than the rest of a one-shot command's own imports.
-    """
-
-    __slots__ = ("config_file", "socket", "state_dir")
+    """The three locations one daemon instance uses; immutable, compared by value."""
 
     socket: Path
     state_dir: Path
     config_file: Path
-
-    def __init__(self, socket: Path, state_dir: Path, config_file: Path) -> None:
-        object.__setattr__(self, "socket", socket)
-        object.__setattr__(self, "state_dir", state_dir)
-        object.__setattr__(self, "config_file", config_file)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Paths is immutable; cannot set {name!r}")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Paths):
-            return NotImplemented
-        return (self.socket, self.state_dir, self.config_file) == (
-            other.socket,
-            other.state_dir,
-            other.config_file,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.socket, self.state_dir, self.config_file))
-
-    def __repr__(self) -> str:
-        return (
-            f"Paths(socket={self.socket!r}, state_dir={self.state_dir!r}, "
-            f"config_file={self.config_file!r})"
-        )
 
 
 def system_paths() -> Paths:
