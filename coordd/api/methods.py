@@ -27,6 +27,7 @@ from jsonrpcserver.response import to_serializable
 from jsonrpcserver.sentinels import NOID
 
 from coordd.api import params
+from coordd.api.content import ContentMethods, version_param
 from coordd.api.errors import (
     INTERNAL_ERROR,
     CoorddError,
@@ -39,6 +40,7 @@ from coordd.engine.coordinator import Decision, Resource, Verdict
 from coordd.engine.locks import Holder, Locks, parse_resources
 from coordd.engine.runtime import Runtime
 from coordd.engine.tasks import ENDED, State, Task, blocker_to_json
+from coordd.repo.queries import ContentQueries
 from coordd.repo.repositories import (
     REPOSITORY,
     Repositories,
@@ -83,6 +85,7 @@ class Services:
     runtime: Runtime
     repos: Repositories
     locks: Locks
+    queries: ContentQueries | None = None
 
 
 Method = Callable[..., Awaitable[Any]]
@@ -123,6 +126,8 @@ class Api:
             "lock.attach": (self.lock_attach, "admin"),
             "lock.release": (self.lock_release, "admin"),
         }
+        content = ContentMethods(services.queries, self._submit)  # type: ignore[arg-type]
+        self.table.update(content.table())  # type: ignore[arg-type]
         self._methods = {
             name: self._guard(name, method, access) for name, (method, access) in self.table.items()
         }
@@ -178,6 +183,9 @@ class Api:
     async def server_status(self, caller: Caller) -> dict[str, Any]:
         status = self.services.runtime.status()
         status["repositories"] = len(self.services.repos.repos)
+        queries = self.services.queries
+        if queries is not None and queries.stats is not None:
+            status["content"] = queries.stats.to_json()
         status["caller"] = {"uid": caller.uid, "access": sorted(caller.access)}
         return status
 
@@ -317,13 +325,21 @@ class Api:
         return await self._submit("repo.sync", args, caller, request_id)
 
     async def repo_publish(
-        self, caller: Caller, repo_id: Any, request_id: Any = None
+        self, caller: Caller, repo_id: Any, version: Any = None, request_id: Any = None
     ) -> dict[str, Any]:
-        args = {"repo_id": validate_id(repo_id)}
+        args: dict[str, Any] = {"repo_id": validate_id(repo_id)}
+        if version is not None:
+            args["version"] = version_param(version)
         return await self._submit("repo.publish", args, caller, request_id)
 
     async def repo_copy(
-        self, caller: Caller, source: Any, target: Any, name: Any = None, request_id: Any = None
+        self,
+        caller: Caller,
+        source: Any,
+        target: Any,
+        name: Any = None,
+        version: Any = None,
+        request_id: Any = None,
     ) -> dict[str, Any]:
         args: dict[str, Any] = {
             "from": validate_id(source, "source"),
@@ -333,6 +349,8 @@ class Api:
             raise InvalidRequest("source and target must be different repositories")
         if name is not None:
             args["name"] = params.required_text(name, "name", max_len=200)
+        if version is not None:
+            args["version"] = version_param(version)
         return await self._submit("repo.copy", args, caller, request_id)
 
     async def _submit(

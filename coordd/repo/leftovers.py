@@ -1,14 +1,14 @@
 """What interrupted operations leave in the state directory, cleared before start-up.
 
-A sync stages its downloads in ``repositories/<id>/.tmp/`` (``coordd.repo.yum.download``'s
-``Workspace``), the content index is replaced through ``.content.json.<hex>.tmp`` (and its
-stamp through ``.content.stamp.json.<hex>.tmp``: ``coordd.repo.content``), and a publish
-builds in ``published/.<id>.tmp-<hex>`` and swaps through ``published/.<id>.link-<hex>``
-(``coordd.repo.publish``). None of these is ever read after the operation that made it
-ends, so at start-up, once the instance lock is held and before anything else, they are
-removed: an interrupted sync's downloads must not keep a full disk full, nor stop the daemon
-coming back. (Generations of a publication, ``.<id>.gen-<hex>``, are not leftovers: the one
-before the current stays readable for clients; the next publish prunes them.)
+A sync streams its downloads and metadata into ``content/.tmp/`` (``coordd.content.pool``),
+a legacy repository directory may hold ``repositories/<id>/.tmp/`` and index temporaries
+from an older release, and a publish builds in ``published/.<id>.tmp-<hex>`` and swaps
+through ``published/.<id>.link-<hex>`` (``coordd.repo.publish``). None of these is ever
+read after the operation that made it ends, so at start-up, once the instance lock is held
+and before anything else, they are removed: an interrupted sync's downloads must not keep a
+full disk full, nor stop the daemon coming back. (Generations of a publication,
+``.<id>.gen-<hex>``, are not leftovers: one swapped out stays readable for clients during
+its grace period; the next publish prunes it.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordd.repo.content import TMP_DIR
+from coordd.content.migrate import LEGACY_DIR
+
+TMP_DIR = ".tmp"
 
 __all__ = ["Cleared", "clear_leftovers"]
 
@@ -40,7 +42,9 @@ def clear_leftovers(state_dir: Path) -> Cleared:
     """Remove the temporary files and directories of interrupted operations under
     ``state_dir``; never follows a symbolic link out of it."""
     cleared = Cleared(errors=[])
-    for repo_dir in _entries(state_dir / "repositories", cleared):
+    for entry in _entries(state_dir / "content" / TMP_DIR, cleared):
+        _remove(entry, cleared)
+    for repo_dir in _entries(state_dir / LEGACY_DIR, cleared):
         if not repo_dir.is_dir() or repo_dir.is_symlink():
             continue
         for entry in _entries(repo_dir, cleared):

@@ -1,18 +1,20 @@
 """Repositories: their configuration, and the operations that change them (docs/design.md §6).
 
-The configuration lives in the ``repositories`` table; content lives under
-``<state>/repositories/<id>/`` and the published tree under ``<state>/published/<id>/``
-(see ``coordd.repo.content``, ``coordd.repo.yum.sync``, ``coordd.repo.publish`` and
-``coordd.repo.copy``).
-Every change is a task on ``repository <id>``; the coordinator has already ruled out every
-conflict by the time an operation here runs, so the operations need no locks of their own.
+The configuration lives in the ``repositories`` table of the task store; content lives in
+the content store (``coordd.content``: the pool, units and versions) and the published tree
+under ``<state>/published/<id>/`` (``coordd.repo.publish``). Every change is a task on
+``repository <id>``, and every operation that adds to the pool also holds ``content pool:
+read``, so orphan cleanup (``content pool: update``) never runs beside one; the coordinator
+has ruled out every conflict by the time an operation here runs, so the operations need
+no locks of their own.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,13 @@ import anyio
 
 from coordd.api import params
 from coordd.api.errors import InvalidRequest, NotFound, OperationFailed
+from coordd.content import versions, worker
+from coordd.content.store import DEFAULT_RETAIN, ContentStore, RepoState
 from coordd.engine.coordinator import Claim, Resource
 from coordd.engine.operations import Operation, TaskContext
+from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS
 from coordd.engine.tasks import iso
-from coordd.repo.content import content_summary, remove_content
-from coordd.repo.copy import copy_packages
-from coordd.repo.publish import publish, unpublish
+from coordd.repo.publish import DEFAULT_GRACE, publish_version, unpublish
 from coordd.repo.yum.options import SOURCES, ImporterOptions, redact, without_userinfo
 from coordd.repo.yum.sync import sync
 from coordd.store.database import Store, dumps
@@ -51,19 +54,6 @@ def validate_id(value: Any, name: str = "repo_id") -> str:
 
 def resource(repo_id: str) -> Resource:
     return Resource(REPOSITORY, repo_id)
-
-
-def remove_repository(repo_dir: Path, publish_dir: Path | None) -> dict[str, Any]:
-    """Delete a repository's publication, then its content; safe to run again after a crash.
-
-    Each step is idempotent (see ``unpublish`` and ``remove_content``), so a rerun finishes
-    an interrupted delete.
-    """
-    removed: list[str] = []
-    if publish_dir is not None:
-        removed.extend(unpublish(publish_dir))
-    removed.extend(remove_content(repo_dir))
-    return {"removed": removed}
 
 
 @dataclass
@@ -119,13 +109,37 @@ def _without_userinfo(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**summary, "feed": without_userinfo(summary["feed"])}
 
 
-class Repositories:
-    """The repository table in memory, mirrored to the store."""
+@dataclass(frozen=True)
+class ContentSettings:
+    """How the content operations behave (from the configuration)."""
 
-    def __init__(self, store: Store, state_dir: Path) -> None:
+    retain_versions: int = DEFAULT_RETAIN  # per repository unless its config says otherwise
+    publish_grace: float = DEFAULT_GRACE
+    # Versions with fewer packages than this are published in a thread, larger ones by a
+    # worker process.
+    inline_publish: int = 2000
+
+
+POOL = Resource("content", "pool")
+
+
+class Repositories:
+    """The repository table in memory, mirrored to the store; content in ``ContentStore``."""
+
+    def __init__(
+        self,
+        store: Store,
+        state_dir: Path,
+        content: ContentStore | None = None,
+        settings: ContentSettings | None = None,
+    ) -> None:
         self.store = store
         self.state_dir = state_dir
+        self.content = content if content is not None else ContentStore(state_dir)
+        self.settings = settings if settings is not None else ContentSettings()
         self.repos: dict[str, Repository] = {}
+        self.states: dict[str, RepoState] = {}
+        self.on_change: Callable[[], Awaitable[Any]] | None = None  # after content changed
 
     async def load(self) -> None:
         for row in await self.store.fetch("SELECT * FROM repositories ORDER BY id"):
@@ -137,9 +151,7 @@ class Repositories:
                 last_sync=json.loads(row["last_sync"]) if row["last_sync"] else None,
                 last_publish=json.loads(row["last_publish"]) if row["last_publish"] else None,
             )
-
-    def repo_dir(self, repo_id: str) -> Path:
-        return self.state_dir / "repositories" / repo_id
+        self.states = await anyio.to_thread.run_sync(self.content.states)
 
     def publish_dir(self, repo_id: str) -> Path:
         return self.state_dir / "published" / repo_id
@@ -151,22 +163,47 @@ class Repositories:
         return repo
 
     def describe(self, repo: Repository, *, details: bool = False) -> dict[str, Any]:
+        """What ``repo list`` and ``repo show`` answer: from memory, at a cost that does
+        not grow with the repository."""
+        state = self.states.get(repo.id)
+        latest = state.latest if state else None
         out: dict[str, Any] = {
             "id": repo.id,
             "display_name": repo.config.get("display_name"),
             "description": repo.config.get("description"),
             "notes": repo.config.get("notes"),
             "importer": redact(repo.config.get("importer", {})),
+            "retain_versions": self.retain(repo),
             "created": iso(repo.created),
             "updated": iso(repo.updated),
+            "latest_version": latest.number if latest else None,
+            "published_version": state.published if state else None,
             "last_sync": _without_userinfo(repo.last_sync),
             "last_publish": repo.last_publish,
         }
         if details:
-            out["content"] = _without_userinfo(content_summary(self.repo_dir(repo.id)))
+            synced = state.synced if state else None
+            out["content"] = {
+                "version": latest.number if latest else None,
+                "counts": latest.counts if latest else {},
+                "size": latest.size if latest else 0,
+                "revision": synced["revision"] if synced else None,
+                "feed": without_userinfo(synced["feed"]) if synced and synced["feed"] else None,
+                "last_sync": iso(synced["synced_at"]) if synced else None,
+            }
             published = self.publish_dir(repo.id)
             out["published_path"] = str(published) if published.exists() else None
         return out
+
+    def retain(self, repo: Repository) -> int:
+        value = repo.config.get("retain_versions")
+        return int(value) if isinstance(value, int) else self.settings.retain_versions
+
+    async def _refresh(self, repo_id: str | None) -> None:
+        if repo_id is not None:
+            self.states[repo_id] = await anyio.to_thread.run_sync(self.content.state, repo_id)
+        if self.on_change is not None:
+            await self.on_change()
 
     def _save(self, ctx: TaskContext, repo: Repository) -> None:
         """Store ``repo`` with the task's end, and show it to queries once committed."""
@@ -190,15 +227,15 @@ class Repositories:
 
     # -- operations ----------------------------------------------------------------------
     #
-    # Each operation changes files (idempotently) and then hands its database change to
-    # ``_save``: the change and the task's end commit together. Queries see a Repository
-    # object only when it is on disk; operations work on copies until then. Create and
-    # update change no file: they are plain functions, applied when their task starts.
+    # A content change commits its version in the content store (one transaction) and
+    # then hands the repository's row to ``_save``, which commits with the task's end. A
+    # crash between the two leaves the version committed and the task to run again; a
+    # rerun finds nothing left to change and makes no version. Create and update change
+    # no content: they are plain functions, applied when their task starts.
 
     def create(self, ctx: TaskContext) -> dict[str, Any]:
         repo_id = ctx.args["repo_id"]
         now = time.time()
-        # No directory yet: sync, copy and publish create what they write into.
         self._save(ctx, Repository(repo_id, dict(ctx.args["config"]), now, now))
         return {"repo_id": repo_id}
 
@@ -206,7 +243,7 @@ class Repositories:
         repo = self._existing(ctx.args["repo_id"])
         changes = ctx.args["config"]
         config = dict(repo.config)
-        for key in DESCRIPTIVE:
+        for key in (*DESCRIPTIVE, "retain_versions"):
             if key in changes:
                 config[key] = changes[key]
         if "importer" in changes:
@@ -225,16 +262,18 @@ class Repositories:
         return {"repo_id": repo.id, "changed": sorted(changes)}
 
     async def delete(self, ctx: TaskContext) -> dict[str, Any]:
+        """Unpublish, then drop the versions (their units become orphans); idempotent."""
         repo_id = ctx.args["repo_id"]
-        await anyio.to_thread.run_sync(
-            remove_repository, self.repo_dir(repo_id), self.publish_dir(repo_id)
-        )
+        removed = await anyio.to_thread.run_sync(unpublish, self.publish_dir(repo_id))
+        await anyio.to_thread.run_sync(self.content.forget, repo_id)
+        await self._refresh(None)
 
         def forget() -> None:
             self.repos.pop(repo_id, None)
+            self.states.pop(repo_id, None)
 
         ctx.commit_at_end(("DELETE FROM repositories WHERE id = ?", (repo_id,)), then=forget)
-        return {"repo_id": repo_id}
+        return {"repo_id": repo_id, "removed": removed}
 
     async def sync(self, ctx: TaskContext) -> dict[str, Any]:
         repo = self._existing(ctx.args["repo_id"])
@@ -244,16 +283,75 @@ class Repositories:
                 f"repository {repo.id} has no feed; set one with repo update --feed URL"
                 " (or --metalink URL, --mirrorlist URL)"
             )
-        summary = await sync(self.repo_dir(repo.id), options, ctx.progress)
+        try:
+            summary = await sync(
+                self.content,
+                repo.id,
+                options,
+                ctx.progress,
+                task_id=ctx.task.id,
+                retain=self.retain(repo),
+            )
+        finally:
+            await self._refresh(repo.id)
         last = {"finished": iso(time.time()), "task_id": ctx.task.id, **summary}
         self._save(ctx, replace(repo, last_sync=last))
         return summary
 
     async def publish(self, ctx: TaskContext) -> dict[str, Any]:
         repo = self._existing(ctx.args["repo_id"])
-        summary: dict[str, Any] = await anyio.to_thread.run_sync(
-            publish, self.repo_dir(repo.id), self.publish_dir(repo.id), ctx.progress
-        )
+        state = self.states.get(repo.id)
+        number = ctx.args.get("version")
+        if number is None:
+            if state is None or state.latest is None:
+                raise OperationFailed(f"repository {repo.id} has no version to publish; sync it")
+            number = state.latest.number
+        version = await self.content.db.read(lambda db: versions.get(db, repo.id, number))
+        if version is None:
+            raise OperationFailed(f"repository {repo.id} has no version {number}")
+        progress = ctx.progress
+        progress.set("publish", state=IN_PROGRESS, step="link", items_total=0, items_done=0)
+        report = progress.node("publish")
+
+        def emit(values: dict[str, Any]) -> None:
+            report.update(values)
+            progress.touch()
+
+        args = {
+            "db": str(self.content.db.path),
+            "pool": str(self.content.pool.root),
+            "repo_id": repo.id,
+            "number": number,
+            "revision": state.synced["revision"] if state and state.synced else None,
+            "publish_dir": str(self.publish_dir(repo.id)),
+            "grace": self.settings.publish_grace,
+        }
+        try:
+            if version.counts.get("rpm", 0) < self.settings.inline_publish:
+                summary = await anyio.to_thread.run_sync(
+                    publish_version, args, emit, anyio.from_thread.check_cancelled
+                )
+            else:
+                try:
+                    summary = await worker.run("coordd.repo.publish", args, emit)
+                except worker.WorkerError as exc:
+                    raise OperationFailed(f"publish failed: {exc.message}") from None
+            await anyio.to_thread.run_sync(
+                self.content.record_publication,
+                repo.id,
+                number,
+                summary["path"],
+                summary["revision"],
+                ctx.task.id,
+            )
+        except BaseException as exc:
+            report["state"] = FAILED if isinstance(exc, Exception) else CANCELED
+            progress.touch()
+            raise
+        finally:
+            await self._refresh(repo.id)
+        report["state"] = FINISHED
+        progress.touch()
         last = {"finished": iso(time.time()), "task_id": ctx.task.id, **summary}
         self._save(ctx, replace(repo, last_publish=last))
         return summary
@@ -261,14 +359,63 @@ class Repositories:
     async def copy(self, ctx: TaskContext) -> dict[str, Any]:
         source = self._existing(ctx.args["from"])
         target = self._existing(ctx.args["to"])
-        summary: dict[str, Any] = await anyio.to_thread.run_sync(
-            copy_packages,
-            self.repo_dir(source.id),
-            self.repo_dir(target.id),
-            ctx.args.get("name"),
+        state = self.states.get(source.id)
+        number = ctx.args.get("version")
+        if number is None:
+            number = state.latest.number if state and state.latest else 0
+        elif await self.content.db.read(lambda db: versions.get(db, source.id, number)) is None:
+            raise OperationFailed(f"repository {source.id} has no version {number}")
+        version = await anyio.to_thread.run_sync(
+            functools.partial(
+                self.content.copy,
+                source.id,
+                number,
+                target.id,
+                name=ctx.args.get("name"),
+                task_id=ctx.task.id,
+                retain=self.retain(target),
+            )
         )
+        await self._refresh(target.id)
         self._save(ctx, replace(target, updated=time.time()))
-        return summary
+        return {
+            "from": source.id,
+            "from_version": number,
+            "to": target.id,
+            "version": version.number if version else None,
+            "copied": version.added.get("rpm", 0) if version else 0,
+        }
+
+    async def rollback(self, ctx: TaskContext) -> dict[str, Any]:
+        repo = self._existing(ctx.args["repo_id"])
+        number = ctx.args["version"]
+        try:
+            version = await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.content.rollback,
+                    repo.id,
+                    number,
+                    task_id=ctx.task.id,
+                    retain=self.retain(repo),
+                )
+            )
+        except LookupError:
+            raise OperationFailed(f"repository {repo.id} has no version {number}") from None
+        await self._refresh(repo.id)
+        self._save(ctx, replace(repo, updated=time.time()))
+        return {
+            "repo_id": repo.id,
+            "from_version": number,
+            "version": version.number if version else None,
+            "added": version.added if version else {},
+            "removed": version.removed if version else {},
+        }
+
+    async def remove_orphans(self, ctx: TaskContext) -> dict[str, Any]:
+        try:
+            return await anyio.to_thread.run_sync(self.content.remove_orphans)
+        finally:
+            await self._refresh(None)
 
     def _existing(self, repo_id: str) -> Repository:
         repo = self.repos.get(repo_id)
@@ -277,14 +424,22 @@ class Repositories:
         return repo
 
     def operations(self) -> list[Operation]:
-        def on(kind: str) -> Any:
+        def on(kind: str, *, pool: bool = False) -> Any:
             def claims(args: Mapping[str, Any]) -> tuple[Claim, ...]:
-                return (Claim(resource(args["repo_id"]), kind),)  # type: ignore[arg-type]
+                claim = Claim(resource(args["repo_id"]), kind)  # type: ignore[arg-type]
+                return (claim, Claim(POOL, "read")) if pool else (claim,)
 
             return claims
 
         def copy_claims(args: Mapping[str, Any]) -> tuple[Claim, ...]:
-            return (Claim(resource(args["from"]), "read"), Claim(resource(args["to"]), "update"))
+            return (
+                Claim(resource(args["from"]), "read"),
+                Claim(resource(args["to"]), "update"),
+                Claim(POOL, "read"),
+            )
+
+        def pool_claims(args: Mapping[str, Any]) -> tuple[Claim, ...]:
+            return (Claim(POOL, "update"),)
 
         return [
             Operation("repo.create", "create repository", on("create"), apply=self.create),
@@ -292,9 +447,31 @@ class Repositories:
             Operation(
                 "repo.delete", "delete repository", on("delete"), self.delete, restartable=True
             ),
-            Operation("repo.sync", "sync", on("update"), self.sync, heavy=True, restartable=True),
+            Operation(
+                "repo.sync",
+                "sync",
+                on("update", pool=True),
+                self.sync,
+                heavy=True,
+                restartable=True,
+            ),
             Operation(
                 "repo.publish", "publish", on("read"), self.publish, heavy=True, restartable=True
             ),
             Operation("repo.copy", "copy packages", copy_claims, self.copy, restartable=True),
+            Operation(
+                "repo.rollback",
+                "roll back",
+                on("update", pool=True),
+                self.rollback,
+                restartable=True,
+            ),
+            Operation(
+                "content.orphans.remove",
+                "remove orphaned content",
+                pool_claims,
+                self.remove_orphans,
+                heavy=True,
+                restartable=True,
+            ),
         ]

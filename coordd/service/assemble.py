@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 
+import anyio.to_thread
+
+from coordd.api.errors import Unavailable
 from coordd.api.methods import Services
+from coordd.content.migrate import migrate
+from coordd.content.store import ContentStore
 from coordd.engine.locks import Locks, lock_operation
 from coordd.engine.operations import Registry
 from coordd.engine.runtime import Runtime
 from coordd.engine.settings import EngineSettings
-from coordd.repo.repositories import Repositories, resource
+from coordd.repo.queries import ContentQueries
+from coordd.repo.repositories import ContentSettings, Repositories, resource
 from coordd.service.config import Config
 from coordd.store.database import Store
 
@@ -27,12 +34,30 @@ def engine_settings(config: Config) -> EngineSettings:
     )
 
 
+def content_settings(config: Config) -> ContentSettings:
+    """What the content operations read of the configuration."""
+    return ContentSettings()
+
+
 async def build_services(
     config: Config, store: Store, *, clock: Callable[[], float] = time.time
 ) -> Services:
     """Repositories loaded, every operation registered, a runtime ready to ``start``."""
-    repos = Repositories(store, config.state_dir)
+    content = ContentStore(config.state_dir)
+    try:
+        await anyio.to_thread.run_sync(content.open)
+    except (OSError, sqlite3.Error, RuntimeError) as exc:
+        raise Unavailable(f"the content store failed: {exc}") from exc
+    repos = Repositories(store, config.state_dir, content, content_settings(config))
     await repos.load()
+    try:
+        migrated = await anyio.to_thread.run_sync(
+            migrate, config.state_dir, content, set(repos.repos)
+        )
+    except (OSError, sqlite3.Error, ValueError) as exc:
+        raise Unavailable(f"migrating the repositories to the content store failed: {exc}") from exc
+    if migrated:
+        await repos.load()
     locks = Locks()
     registry = Registry([*repos.operations(), lock_operation(locks)])
     runtime = Runtime(
@@ -42,4 +67,6 @@ async def build_services(
         existing=[resource(r) for r in repos.repos],
         clock=clock,
     )
-    return Services(runtime, repos, locks)
+    queries = ContentQueries(repos)
+    await queries.refresh()
+    return Services(runtime, repos, locks, queries)

@@ -38,6 +38,7 @@ import createrepo_c as cr
 import pytest
 import zstandard
 
+from coordd.content.store import ContentStore
 from coordd.engine.progress import Progress
 from coordd.repo.yum import sync as yum
 from coordd.repo.yum.options import ImporterOptions
@@ -46,13 +47,23 @@ COMPRESSIONS = ("gz", "xz", "bz2", "zst", "none")
 SYNC_DEADLINE = 60.0
 
 
+def content_store(repo_dir: Path) -> ContentStore:
+    """The content store a test repository ``repo_dir`` lives in: ``state/`` beside it, so
+    the repositories of one test share one pool (the repository's id is its name)."""
+    store = ContentStore(repo_dir.parent / "state")
+    store.open()
+    return store
+
+
 async def sync(
     repo_dir: Path, options: ImporterOptions, progress: Progress, **kwargs: Any
 ) -> dict[str, Any]:
-    """``coordd.repo.yum.sync.sync`` under a deadline: a hang fails the test cleanly (the
-    sync is cancelled inside the event loop) instead of stalling the whole run."""
+    """``coordd.repo.yum.sync.sync`` of the repository ``repo_dir.name`` (``content_store``)
+    under a deadline: a hang fails the test cleanly (the sync is cancelled inside the event
+    loop) instead of stalling the whole run."""
+    store = content_store(repo_dir)
     with anyio.fail_after(SYNC_DEADLINE):
-        return await yum.sync(repo_dir, options, progress, **kwargs)
+        return await yum.sync(store, repo_dir.name, options, progress, **kwargs)
 
 
 _SUFFIX = {"gz": ".gz", "xz": ".xz", "bz2": ".bz2", "zst": ".zst", "none": ""}

@@ -266,6 +266,9 @@ class Limits:
     retry_delay: float = 0.5  # seconds before the first retry, doubled for each next one
     max_mirror_list: int = 1 << 20  # a metalink or mirrorlist
     max_errors: int = 20  # failed downloads before the rest are abandoned
+    # Metadata smaller than this (compressed bytes, all files) is parsed in a thread of the
+    # daemon, larger in worker processes (a second of parsing would hold the interpreter).
+    inline_metadata: int = 1 << 20
 
 
 DEFAULT_LIMITS: Final = Limits()

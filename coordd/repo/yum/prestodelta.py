@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordd.repo.records import Delta
+from coordd.content.records import Delta
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.options import checked_type
 from coordd.repo.yum.repomd import FetchedMetadata

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from coordd.repo.records import (
+from coordd.content.records import (
     DEPENDENCY_KINDS,
     Changelog,
     Dependency,

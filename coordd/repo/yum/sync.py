@@ -1,107 +1,75 @@
-"""The yum importer: make a repository's content match a remote yum/dnf feed.
+"""The yum importer: make a repository's next version match a remote yum/dnf feed.
 
-``sync(repo_dir, options, progress)`` fetches ``repodata/repomd.xml``; the primary, filelists
-and other metadata; errata (updateinfo); delta RPMs (prestodelta); extra metadata files
-(comps, modules, …, kept as they are); and a distribution tree (``.treeinfo`` at the feed
-root and the files it names). It chooses the packages (all, or the newest EVR of each name
-and arch), downloads what the repository lacks in parallel, and commits the result by
-replacing the content index (see ``coordd.repo.content`` for the layout and its invariants).
+``sync(store, repo_id, options, progress)`` fetches ``repodata/repomd.xml``; the primary,
+filelists and other metadata; errata (updateinfo); delta RPMs (prestodelta); extra metadata
+files (comps, modules, …, kept as they are); and a distribution tree (``.treeinfo`` at the
+feed root and the files it names). It streams the metadata into units (``ingest``, in worker
+processes for large feeds), chooses the packages (all, or the newest EVR of each name and
+arch), downloads into the pool what it lacks, in parallel (``download``), and commits the
+chosen units as the repository's next version (``ContentStore.commit_staged``).
 
-The sync is a sequence of named steps (``_Sync.run``): fetch repomd.xml and .treeinfo;
-stop early if nothing changed; parse repomd.xml; fetch the metadata files; parse them
-(``primary``, ``updateinfo``, ``prestodelta``, ``treeinfo``); choose the packages and
-what else to keep; build the new index; download (``download``); commit. Both ways out,
-changed or not, report one ``SyncSummary``.
+The sync is a sequence of named steps (``_Sync.run``): fetch repomd.xml and .treeinfo; stop
+early if nothing changed; parse repomd.xml; fetch the metadata files; ingest them; stage the
+other files; find what the pool lacks; download it; commit. Both ways out, changed or not,
+report one ``SyncSummary``.
 
 Atomicity and restarts
-    Downloads stream into ``repo_dir/.tmp`` and reach ``content/<href>`` by ``os.replace``
-    only when complete and verified (size, and checksum unless ``verify_checksum`` is off);
-    a ``finally`` removes the temporary file on any failure or cancellation, and ``.tmp`` is
-    wiped when a sync starts, which covers kill -9. Nothing the current index references
-    is touched before the commit, except a file the feed now serves with other content at
-    the same path: those are staged, the index is first committed without them (a smaller
-    but consistent state), then they are renamed in and the final index is committed.
-    Files left by an interrupted sync are adopted by the next one when their checksum
-    matches; files the new index does not reference are removed after it is committed.
-    So a hard cancel at any ``await`` leaves the repository as it was or consistently
-    advanced, and a rerun completes it. A rerun against an unchanged feed (same repomd.xml
-    and .treeinfo bytes, same options, every indexed file present with its size) downloads
-    nothing and parses nothing: it reads the index's small stamp, not the index.
+    Nothing a committed version references is touched: units are only added, pool files
+    only entered verified (``coordd.content.pool``), and the version is one transaction.
+    A hard cancel at any ``await``, or kill -9, leaves the previous version as it was; a
+    rerun finds the files already entered in the pool and downloads only the rest. A rerun
+    against an unchanged feed (same repomd.xml and .treeinfo bytes, same options, every
+    file of the latest version present) downloads nothing, parses nothing and makes no
+    version.
 
-Hostile feeds (each ends in ``OperationFailed`` naming the problem; nothing is written
-outside ``repo_dir`` and the previous content stays)
+Hostile feeds (each ends in ``OperationFailed`` naming the problem; the previous version
+stays)
     - Paths: every href (packages, deltas, tree files, metadata) goes through
-      ``content.check_href`` and ``content.resolve_in``: raw and percent-decoded component
-      checks, then component-wise containment of the resolved path. ``xml:base`` may point
-      only to the feed's own scheme and host (and, for file:// feeds, inside the feed
-      directory), so metadata cannot send the importer to another server or read local
-      files.
-    - XML (``safexml``): lxml with entity resolution and network access off, no DTD loading, default
-      (non-huge) tree limits, and any document with a DOCTYPE is refused outright.
+      ``check_href``, and is resolved under the publication by ``resolve_in`` when
+      published; ``xml:base`` may point only to the feed's own scheme and host (and, for
+      file:// feeds, inside the feed directory), so metadata cannot send the importer to
+      another server or read local files (``feed.Feed.url``).
+    - XML (``safexml``): lxml with entity resolution and network access off, no DTD
+      loading, default (non-huge) tree limits, and any document with a DOCTYPE is refused.
     - Compression (``decompress``) is detected by magic bytes (gz, xz, bz2, zst); the
       decompressed size is capped by the declared ``open-size`` and by a hard cap (bz2
       reaches 1,000,000:1), and the ``open-checksum`` is verified when declared.
-    - Checksums: metadata is always verified; sha1/md5/sha224 are refused unless
-      ``allow_weak_checksums``; unknown types are refused.
+    - Checksums: metadata and every file entering the pool are always verified;
+      sha1/md5/sha224 are refused unless ``allow_weak_checksums``; unknown types are refused.
     - Transport (``coordd.repo.fetch``): each body must keep a minimum average rate after a
-      grace period (a body trickling one byte at a time never trips a read timeout),
-      bodies larger than declared are cut off at once, redirects from https to http (or to
-      another scheme) are refused, and a ``Content-Encoding`` the importer did not ask for
-      is refused. Redirects to other hosts are followed: mirrors and CDNs use them, and
-      what arrives is still checked against the metadata.
+      grace period, bodies larger than declared are cut off at once, redirects from https
+      to http (or to another scheme) are refused, and a ``Content-Encoding`` the importer
+      did not ask for is refused.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import os
-import shutil
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import sqlite3
+from dataclasses import asdict, dataclass
 from typing import Any, Final
-from urllib.parse import urljoin, urlsplit
-from urllib.request import url2pathname
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 
 from coordd.api.errors import OperationFailed
+from coordd.content import worker
+from coordd.content.paths import RESERVED_TOP
+from coordd.content.store import DEFAULT_RETAIN, ContentStore, RepoState
+from coordd.content.units import ERRATUM, RPM, file_row, insert_units, metadata_row
+from coordd.content.versions import Version
 from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS, SKIPPED, Progress
-from coordd.repo.content import (
-    CONTENT_DIR,
-    RESERVED_TOP,
-    ContentIndex,
-    Counts,
-    UnsafePath,
-    check_href,
-    collect_garbage,
-    missing_from_stamp,
-    read_stamp,
-    reset_tmp,
-    stamp_counts,
-)
 from coordd.repo.fetch import DownloadError, Fetcher, fetcher_for
-from coordd.repo.records import Delta, Erratum, MetadataFile, Package, StoredFile, TreeFile
-from coordd.repo.yum.download import Downloader, Workspace
+from coordd.repo.yum import ingest
+from coordd.repo.yum.download import Downloader, Need
 from coordd.repo.yum.errors import MetadataError
-from coordd.repo.yum.mirrors import Mirrors, parse_metalink, parse_mirrorlist
-from coordd.repo.yum.options import (
-    DEFAULT_LIMITS,
-    ImporterOptions,
-    Limits,
-    without_userinfo,
-)
-from coordd.repo.yum.prestodelta import read_deltas
-from coordd.repo.yum.primary import Location, read_packages
+from coordd.repo.yum.feed import Feed
+from coordd.repo.yum.options import DEFAULT_LIMITS, ImporterOptions, Limits, without_userinfo
 from coordd.repo.yum.repomd import FetchedMetadata, RepomdRecord, parse_repomd
 from coordd.repo.yum.report import Report
 from coordd.repo.yum.treeinfo import parse_treeinfo
-from coordd.repo.yum.updateinfo import read_errata
-from coordd.repo.yum.versions import epoch_number, newest_only
 
 # Repomd record types this importer regenerates (so does not keep as files), or that only
 # duplicate them in another form.
@@ -116,12 +84,14 @@ class SyncSummary:
     mirror: str | None  # the mirror used, for a sync from a metalink or mirrorlist
     changed: bool  # False: the feed was unchanged; only repomd.xml and .treeinfo were read
     revision: str | None
+    version: int | None  # the repository's latest version after the sync
+    new_version: bool  # whether the sync made that version
     packages: int  # in the repository now, copies included
-    added: int  # feed packages the repository did not hold before
-    kept: int  # feed packages it already held
-    removed: int  # feed packages it dropped
-    downloaded: int
-    adopted: int  # files an interrupted sync had left, taken without a download
+    added: int  # packages the new version holds that the previous did not
+    kept: int  # feed packages the previous version already held
+    removed: int  # feed packages the new version dropped
+    downloaded: int  # files fetched from the feed
+    from_pool: int  # files the version needed that the pool already had: no download
     bytes_downloaded: int
     errata: int
     delta_rpms: int
@@ -132,58 +102,33 @@ class SyncSummary:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class _Fingerprint:
-    """What decides whether a feed changed since the last sync."""
-
-    repomd_checksum: str
-    treeinfo_checksum: str | None
-    sync_options: dict[str, Any]
-
-
-@dataclass
-class _Plan:
-    """What the repository will hold, chosen from the parsed metadata."""
-
-    packages: list[Package] = field(default_factory=list)
-    deltas: list[Delta] = field(default_factory=list)
-    tree_files: list[TreeFile] = field(default_factory=list)
-    metadata_files: list[MetadataFile] = field(default_factory=list)
-    treeinfo: TreeFile | None = None
-    errata: list[Erratum] = field(default_factory=list)
-    urls: dict[str, str] = field(default_factory=dict)  # href → URL, for every file above
-
-
 class _Sync:
     """One sync of one repository from its feed; ``run`` calls the steps in order."""
 
     def __init__(
         self,
-        repo_dir: Path,
+        store: ContentStore,
+        repo_id: str,
         options: ImporterOptions,
         limits: Limits,
         report: Report,
         fetcher: Fetcher,
-        tmp: Path,
+        *,
+        task_id: str | None,
+        retain: int,
     ) -> None:
-        self.repo_dir = repo_dir
+        self.store = store
+        self.repo_id = repo_id
         self.options = options
         self.limits = limits
         self.report = report
-        self.fetcher = fetcher
-        self.workspace = Workspace(repo_dir, tmp)
-        self.downloader = Downloader(self.workspace, fetcher, report, options, limits)
-        self.mirror: str | None = None
-        self._use(options.feed or "")
-
-    def _use(self, base: str) -> None:
-        """Take ``base`` (the feed, or a mirror) as the URL every href is relative to."""
-        self.feed = base if base.endswith("/") else base + "/"
-        parts = urlsplit(self.feed)
-        self.feed_scheme, self.feed_netloc = parts.scheme, parts.netloc
-        self.feed_root = (
-            Path(url2pathname(parts.path)).resolve() if parts.scheme == "file" else None
-        )
+        self.task_id = task_id
+        self.retain = retain
+        self.feed = Feed(options, limits, report, fetcher, store.pool)
+        self.downloader = Downloader(store.pool, fetcher, report, options, limits)
+        self.from_pool = 0
+        self.entered: list[tuple[str, int]] = []  # (sha256, size) of files put in the pool
+        self.resolved: list[tuple[int, str, str | None, str | None]] = []  # unit, sha256, alias
 
     # -- the steps, in order ---------------------------------------------------------------
 
@@ -191,131 +136,82 @@ class _Sync:
         """The sync: each step below is a method, called in this order."""
         report = self.report
         report.state(report.metadata, IN_PROGRESS)
-        repomd, treeinfo = await self.fetch_repomd()
+        repomd, treeinfo = await self.feed.fetch_repomd()
         fingerprint = self.fingerprint(repomd, treeinfo)
-        stamp = await anyio.to_thread.run_sync(self.unchanged, fingerprint)
-        if stamp is not None:
-            return self.skip(stamp)
-        old = await anyio.to_thread.run_sync(ContentIndex.load, self.repo_dir)
+        state = await anyio.to_thread.run_sync(self.store.state, self.repo_id)
+        if await self.unchanged(state, fingerprint):
+            return self.skip(state)
         revision, records = self.parse_repomd(repomd)
         fetched = await self.fetch_metadata(records)
-        packages, locations, errata, deltas = await self.parse_metadata(fetched)
-        plan = self.choose_packages(packages, locations, deltas)
-        plan.errata = errata
-        self.keep_metadata_files(plan, records)
-        if treeinfo is not None:
-            self.add_tree(plan, treeinfo)
-        new = self.new_index(old, plan, revision, fingerprint)
+        try:
+            parsed = await self.ingest(fetched)
+        finally:
+            for metadata in fetched.values():
+                metadata.path.unlink(missing_ok=True)
+        await self.stage_files(records, treeinfo)
         report.state(report.metadata, FINISHED)
-        kept = await self.downloader.download(old, new, plan.urls, treeinfo or b"")
-        await self.commit(old, new, errata="updateinfo" in records)
-        feed_hrefs = {p["href"] for p in plan.packages}
-        removed = [
-            h for h, p in old.packages.items() if p.get("origin") != "copy" and h not in feed_hrefs
-        ]
+        needs = await anyio.to_thread.run_sync(self.needs, state)
+        entered = await self.downloader.download(needs)
+        for item in entered:
+            self.entered.append((item.sha256, item.size))
+            if item.checksum_type != "sha256":
+                self.resolved.append((item.unit_id, item.sha256, item.checksum_type, item.checksum))
+        report.state(report.errata, IN_PROGRESS)
+        version = await anyio.to_thread.run_sync(
+            functools.partial(self.commit, fingerprint=fingerprint, revision=revision)
+        )
+        report.state(report.errata, FINISHED if "updateinfo" in records else SKIPPED)
+        latest = version or state.latest
+        added = version.added.get(RPM, 0) if version else 0
+        removed = version.removed.get(RPM, 0) if version else 0
         return self.summary(
             changed=True,
             revision=revision,
-            counts=new.counts(),
-            added=len([h for h in feed_hrefs if h not in kept]),
-            kept=len([h for h in feed_hrefs if h in kept]),
-            removed=len(removed),
+            latest=latest,
+            new_version=version is not None,
+            added=added,
+            kept=max(parsed["chosen"] - added, 0),
+            removed=removed,
         )
 
-    async def fetch_repomd(self) -> tuple[bytes, bytes | None]:
-        """repomd.xml, and the feed's .treeinfo if it has one.
-
-        From a metalink or mirrorlist: the first mirror in the list's order whose repomd.xml
-        downloads and (for a metalink) matches the size and hashes the metalink gives; each
-        mirror refused is recorded in the report, and the rest of the sync uses the one
-        chosen.
-        """
-        if self.options.feed is not None:
-            repomd = await self._fetch_small(self.feed + "repodata/repomd.xml", "repomd.xml")
-        else:
-            repomd = await self.choose_mirror(await self.fetch_mirrors())
-        assert repomd is not None
-        treeinfo = await self._fetch_small(self.feed + ".treeinfo", ".treeinfo", optional=True)
-        return repomd, treeinfo
-
-    async def fetch_mirrors(self) -> Mirrors:
-        """The metalink or mirrorlist, fetched (capped) and parsed."""
-        metalink = self.options.metalink
-        url = metalink or self.options.mirrorlist
-        assert url is not None
-        what = "metalink" if metalink else "mirrorlist"
-        data = await self._fetch_small(url, what, cap=self.limits.max_mirror_list)
-        assert data is not None
-        return parse_metalink(data) if metalink else parse_mirrorlist(data)
-
-    async def choose_mirror(self, mirrors: Mirrors) -> bytes:
-        """The repomd.xml of the first usable mirror, which the sync then uses."""
-        refused: list[str] = []
-        for mirror in mirrors.urls:
-            try:
-                # No retries: the next mirror is the better second attempt (as dnf does).
-                repomd = await self._fetch_small(
-                    mirror + "repodata/repomd.xml", "repomd.xml", retries=0
-                )
-                assert repomd is not None
-                mirrors.check_repomd(repomd, mirror)
-            except (DownloadError, MetadataError) as exc:
-                self.report.mirror_skipped(mirror, str(exc))
-                refused.append(str(exc))
-                continue
-            self.mirror = mirror
-            self._use(mirror)
-            self.report.mirror_used(mirror)
-            return repomd
-        raise MetadataError(
-            f"none of the {len(mirrors.urls)} mirrors served a usable repomd.xml; "
-            f"the first: {refused[0]}"
-        )
-
-    def fingerprint(self, repomd: bytes, treeinfo: bytes | None) -> _Fingerprint:
-        """What the stamp of the last sync must match for this one to change nothing."""
-        return _Fingerprint(
-            repomd_checksum="sha256:" + hashlib.sha256(repomd).hexdigest(),
-            treeinfo_checksum=(
+    def fingerprint(self, repomd: bytes, treeinfo: bytes | None) -> dict[str, Any]:
+        """What the last sync must have seen for this one to change nothing."""
+        return {
+            "repomd_checksum": "sha256:" + hashlib.sha256(repomd).hexdigest(),
+            "treeinfo_checksum": (
                 None if treeinfo is None else "sha256:" + hashlib.sha256(treeinfo).hexdigest()
             ),
-            sync_options={
-                # For a list of mirrors, the list: any mirror with the same repomd.xml will do.
-                "feed": self.feed if self.options.feed else self.options.source,
-                "only_newest": self.options.only_newest,
-                "allow_weak_checksums": self.options.allow_weak_checksums,
-            },
+            # For a list of mirrors, the list: any mirror with the same repomd.xml will do.
+            "feed": self.feed.base if self.options.feed else self.options.source,
+            "only_newest": self.options.only_newest,
+            "allow_weak_checksums": self.options.allow_weak_checksums,
+        }
+
+    async def unchanged(self, state: RepoState, fingerprint: dict[str, Any]) -> bool:
+        """Whether the last sync saw the same feed and the pool still has every file."""
+        if state.synced is None or state.synced["fingerprint"] != fingerprint:
+            return False
+        if state.latest is None:
+            return True
+        missing = await anyio.to_thread.run_sync(
+            self.store.missing_files, self.repo_id, state.latest.number
         )
+        return missing == 0
 
-    def unchanged(self, fingerprint: _Fingerprint) -> dict[str, Any] | None:
-        """The stamp of the current index if the feed has not changed since, else None.
-
-        The stamp, not the whole index: a no-change sync should not parse megabytes.
-        """
-        stamp = read_stamp(self.repo_dir)
-        if (
-            stamp is not None
-            and stamp.get("repomd_checksum") == fingerprint.repomd_checksum
-            and stamp.get("treeinfo_checksum") == fingerprint.treeinfo_checksum
-            and stamp.get("sync_options") == fingerprint.sync_options
-            and not missing_from_stamp(self.repo_dir, stamp)
-        ):
-            return stamp
-        return None
-
-    def skip(self, stamp: dict[str, Any]) -> SyncSummary:
+    def skip(self, state: RepoState) -> SyncSummary:
         """End a sync of an unchanged feed: every step done, nothing fetched or changed."""
         report = self.report
-        counts = stamp_counts(stamp)
+        counts = state.latest.counts if state.latest else {}
         report.state(report.metadata, FINISHED)
         report.state(report.content, FINISHED)
-        report.state(report.errata, FINISHED if counts["errata"] else SKIPPED)
+        report.state(report.errata, FINISHED if counts.get(ERRATUM) else SKIPPED)
         return self.summary(
             changed=False,
-            revision=stamp.get("revision"),
-            counts=counts,
+            revision=state.synced["revision"] if state.synced else None,
+            latest=state.latest,
+            new_version=False,
             added=0,
-            kept=counts["feed_packages"],
+            kept=counts.get(RPM, 0),
             removed=0,
         )
 
@@ -332,26 +228,24 @@ class _Sync:
         failures: list[DownloadError | OSError] = []
 
         async def get(record: RepomdRecord, url: str, scope: anyio.CancelScope) -> None:
-            dest = self.workspace.tmp_file()
-            fetched[record.type] = FetchedMetadata(
-                record, dest, self.limits.max_metadata_size, anyio.from_thread.check_cancelled
-            )
+            dest = self.store.pool.tmp_file("metadata")
+            fetched[record.type] = FetchedMetadata(record, dest, self.limits.max_metadata_size)
             try:
-                await self.fetcher.fetch(
+                await self.feed.fetcher.fetch(
                     url,
                     dest,
                     what=record.what(),
                     size=record.size,
                     checksum=record.checksum,
                     cap=self.limits.max_metadata_size,
-                    on_retry=self._retried,
+                    on_retry=self.feed.retried,
                 )
             except (DownloadError, OSError) as exc:
                 failures.append(exc)
                 scope.cancel()
 
         wanted = [records[t] for t in _PARSED if t in records]
-        urls = {r.type: self._url(r.href, r.base, r.what()) for r in wanted}
+        urls = {r.type: self.feed.url(r.href, r.base, r.what()) for r in wanted}
         async with anyio.create_task_group() as tg:
             for record in wanted:
                 tg.start_soon(get, record, urls[record.type], tg.cancel_scope)
@@ -361,267 +255,248 @@ class _Sync:
             raise failures[0]
         return fetched
 
-    async def parse_metadata(
-        self, fetched: dict[str, FetchedMetadata]
-    ) -> tuple[list[Package], list[Location], list[Erratum], list[Delta]]:
-        """Parse packages, errata and deltas, each in a worker thread."""
-        allow_weak = self.options.allow_weak_checksums
-        packages, locations = await anyio.to_thread.run_sync(
-            functools.partial(
-                read_packages,
-                fetched["primary"],
-                fetched.get("filelists"),
-                fetched.get("other"),
-                allow_weak=allow_weak,
-            )
-        )
-        errata: list[Erratum] = []
-        if "updateinfo" in fetched:
-            errata = await anyio.to_thread.run_sync(read_errata, fetched["updateinfo"])
-        deltas: list[Delta] = []
-        if "prestodelta" in fetched:
-            deltas = await anyio.to_thread.run_sync(
-                functools.partial(read_deltas, fetched["prestodelta"], allow_weak=allow_weak)
-            )
-        return packages, locations, errata, deltas
-
-    def choose_packages(
-        self, packages: list[Package], locations: list[Location], deltas: list[Delta]
-    ) -> _Plan:
-        """One package per href (all, or the newest of each name and arch), and their deltas."""
-        plan = _Plan()
-        urls = plan.urls
-        by_href: dict[str, Package] = {}
-        for package, location in zip(packages, locations, strict=True):
-            what = f"primary metadata: package {package['name']}"
-            urls[package["href"]] = self._url(location.href, location.base, what)
-            other = by_href.get(package["href"])
-            if other is not None and other["checksum"] != package["checksum"]:
-                raise MetadataError(
-                    f"primary metadata: two different packages at {package['href']!r}"
-                )
-            by_href[package["href"]] = package
-        selected = list(by_href.values())
-        if self.options.only_newest:
-            selected = newest_only(selected)
-        plan.packages = selected
-
-        nevras = {
-            (p["name"], epoch_number(p["epoch"]), p["version"], p["release"], p["arch"])
-            for p in selected
+    async def ingest(self, fetched: dict[str, FetchedMetadata]) -> dict[str, Any]:
+        """Stream the metadata into staged units: packages and lists at once (``ingest``)."""
+        db = self.store.db
+        await db.write(lambda c: c.execute("DELETE FROM staged WHERE repo_id = ?", (self.repo_id,)))
+        common = {
+            "db": str(db.path),
+            "repo_id": self.repo_id,
+            "allow_weak": self.options.allow_weak_checksums,
+            "only_newest": self.options.only_newest,
+            "with_files": "filelists" not in fetched,
         }
-        for delta in deltas:
-            key = (
-                delta["name"],
-                epoch_number(delta["epoch"]),
-                delta["version"],
-                delta["release"],
-                delta["arch"],
-            )
-            if key in nevras:
-                urls[delta["href"]] = self._url(delta["href"], None, "prestodelta metadata")
-                plan.deltas.append(delta)
-        return plan
 
-    def keep_metadata_files(self, plan: _Plan, records: dict[str, RepomdRecord]) -> None:
-        """The other repomd records (comps, modules, …), kept as files as they are."""
+        def part(kind: str) -> dict[str, Any] | None:
+            return ingest.metadata_args(fetched[kind]) if kind in fetched else None
+
+        jobs = [
+            {
+                **common,
+                "job": "packages",
+                "primary": part("primary"),
+                "updateinfo": part("updateinfo"),
+                "prestodelta": part("prestodelta"),
+            },
+            {**common, "job": "lists", "filelists": part("filelists"), "other": part("other")},
+        ]
+        size = sum(f.path.stat().st_size for f in fetched.values())
+        inline = size < self.limits.inline_metadata
+        results: list[dict[str, Any]] = [{}, {}]
+        metadata = self.report.metadata
+
+        def progress(values: dict[str, Any]) -> None:
+            metadata.update(values)
+            self.report.progress.touch()
+
+        async def run(n: int) -> None:
+            if inline:
+                results[n] = await anyio.to_thread.run_sync(ingest.run_job, jobs[n], progress)
+                return
+            try:
+                results[n] = await worker.run("coordd.repo.yum.ingest", jobs[n], progress)
+            except worker.WorkerError as exc:
+                if exc.kind == worker.METADATA:
+                    raise MetadataError(exc.message) from None
+                raise OperationFailed(f"cannot read the metadata: {exc.message}") from None
+
+        async with anyio.create_task_group() as tg:
+            for n in range(len(jobs)):
+                tg.start_soon(run, n)
+        return results[0]
+
+    async def stage_files(self, records: dict[str, RepomdRecord], treeinfo: bytes | None) -> None:
+        """Stage the other repomd records (comps, modules, …, kept as files as they are),
+        the .treeinfo and the distribution tree files it names."""
+        rows: list[Any] = []
+        bases: list[str | None] = []
         for rtype, extra in sorted(records.items()):
             if rtype in _PARSED or rtype.endswith(("_db", "_zck")):
                 continue
-            plan.urls[extra.href] = self._url(extra.href, extra.base, f"{rtype} metadata")
-            plan.metadata_files.append(
-                {
-                    "type": rtype,
-                    "href": extra.href,
-                    "size": extra.size,
-                    "checksum_type": extra.checksum[0],
-                    "checksum": extra.checksum[1],
-                }
+            self.feed.url(extra.href, extra.base, f"{rtype} metadata")  # checked now
+            rows.append(
+                metadata_row(
+                    {
+                        "type": rtype,
+                        "href": extra.href,
+                        "size": extra.size,
+                        "checksum_type": extra.checksum[0],
+                        "checksum": extra.checksum[1],
+                    }
+                )
             )
+            bases.append(extra.base)
+        if treeinfo is not None:
+            sha256 = hashlib.sha256(treeinfo).hexdigest()
+            tmp = self.store.pool.tmp_file()
+            await anyio.to_thread.run_sync(tmp.write_bytes, treeinfo)
+            self.store.pool.enter(tmp, sha256)
+            self.entered.append((sha256, len(treeinfo)))
+            record = {
+                "href": ".treeinfo",
+                "size": len(treeinfo),
+                "checksum_type": "sha256",
+                "checksum": sha256,
+            }
+            rows.append(file_row(record))  # type: ignore[arg-type]
+            bases.append(None)
+            for tree_file in parse_treeinfo(treeinfo, self.options.allow_weak_checksums):
+                self.feed.url(tree_file["href"], None, ".treeinfo")
+                if tree_file["href"].split("/", 1)[0] == RESERVED_TOP:
+                    raise MetadataError(
+                        f"{tree_file['href']!r} lies in {RESERVED_TOP}/, which a publication"
+                        " generates"
+                    )
+                if tree_file["checksum"] is None:  # identity unknown until fetched
+                    tree_file = {
+                        **tree_file,
+                        "checksum_type": None,
+                        "checksum": f"unverified:{self.repo_id}",
+                    }
+                rows.append(file_row(tree_file))
+                bases.append(None)
 
-    def add_tree(self, plan: _Plan, treeinfo: bytes) -> None:
-        """The .treeinfo itself and the distribution tree files it names."""
-        plan.treeinfo = {
-            "href": ".treeinfo",
-            "size": len(treeinfo),
-            "checksum_type": "sha256",
-            "checksum": hashlib.sha256(treeinfo).hexdigest(),
-        }
-        for tree_file in parse_treeinfo(treeinfo, self.options.allow_weak_checksums):
-            plan.urls[tree_file["href"]] = self._url(tree_file["href"], None, ".treeinfo")
-            plan.tree_files.append(tree_file)
+        def write(db: sqlite3.Connection) -> None:
+            ids = insert_units(db, rows)
+            db.executemany(
+                "INSERT OR REPLACE INTO staged (repo_id, unit_id, base) VALUES (?, ?, ?)",
+                [(self.repo_id, uid, base) for uid, base in zip(ids, bases, strict=True)],
+            )
+            clash = db.execute(
+                "SELECT u.href FROM staged s JOIN units u ON u.id = s.unit_id"
+                " WHERE s.repo_id = ? AND u.href IS NOT NULL GROUP BY u.href"
+                " HAVING count(DISTINCT coalesce(u.sha256, u.checksum)) > 1 LIMIT 1",
+                (self.repo_id,),
+            ).fetchone()
+            if clash is not None:
+                raise MetadataError(f"two different files claim the path {clash[0]!r}")
 
-    def new_index(
-        self,
-        old: ContentIndex,
-        plan: _Plan,
-        revision: str | None,
-        fingerprint: _Fingerprint,
-    ) -> ContentIndex:
-        """The index to commit: the plan, plus the copies the old index holds."""
-        new = ContentIndex(
-            feed=self.feed,
+        await self.store.db.write(write)
+
+    def needs(self, state: RepoState) -> list[Need]:
+        """The staged files the pool lacks (a stat each); counts the ones it has."""
+        pool = self.store.pool
+
+        def read(db: sqlite3.Connection) -> tuple[list[Any], set[int]]:
+            rows = db.execute(
+                "SELECT u.id, u.kind, u.href, s.base, u.size, u.checksum_type, u.checksum,"
+                " coalesce(u.sha256, a.sha256) FROM staged s JOIN units u ON u.id = s.unit_id"
+                " LEFT JOIN aliases a ON u.sha256 IS NULL AND a.checksum_type = u.checksum_type"
+                " AND a.checksum = u.checksum WHERE s.repo_id = ? AND u.href IS NOT NULL",
+                (self.repo_id,),
+            ).fetchall()
+            held = {
+                uid
+                for (uid,) in db.execute(
+                    "SELECT unit_id FROM repo_content WHERE repo_id = ? AND removed IS NULL",
+                    (self.repo_id,),
+                )
+            }
+            return rows, held
+
+        rows, held = self.store.db.read_sync(read)
+        needs: list[Need] = []
+        for unit_id, kind, href, base, size, ctype, csum, sha256 in rows:
+            if sha256 is not None and pool.present(sha256, size):
+                self.entered.append((sha256, size or 0))
+                if ctype != "sha256":  # found by an alias: the unit learns its sha256
+                    self.resolved.append((unit_id, sha256, ctype, csum))
+                if unit_id not in held:
+                    self.from_pool += 1
+                continue
+            unverified = ctype is None
+            what = f"{kind} {href}"
+            needs.append(
+                Need(
+                    unit_id=unit_id,
+                    kind=kind,
+                    href=href,
+                    url=self.feed.url(href, base, what),
+                    size=size,
+                    checksum_type=ctype,
+                    checksum=None if unverified else csum,
+                    sha256=None if unverified else (csum if ctype == "sha256" else None),
+                )
+            )
+        return needs
+
+    def commit(self, *, fingerprint: dict[str, Any], revision: str | None) -> Version | None:
+        """Record what was resolved and entered, and commit the staged units as a version."""
+        resolved = self.resolved
+        if resolved:
+
+            def write(db: sqlite3.Connection) -> None:
+                db.executemany(
+                    "UPDATE units SET sha256 = ? WHERE id = ?",
+                    [(s, u) for u, s, _t, _c in resolved],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO aliases (checksum_type, checksum, sha256)"
+                    " VALUES (?, ?, ?)",
+                    [(t, c, s) for _u, s, t, c in resolved if t is not None and c is not None],
+                )
+
+            self.store.db.write_sync(write)
+        return self.store.commit_staged(
+            self.repo_id,
+            task_id=self.task_id,
+            fingerprint=fingerprint,
             revision=revision,
-            repomd_checksum=fingerprint.repomd_checksum,
-            treeinfo_checksum=fingerprint.treeinfo_checksum,
-            sync_options=fingerprint.sync_options,
-            synced_at=time.time(),
-            errata=plan.errata,
-            deltas=plan.deltas,
-            tree_files=plan.tree_files,
-            metadata_files=plan.metadata_files,
-            treeinfo=plan.treeinfo,
+            feed=self.feed.base,
+            entered=self.entered,
+            retain=self.retain,
         )
-        new.packages = {p["href"]: p for p in plan.packages}
-        for href, package in old.packages.items():
-            if package.get("origin") == "copy" and href not in new.packages:
-                new.packages[href] = package
-        _check_collisions(new)
-        return new
-
-    async def commit(self, old: ContentIndex, new: ContentIndex, *, errata: bool) -> None:
-        """Save the new index (after an interim one if files change in place); clean up."""
-        report = self.report
-        report.state(report.errata, IN_PROGRESS)
-        staged_files = self.workspace.staged
-        if staged_files:
-            # The feed changed files in place: commit first without the old versions.
-            interim = ContentIndex.from_json(old.to_json())
-            staged = {href for _tmp, _final, href in staged_files}
-            interim.packages = {h: p for h, p in interim.packages.items() if h not in staged}
-            interim.deltas = [r for r in interim.deltas if r["href"] not in staged]
-            interim.tree_files = [r for r in interim.tree_files if r["href"] not in staged]
-            interim.metadata_files = [r for r in interim.metadata_files if r["href"] not in staged]
-            if interim.treeinfo and interim.treeinfo["href"] in staged:
-                interim.treeinfo = None
-            await anyio.to_thread.run_sync(interim.save, self.repo_dir)
-            self.workspace.place_staged()
-        await anyio.to_thread.run_sync(new.save, self.repo_dir)
-        report.state(report.errata, FINISHED if errata else SKIPPED)
-        await anyio.to_thread.run_sync(collect_garbage, self.repo_dir, new.hrefs())
 
     def summary(
         self,
         *,
         changed: bool,
         revision: str | None,
-        counts: Counts,
+        latest: Version | None,
+        new_version: bool,
         added: int,
         kept: int,
         removed: int,
     ) -> SyncSummary:
         """The one summary of a sync, whichever way it ended."""
         downloader = self.downloader
+        counts = latest.counts if latest else {}
         return SyncSummary(
-            feed=self.feed,
-            mirror=self.mirror,
+            feed=self.feed.base,
+            mirror=self.feed.mirror,
             changed=changed,
             revision=revision,
-            packages=counts["packages"],
+            version=latest.number if latest else None,
+            new_version=new_version,
+            packages=counts.get(RPM, 0),
             added=added,
             kept=kept,
             removed=removed,
             downloaded=downloader.downloaded,
-            adopted=downloader.adopted,
+            from_pool=self.from_pool,
             bytes_downloaded=downloader.bytes_downloaded,
-            errata=counts["errata"],
-            delta_rpms=counts["deltas"],
-            tree_files=counts["tree_files"],
-            metadata_files=counts["metadata_files"],
+            errata=counts.get(ERRATUM, 0),
+            delta_rpms=counts.get("delta", 0),
+            tree_files=counts.get("file", 0),
+            metadata_files=counts.get("metadata", 0),
         )
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _retried(self, _error: str) -> None:
-        self.report.retried(self.report.metadata)
-
-    def _url(self, href: str, base: str | None, what: str) -> str:
-        """The URL of ``href`` (under ``xml:base`` if given), refusing foreign locations."""
-        try:
-            check_href(href)
-        except UnsafePath as exc:
-            raise MetadataError(f"{what}: unsafe location href: {exc}") from exc
-        if base is None:
-            root = self.feed
-        else:
-            root = urljoin(self.feed, base)
-            if not root.endswith("/"):
-                root += "/"
-            parts = urlsplit(root)
-            if (parts.scheme, parts.netloc) != (self.feed_scheme, self.feed_netloc):
-                raise MetadataError(
-                    f"{what}: xml:base {base!r} points outside the feed "
-                    f"({parts.scheme}://{parts.netloc} is not {self.feed_scheme}://"
-                    f"{self.feed_netloc})"
-                )
-        url = root + href
-        if self.feed_root is not None:
-            path = Path(url2pathname(urlsplit(url).path)).resolve()
-            if not path.is_relative_to(self.feed_root):
-                raise MetadataError(f"{what}: {href!r} resolves outside the feed directory")
-        return url
-
-    async def _fetch_small(
-        self,
-        url: str,
-        what: str,
-        *,
-        optional: bool = False,
-        cap: int | None = None,
-        retries: int | None = None,
-    ) -> bytes | None:
-        dest = self.workspace.tmp_file()
-        try:
-            await self.fetcher.fetch(
-                url,
-                dest,
-                what=what,
-                size=None,
-                checksum=None,
-                cap=cap or self.limits.max_small_file,
-                on_retry=self._retried,
-                retries=retries,
-            )
-            return dest.read_bytes()
-        except DownloadError as exc:
-            if optional and exc.status in (403, 404, 410):
-                return None
-            raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(dest)
-
-
-def _check_collisions(index: ContentIndex) -> None:
-    """Refuse an index where two files claim one path, or one claims a generated path."""
-    claimed: dict[str, StoredFile] = {}
-    for record in index.files():
-        href = record["href"]
-        if href.split("/", 1)[0] == RESERVED_TOP and "type" not in record:
-            raise MetadataError(f"{href!r} lies in {RESERVED_TOP}/, which a publication generates")
-        other = claimed.get(href)
-        if other is not None and other.get("checksum") != record.get("checksum"):
-            raise MetadataError(f"two different files claim the path {href!r}")
-        claimed[href] = record
-
-
-def _prepare(repo_dir: Path) -> Path:
-    (repo_dir / CONTENT_DIR).mkdir(parents=True, exist_ok=True)
-    return reset_tmp(repo_dir)
 
 
 async def sync(
-    repo_dir: Path,
+    store: ContentStore,
+    repo_id: str,
     options: ImporterOptions,
     progress: Progress,
     *,
     limits: Limits = DEFAULT_LIMITS,
+    task_id: str | None = None,
+    retain: int = DEFAULT_RETAIN,
 ) -> dict[str, Any]:
-    """Make ``repo_dir`` hold what ``options.feed`` (or a mirror of ``options.metalink`` or
-    ``options.mirrorlist``) offers; return a JSON summary.
+    """Make the next version of ``repo_id`` hold what ``options.feed`` (or a mirror of
+    ``options.metalink`` or ``options.mirrorlist``) offers; return a JSON summary.
 
     Raises ``OperationFailed`` (with a message naming the file and the problem) for an
-    unusable feed or failed downloads; the repository then keeps its previous content.
+    unusable feed or failed downloads; the repository then keeps its previous version.
     Cancellation (an anyio cancel scope) may strike at any await; see the module docstring
     for why that is safe.
     """
@@ -633,13 +508,14 @@ async def sync(
             "repository has no feed to sync from; set one in its importer options",
             {"key": "feed"},
         )
-    tmp = await anyio.to_thread.run_sync(_prepare, repo_dir)
     fetcher: Fetcher | None = None
     detail = {"feed": without_userinfo(source)}
     try:
         fetcher = fetcher_for(source, options.transport(limits))
-        summary = await _Sync(repo_dir, options, limits, report, fetcher, tmp).run()
-        return summary.to_json()
+        run = _Sync(
+            store, repo_id, options, limits, report, fetcher, task_id=task_id, retain=retain
+        )
+        return (await run.run()).to_json()
     except anyio.get_cancelled_exc_class():
         report.interrupted(CANCELED)
         raise
@@ -649,14 +525,13 @@ async def sync(
     except OperationFailed as exc:
         report.interrupted(FAILED)
         raise options.scrubbed(exc) from exc
-    except OSError as exc:  # the repository's own storage: disk full, permissions…
+    except (OSError, sqlite3.Error) as exc:  # the daemon's own storage: disk full, …
         report.interrupted(FAILED)
-        failure = OperationFailed(f"cannot write to {repo_dir}: {exc}", detail)
+        failure = OperationFailed(f"cannot store the content: {exc}", detail)
         raise options.scrubbed(failure) from exc
     finally:
         if fetcher is not None:
             await fetcher.aclose()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 __all__ = ["SyncSummary", "sync"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import configparser
 
-from coordd.repo.records import TreeFile
+from coordd.content.records import TreeFile
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.options import checked_type
 

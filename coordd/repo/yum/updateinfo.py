@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordd.repo.records import Erratum, ErratumCollection
+from coordd.content.records import Erratum, ErratumCollection
 from coordd.repo.yum.repomd import FetchedMetadata
 from coordd.repo.yum.safexml import child_text
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from coordd.repo.records import Package
+from typing import Any, TypeVar
 
 
 def _isalpha(c: str) -> bool:
@@ -102,9 +100,12 @@ def compare_evr(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
     )
 
 
-def newest_only(packages: list[Package]) -> list[Package]:
+_P = TypeVar("_P", bound=Mapping[str, Any])
+
+
+def newest_only(packages: list[_P]) -> list[_P]:
     """Keep the newest EVR of each (name, arch); on a tie, the first one listed."""
-    best: dict[tuple[str, str], Package] = {}
+    best: dict[tuple[str, str], _P] = {}
     for package in packages:
         key = (package["name"], package["arch"])
         current = best.get(key)

@@ -1,0 +1,354 @@
+"""The content store: the pool and the content database together, as operations use them.
+
+``ContentStore`` owns ``<state>/content/`` (``Pool``) and ``<state>/content.db``
+(``ContentDB``). Every method that changes content runs in a worker thread inside one
+transaction, so a crash leaves the change done or not done; each one that makes a version
+returns it (or None when nothing changed).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from coordd.content import versions
+from coordd.content.database import ContentDB, dumps
+from coordd.content.pool import Pool
+from coordd.content.units import RPM
+from coordd.content.versions import IN_VERSION, Version
+
+__all__ = ["DEFAULT_RETAIN", "ContentStore", "PoolStats", "RepoState"]
+
+DEFAULT_RETAIN: Final = 10
+
+
+@dataclass(frozen=True)
+class RepoState:
+    """What queries show of a repository's content without touching the database."""
+
+    latest: Version | None
+    published: int | None  # the published version
+    synced: dict[str, Any] | None  # the last sync's fingerprint, revision, feed, time
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    files: int
+    bytes: int
+    orphan_units: int
+    orphan_files: int
+    orphan_bytes: int
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "files": self.files,
+            "bytes": self.bytes,
+            "orphan_units": self.orphan_units,
+            "orphan_files": self.orphan_files,
+            "orphan_bytes": self.orphan_bytes,
+        }
+
+
+# Units no repository version holds (a running sync's staged units excepted), and files no
+# unit of a version names.
+_ORPHAN_UNITS: Final = (
+    "SELECT u.id FROM units u WHERE NOT EXISTS (SELECT 1 FROM repo_content rc"
+    " WHERE rc.unit_id = u.id) AND NOT EXISTS (SELECT 1 FROM staged s WHERE s.unit_id = u.id)"
+)
+_LIVE_FILES: Final = (
+    "SELECT u.sha256 FROM units u WHERE u.sha256 IS NOT NULL AND u.id NOT IN ("
+    + _ORPHAN_UNITS
+    + ")"
+)
+_ORPHAN_FILES: Final = (
+    "SELECT f.sha256, f.size FROM files f WHERE f.sha256 NOT IN (" + _LIVE_FILES + ")"
+)
+
+
+class ContentStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.db = ContentDB(state_dir / "content.db")
+        self.pool = Pool(state_dir / "content")
+
+    def open(self) -> None:
+        """Create what is missing and clear temporaries (run before anything uses it)."""
+        self.pool.prepare()
+        self.pool.reset_tmp()
+        self.db.create()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def states(self) -> dict[str, RepoState]:
+        """Every repository's latest version, publication and last sync (at start-up)."""
+
+        def read(db: sqlite3.Connection) -> dict[str, RepoState]:
+            latest = {
+                row["repo_id"]: Version.from_row(row)
+                for row in db.execute(
+                    "SELECT v.* FROM versions v JOIN (SELECT repo_id, max(number) AS number"
+                    " FROM versions GROUP BY repo_id) m USING (repo_id, number)"
+                )
+            }
+            published = {r: v for r, v in db.execute("SELECT repo_id, version FROM publications")}
+            synced = {
+                row["repo_id"]: _synced(row) for row in db.execute("SELECT * FROM sync_state")
+            }
+            return {
+                repo_id: RepoState(latest.get(repo_id), published.get(repo_id), synced.get(repo_id))
+                for repo_id in {*latest, *published, *synced}
+            }
+
+        return self.db.read_sync(read)
+
+    def state(self, repo_id: str) -> RepoState:
+        def read(db: sqlite3.Connection) -> RepoState:
+            row = db.execute("SELECT * FROM sync_state WHERE repo_id = ?", (repo_id,)).fetchone()
+            return RepoState(
+                versions.latest(db, repo_id),
+                versions.published_version(db, repo_id),
+                None if row is None else _synced(row),
+            )
+
+        return self.db.read_sync(read)
+
+    def stats(self) -> PoolStats:
+        def read(db: sqlite3.Connection) -> PoolStats:
+            files, size = db.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM files"
+            ).fetchone()
+            units = db.execute(f"SELECT count(*) FROM ({_ORPHAN_UNITS})").fetchone()[0]
+            ofiles, obytes = db.execute(
+                f"SELECT count(*), coalesce(sum(size), 0) FROM ({_ORPHAN_FILES})"
+            ).fetchone()
+            return PoolStats(files, size, units, ofiles, obytes)
+
+        return self.db.read_sync(read)
+
+    def missing_files(self, repo_id: str, number: int) -> int:
+        """How many files version ``number`` names that the pool does not hold (a stat each)."""
+
+        def read(db: sqlite3.Connection) -> list[tuple[str | None, int | None]]:
+            return db.execute(
+                "SELECT u.sha256, u.size FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+                f" WHERE {IN_VERSION} AND (u.href IS NOT NULL)",
+                (repo_id, number, number),
+            ).fetchall()
+
+        rows = self.db.read_sync(read)
+        return sum(1 for sha, size in rows if sha is None or not self.pool.present(sha, size))
+
+    # -- changing --------------------------------------------------------------------------
+
+    def commit_staged(
+        self,
+        repo_id: str,
+        *,
+        task_id: str | None,
+        fingerprint: dict[str, Any],
+        revision: str | None,
+        feed: str | None,
+        entered: Iterable[tuple[str, int]],
+        retain: int,
+    ) -> Version | None:
+        """The sync's commit: the staged units become the repository's feed content.
+
+        Units the latest version holds from the feed and the staged set lacks go; staged
+        units it lacks come in; copies and uploads stay. The pool files the sync entered
+        are recorded in the same transaction, and so is what the sync saw.
+        """
+
+        def write(db: sqlite3.Connection) -> Version | None:
+            db.executemany("INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)", entered)
+            number = versions.latest_number(db, repo_id) + 1
+            db.execute(
+                "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"
+                " SELECT s.repo_id, s.unit_id, ?, NULL, 'feed' FROM staged s WHERE s.repo_id = ?"
+                " AND NOT EXISTS (SELECT 1 FROM repo_content rc WHERE rc.repo_id = s.repo_id"
+                " AND rc.unit_id = s.unit_id AND rc.removed IS NULL)",
+                (number, repo_id),
+            )
+            db.execute(
+                "UPDATE repo_content SET removed = ? WHERE repo_id = ? AND removed IS NULL"
+                " AND origin = 'feed' AND added < ? AND unit_id NOT IN"
+                " (SELECT unit_id FROM staged WHERE repo_id = ?)",
+                (number, repo_id, number, repo_id),
+            )
+            version = versions.finish(db, repo_id, number, task_id=task_id, note="sync")
+            db.execute("DELETE FROM staged WHERE repo_id = ?", (repo_id,))
+            db.execute(
+                "INSERT OR REPLACE INTO sync_state (repo_id, fingerprint, revision, feed,"
+                " synced_at) VALUES (?, ?, ?, ?, ?)",
+                (repo_id, dumps(fingerprint), revision, feed, time.time()),
+            )
+            if version is not None:
+                versions.prune(db, repo_id, retain)
+            return version
+
+        return self.db.write_sync(write)
+
+    def change(
+        self,
+        repo_id: str,
+        *,
+        task_id: str | None,
+        note: str,
+        retain: int,
+        add: tuple[str, tuple[Any, ...]] | None = None,
+        remove: tuple[str, tuple[Any, ...]] | None = None,
+        origin: str = "copy",
+    ) -> Version | None:
+        """A version N+1 from the latest: the units the ``add`` query selects come in (as
+        ``origin``), those the ``remove`` query selects go; None if that changes nothing.
+
+        Each query is SQL selecting unit ids, with its parameters.
+        """
+
+        def write(db: sqlite3.Connection) -> Version | None:
+            number = versions.latest_number(db, repo_id) + 1
+            if remove is not None:
+                sql, args = remove
+                db.execute(
+                    "UPDATE repo_content SET removed = ? WHERE repo_id = ? AND removed IS NULL"
+                    f" AND unit_id IN ({sql})",
+                    (number, repo_id, *args),
+                )
+            if add is not None:
+                sql, args = add
+                db.execute(
+                    "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"
+                    f" SELECT ?, a.id, ?, NULL, ? FROM ({sql}) a WHERE NOT EXISTS"
+                    " (SELECT 1 FROM repo_content rc WHERE rc.repo_id = ? AND rc.unit_id = a.id"
+                    " AND rc.removed IS NULL)",
+                    (repo_id, number, origin, *args, repo_id),
+                )
+            version = versions.finish(db, repo_id, number, task_id=task_id, note=note)
+            if version is not None:
+                versions.prune(db, repo_id, retain)
+            return version
+
+        return self.db.write_sync(write)
+
+    def copy(
+        self,
+        source: str,
+        number: int,
+        target: str,
+        *,
+        name: str | None,
+        task_id: str | None,
+        retain: int,
+    ) -> Version | None:
+        """Copy the packages of version ``number`` of ``source`` (those whose name matches
+        the glob ``name``) into a new version of ``target``."""
+        sql = (
+            "SELECT u.id AS id FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+            f" WHERE {IN_VERSION} AND u.kind = ?"
+        )
+        args: tuple[Any, ...] = (source, number, number, RPM)
+        if name is not None:
+            sql += " AND u.name GLOB ?"
+            args += (name,)
+        return self.change(
+            target,
+            task_id=task_id,
+            note=f"copy from {source} version {number}",
+            retain=retain,
+            add=(sql, args),
+        )
+
+    def rollback(
+        self, repo_id: str, source: int, *, task_id: str | None, retain: int
+    ) -> Version | None:
+        def write(db: sqlite3.Connection) -> Version | None:
+            if versions.get(db, repo_id, source) is None:
+                raise LookupError(source)
+            number = versions.latest_number(db, repo_id) + 1
+            versions.rollback(db, repo_id, source, number)
+            version = versions.finish(
+                db, repo_id, number, task_id=task_id, note=f"rollback to version {source}"
+            )
+            if version is not None:
+                versions.prune(db, repo_id, retain)
+            return version
+
+        return self.db.write_sync(write)
+
+    def record_publication(
+        self, repo_id: str, number: int, path: str, revision: str | None, task_id: str | None
+    ) -> None:
+        self.db.write_sync(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO publications (repo_id, version, path, revision,"
+                " published, task_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (repo_id, number, path, revision, time.time(), task_id),
+            )
+        )
+
+    def forget(self, repo_id: str) -> None:
+        """Drop every version, publication record and staged unit of a repository (its units
+        become orphans, which cleanup removes)."""
+
+        def write(db: sqlite3.Connection) -> None:
+            for table in ("repo_content", "versions", "sync_state", "publications", "staged"):
+                db.execute(f"DELETE FROM {table} WHERE repo_id = ?", (repo_id,))
+
+        self.db.write_sync(write)
+
+    def prune(self, repo_id: str, retain: int) -> list[int]:
+        return self.db.write_sync(lambda db: versions.prune(db, repo_id, retain))
+
+    # -- orphans ---------------------------------------------------------------------------
+
+    def orphans(self, limit: int) -> dict[str, Any]:
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            files = db.execute(f"{_ORPHAN_FILES} ORDER BY f.sha256 LIMIT ?", (limit,)).fetchall()
+            units = db.execute(
+                "SELECT u.id, u.kind, u.name, u.href FROM units u WHERE u.id IN"
+                f" ({_ORPHAN_UNITS}) ORDER BY u.id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return {
+                "units": [{"id": i, "type": k, "name": n, "href": h} for i, k, n, h in units],
+                "files": [{"sha256": s, "size": z} for s, z in files],
+            }
+
+        return self.db.read_sync(read)
+
+    def remove_orphans(self) -> dict[str, int]:
+        """Delete orphan units and their rows, then the pool files no unit names.
+
+        Runs only while no operation adds to the pool (the coordinator sees to it). The
+        rows go first, in one transaction; a crash after it leaves files without rows,
+        which are harmless and which the next cleanup, or a sync naming them, finds.
+        """
+
+        def write(db: sqlite3.Connection) -> tuple[int, list[tuple[str, int]]]:
+            db.execute("DELETE FROM staged")  # no sync runs now; what one staged is stale
+            units = db.execute(f"DELETE FROM units WHERE id IN ({_ORPHAN_UNITS})").rowcount
+            for table in ("rpm_files", "rpm_changelogs"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE pkgid NOT IN"
+                    " (SELECT pkgid FROM units WHERE pkgid IS NOT NULL)"
+                )
+            files = db.execute(_ORPHAN_FILES).fetchall()
+            db.executemany("DELETE FROM files WHERE sha256 = ?", [(s,) for s, _ in files])
+            db.execute("DELETE FROM aliases WHERE sha256 NOT IN (SELECT sha256 FROM files)")
+            return units, files
+
+        units, files = self.db.write_sync(write)
+        freed = sum(self.pool.remove(sha256) for sha256, _size in files)
+        return {"units": units, "files": len(files), "bytes": freed}
+
+
+def _synced(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "fingerprint": json.loads(row["fingerprint"]),
+        "revision": row["revision"],
+        "feed": row["feed"],
+        "synced_at": row["synced_at"],
+    }

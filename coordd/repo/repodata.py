@@ -1,0 +1,349 @@
+"""Repodata from stored units: createrepo_c records of packages and errata, and prestodelta.
+
+``write_repodata`` streams a version's units from the content database into primary,
+filelists and other (createrepo_c's XML writers), updateinfo, prestodelta and the extra
+records kept as files (comps, modules, …), then repomd.xml. Nothing holds more than one
+package's record at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from lxml import etree
+
+from coordd.api.errors import OperationFailed
+from coordd.content.paths import fsync_dir
+from coordd.content.pool import Pool, link_or_copy
+from coordd.content.records import DEPENDENCY_KINDS, Delta, Erratum, Package
+from coordd.content.units import DELTA, ERRATUM, METADATA, RPM, package_from
+from coordd.content.versions import IN_VERSION
+from coordd.repo.createrepo import cr
+
+__all__ = ["cr_package", "cr_update", "prestodelta_xml", "write_repodata"]
+
+_HEX_PREFIX = re.compile(r"^[0-9a-f]{32,128}-")
+_CHECKSUM_TYPES = {
+    "sha224": cr.SHA224,
+    "sha256": cr.SHA256,
+    "sha384": cr.SHA384,
+    "sha512": cr.SHA512,
+}
+_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _split_path(path: str) -> tuple[str, str]:
+    head, _, tail = path.rpartition("/")
+    return head + "/", tail
+
+
+def cr_package(record: Package) -> Any:
+    """A createrepo_c Package from an index record."""
+    pkg = cr.Package()
+    pkg.pkgId = record["checksum"]
+    pkg.checksum_type = record["checksum_type"]
+    pkg.name = record["name"]
+    pkg.arch = record["arch"]
+    pkg.epoch = str(record.get("epoch") or "0")
+    pkg.version = record["version"]
+    pkg.release = record["release"]
+    pkg.summary = record.get("summary") or ""
+    pkg.description = record.get("description") or ""
+    pkg.url = record.get("url") or ""
+    pkg.rpm_packager = record.get("packager") or ""
+    pkg.rpm_license = record.get("license") or ""
+    pkg.rpm_vendor = record.get("vendor") or ""
+    pkg.rpm_group = record.get("group") or ""
+    pkg.rpm_buildhost = record.get("buildhost") or ""
+    pkg.rpm_sourcerpm = record.get("sourcerpm") or ""
+    pkg.rpm_header_start = int(record.get("header_start") or 0)
+    pkg.rpm_header_end = int(record.get("header_end") or 0)
+    pkg.time_file = int(record.get("time_file") or 0)
+    pkg.time_build = int(record.get("time_build") or 0)
+    pkg.size_package = int(record.get("size") or 0)
+    pkg.size_installed = int(record.get("size_installed") or 0)
+    pkg.size_archive = int(record.get("size_archive") or 0)
+    pkg.location_href = record["href"]
+    for kind in DEPENDENCY_KINDS:
+        setattr(
+            pkg,
+            kind,
+            [(d[0], d[1], d[2], d[3], d[4], bool(d[5])) for d in record.get(kind) or []],
+        )
+    pkg.files = [(kind, *_split_path(path)) for kind, path in record.get("files") or []]
+    pkg.changelogs = [(a, int(d), t) for a, d, t in record.get("changelogs") or []]
+    return pkg
+
+
+def _date(value: Any) -> datetime.datetime | None:
+    if not value:
+        return None
+    text = str(value).strip()
+    if text.isdigit():
+        return datetime.datetime.fromtimestamp(int(text), tz=datetime.UTC).replace(tzinfo=None)
+    for fmt in _DATE_FORMATS:
+        with contextlib.suppress(ValueError):
+            return datetime.datetime.strptime(text, fmt)  # updateinfo dates carry no zone
+    return None
+
+
+_ErratumText = Literal[
+    "from",
+    "status",
+    "type",
+    "version",
+    "id",
+    "title",
+    "rights",
+    "release",
+    "pushcount",
+    "severity",
+    "summary",
+    "description",
+    "solution",
+]
+# (UpdateRecord attribute, erratum key) for the text fields, in the order they are set.
+_UPDATE_TEXT: Final[tuple[tuple[str, _ErratumText], ...]] = (
+    ("fromstr", "from"),
+    ("status", "status"),
+    ("type", "type"),
+    ("version", "version"),
+    ("id", "id"),
+    ("title", "title"),
+    ("rights", "rights"),
+    ("release", "release"),
+    ("pushcount", "pushcount"),
+    ("severity", "severity"),
+    ("summary", "summary"),
+    ("description", "description"),
+    ("solution", "solution"),
+)
+_PackageText = Literal["name", "version", "release", "epoch", "arch", "src", "filename", "sum"]
+_UPDATE_PACKAGE_TEXT: Final[tuple[_PackageText, ...]] = (
+    "name",
+    "version",
+    "release",
+    "epoch",
+    "arch",
+    "src",
+    "filename",
+    "sum",
+)
+
+
+def cr_update(erratum: Erratum) -> Any:
+    """A createrepo_c UpdateRecord from an index erratum."""
+    rec = cr.UpdateRecord()
+    for attr, key in _UPDATE_TEXT:
+        if erratum.get(key) is not None:
+            setattr(rec, attr, str(erratum[key]))
+    rec.issued_date = _date(erratum.get("issued_date"))
+    rec.updated_date = _date(erratum.get("updated_date"))
+    rec.reboot_suggested = bool(erratum.get("reboot_suggested"))
+    for ref in erratum.get("references") or []:
+        reference = cr.UpdateReference()
+        for attr in ("href", "id", "type", "title"):
+            if ref.get(attr) is not None:
+                setattr(reference, attr, str(ref[attr]))
+        rec.append_reference(reference)
+    for coll in erratum.get("collections") or []:
+        collection = cr.UpdateCollection()
+        if coll.get("short") is not None:
+            collection.shortname = coll["short"]
+        if coll.get("name") is not None:
+            collection.name = coll["name"]
+        module = coll.get("module")
+        if module:
+            mod = cr.UpdateCollectionModule()
+            for attr in ("name", "stream", "context", "arch"):
+                if module.get(attr) is not None:
+                    setattr(mod, attr, str(module[attr]))
+            with contextlib.suppress(TypeError, ValueError):
+                mod.version = int(module.get("version") or 0)
+            collection.module = mod
+        for p in coll.get("packages") or []:
+            package = cr.UpdateCollectionPackage()
+            for attr in _UPDATE_PACKAGE_TEXT:
+                if p.get(attr) is not None:
+                    setattr(package, attr, str(p[attr]))
+            sum_type = _CHECKSUM_TYPES.get(str(p.get("sum_type") or "").lower())
+            if sum_type is not None:
+                package.sum_type = sum_type
+            package.reboot_suggested = bool(p.get("reboot_suggested"))
+            package.restart_suggested = bool(p.get("restart_suggested"))
+            package.relogin_suggested = bool(p.get("relogin_suggested"))
+            collection.append(package)
+        rec.append_collection(collection)
+    return rec
+
+
+def prestodelta_xml(deltas: Iterable[Delta]) -> bytes:
+    """prestodelta.xml for the index's delta RPMs, grouped by their new package."""
+    root = etree.Element("prestodelta")
+    groups: dict[tuple[str, ...], Any] = {}
+    for d in deltas:
+        key = tuple(str(d.get(k) or "") for k in ("name", "epoch", "version", "release", "arch"))
+        newpackage = groups.get(key)
+        if newpackage is None:
+            newpackage = etree.SubElement(
+                root,
+                "newpackage",
+                name=key[0],
+                epoch=key[1] or "0",
+                version=key[2],
+                release=key[3],
+                arch=key[4],
+            )
+            groups[key] = newpackage
+        delta = etree.SubElement(
+            newpackage,
+            "delta",
+            oldepoch=str(d.get("oldepoch") or "0"),
+            oldversion=str(d.get("oldversion") or ""),
+            oldrelease=str(d.get("oldrelease") or ""),
+        )
+        etree.SubElement(delta, "filename").text = d["href"]
+        etree.SubElement(delta, "sequence").text = str(d.get("sequence") or "")
+        etree.SubElement(delta, "size").text = str(d["size"])
+        etree.SubElement(delta, "checksum", type=d["checksum_type"]).text = d["checksum"]
+    data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return data
+
+
+def _units(db: sqlite3.Connection, repo_id: str, number: int, kind: str, order: str) -> Any:
+    return db.execute(
+        "SELECT u.* FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+        f" WHERE {IN_VERSION} AND u.kind = ? ORDER BY {order}",
+        (repo_id, number, number, kind),
+    )
+
+
+def _packages(db: sqlite3.Connection, repo_id: str, number: int) -> Any:
+    """Every package of the version with its file list and changelog, by href."""
+    return db.execute(
+        "SELECT u.data, f.files, c.changelogs, rc.origin FROM repo_content rc"
+        " JOIN units u ON u.id = rc.unit_id"
+        " LEFT JOIN rpm_files f ON f.pkgid = u.pkgid"
+        " LEFT JOIN rpm_changelogs c ON c.pkgid = u.pkgid"
+        f" WHERE {IN_VERSION} AND u.kind = ? ORDER BY u.href",
+        (repo_id, number, number, RPM),
+    )
+
+
+def write_repodata(
+    db: sqlite3.Connection,
+    pool: Pool,
+    repo_id: str,
+    number: int,
+    revision: str | None,
+    repodata: Path,
+    check_cancelled: Callable[[], None],
+) -> dict[str, Any]:
+    """Write ``repodata/`` for version ``number``; return its revision and counts."""
+    repodata.mkdir()
+    compression = cr.GZ_COMPRESSION  # every yum and dnf reads gz; zst needs a recent one
+    records: list[Any] = []
+
+    def record(rtype: str, path: Path, stat: Any | None) -> None:
+        rec = cr.RepomdRecord(rtype, str(path))
+        if stat is not None:
+            rec.load_contentstat(stat)
+        rec.fill(cr.SHA256)
+        rec.rename_file()
+        records.append(rec)
+
+    count = db.execute(
+        "SELECT count(*) FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+        f" WHERE {IN_VERSION} AND u.kind = ?",
+        (repo_id, number, number, RPM),
+    ).fetchone()[0]
+    writers = {}
+    for rtype, cls in (
+        ("primary", cr.PrimaryXmlFile),
+        ("filelists", cr.FilelistsXmlFile),
+        ("other", cr.OtherXmlFile),
+    ):
+        stat = cr.ContentStat(cr.SHA256)
+        path = repodata / f"{rtype}.xml.gz"
+        writers[rtype] = (cls(str(path), compression, stat), path, stat)
+    for writer, _path, _stat in writers.values():
+        writer.set_num_of_pkgs(count)
+    for n, (data, files, changelogs, origin) in enumerate(_packages(db, repo_id, number)):
+        if n % 256 == 0:
+            check_cancelled()
+        pkg = cr_package(package_from(data, files, changelogs, origin))
+        for writer, _path, _stat in writers.values():
+            writer.add_pkg(pkg)
+    for rtype, (writer, path, stat) in writers.items():
+        writer.close()
+        record(rtype, path, stat)
+
+    errata = 0
+    for row in _units(db, repo_id, number, ERRATUM, "u.id"):
+        if errata == 0:
+            stat = cr.ContentStat(cr.SHA256)
+            path = repodata / "updateinfo.xml.gz"
+            updateinfo = cr.UpdateInfoXmlFile(str(path), compression, stat)
+        updateinfo.add_chunk(cr.xml_dump_updaterecord(cr_update(json.loads(row["data"]))))
+        errata += 1
+    if errata:
+        updateinfo.close()
+        record("updateinfo", path, stat)
+
+    deltas = [json.loads(row["data"]) for row in _units(db, repo_id, number, DELTA, "u.id")]
+    if deltas:
+        stat = cr.ContentStat(cr.SHA256)
+        path = repodata / "prestodelta.xml.gz"
+        out = cr.CrFile(str(path), cr.MODE_WRITE, compression, stat)
+        out.write(prestodelta_xml(deltas).decode("utf-8"))
+        out.close()
+        record("prestodelta", path, stat)
+
+    extras = 0
+    for row in _units(db, repo_id, number, METADATA, "u.name"):
+        extras += 1
+        base = _HEX_PREFIX.sub("", row["href"].rsplit("/", 1)[-1]) or row["name"]
+        target = repodata / base
+        if target.exists():
+            target = repodata / f"{row['name']}-{base}"
+        if row["sha256"] is None:
+            raise OperationFailed(f"publish failed: metadata file {row['href']} is not in the pool")
+        try:
+            link_or_copy(pool.path(row["sha256"]), target)
+        except FileNotFoundError as exc:
+            raise OperationFailed(
+                f"publish failed: metadata file {row['href']} is missing from the pool;"
+                " sync the repository again"
+            ) from exc
+        record(row["name"], target, None)
+
+    repomd = cr.Repomd()
+    revision = revision or str(int(time.time()))
+    repomd.set_revision(revision)
+    for rec in records:
+        repomd.set_record(rec)
+    repomd.sort_records()
+    (repodata / "repomd.xml").write_text(repomd.xml_dump(), encoding="utf-8")
+    for entry in os.listdir(repodata):
+        fd = os.open(repodata / entry, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(repodata)
+    return {
+        "revision": revision,
+        "packages": count,
+        "errata": errata,
+        "delta_rpms": len(deltas),
+        "metadata_files": extras,
+    }
