@@ -134,7 +134,7 @@ IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = 
         "verify_checksum",
         boolean,
         "true|false",
-        "check each downloaded file's size and checksum against the metadata",
+        "kept for compatibility: every file entering the shared pool is verified",
     ),
     (
         "--parallel-downloads",

@@ -7,9 +7,11 @@ Most tests share one daemon with small limits; the connection-limit test has its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from coordd.repo.content import INDEX_NAME
 from tests.helpers.daemon import DaemonProcess
 
 MAX_FRAME = 4096
@@ -805,16 +806,22 @@ def test_an_exception_inside_a_method_is_a_bare_internal_error(daemon: DaemonPro
     assert (
         daemon.call("task.wait", task_id=created["task"]["id"], timeout=10)["state"] == "finished"
     )
-    # A directory where the content index should be: reading it raises IsADirectoryError,
-    # which no method expects.
-    (daemon.state_dir / "repositories" / repo_id / INDEX_NAME).mkdir(parents=True)
-    reply = one_reply(daemon, frame(request("repo.show", {"repo_id": repo_id}, "boom")))
+    # A version whose counts are not JSON: reading it raises JSONDecodeError, which no
+    # method expects.
+    with contextlib.closing(sqlite3.connect(daemon.state_dir / "content.db")) as db, db:
+        db.execute(
+            "INSERT INTO versions (repo_id, number, created, counts, size, added, removed)"
+            " VALUES (?, 1, 0, '{broken', 0, '{}', '{}')",
+            (repo_id,),
+        )
+    params = {"repo_id": repo_id, "version": 1}
+    reply = one_reply(daemon, frame(request("repo.versions.show", params, "boom")))
     error = assert_error(reply, INTERNAL_ERROR, "internal error", "boom")
     assert error["message"] == "internal error"
     assert set(error["data"]) == {"incident", "method"}
-    assert error["data"]["method"] == "repo.show"
+    assert error["data"]["method"] == "repo.versions.show"
     text = json.dumps(reply)
-    for leak in ("Traceback", "IsADirectoryError", "Errno", str(daemon.state_dir), ".py"):
+    for leak in ("Traceback", "JSONDecodeError", "Errno", str(daemon.state_dir), ".py"):
         assert leak not in text
     # The details are in the daemon's log, under the incident number.
     assert error["data"]["incident"] in daemon.log_text()

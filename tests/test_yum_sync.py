@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +16,9 @@ import pytest
 
 from coordd.api.errors import InvalidRequest, OperationFailed
 from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS, NOT_STARTED, Progress
-from coordd.repo.content import INDEX_NAME, ContentIndex
 from coordd.repo.yum.options import ImporterOptions, Limits
-from tests.helpers.feeds import COMPRESSIONS, Pkg, build_feed, default_packages, sync
+from tests.helpers.content import View, assert_consistent
+from tests.helpers.feeds import COMPRESSIONS, Pkg, build_feed, content_store, default_packages, sync
 from tests.helpers.feedserver import STALL, TRICKLE, FeedServer, make_self_signed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,27 +28,12 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def stray_temp_files(repo: Path) -> list[Path]:
-    return [
-        p for p in repo.rglob("*") if p.is_file() and (".tmp" in p.parts or p.suffix == ".part")
-    ]
-
-
-def assert_consistent(repo: Path) -> ContentIndex:
-    """Every file the index references is there with its size and checksum; no temp files."""
-    index = ContentIndex.load(repo)
-    for record in index.files():
-        path = repo / "content" / record["href"]
-        assert path.is_file(), record["href"]
-        assert path.stat().st_size == record["size"], record["href"]
-        if record.get("checksum_type") == "sha256":
-            assert sha256_file(path) == record["checksum"], record["href"]
-    assert stray_temp_files(repo) == []
-    return index
-
-
-async def run(repo: Path, url: str, limits: Limits | None = None, **options: Any) -> dict[str, Any]:
-    kwargs = {"limits": limits} if limits is not None else {}
+async def run(
+    repo: Path, url: str, limits: Limits | None = None, retain: int | None = None, **options: Any
+) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"limits": limits} if limits is not None else {}
+    if retain is not None:
+        kwargs["retain"] = retain
     return await sync(repo, ImporterOptions(feed=url, **options), Progress(), **kwargs)
 
 
@@ -97,15 +80,18 @@ async def test_full_sync(tmp_path: Path, compression: str, misleading: bool) -> 
     assert {d["href"] for d in index.deltas} == {d["href"] for d in feed.deltas}
     assert sorted(r["href"] for r in index.tree_files) == feed.tree_files
     assert index.treeinfo is not None
-    assert (repo / "content" / ".treeinfo").read_bytes() == (feed.root / ".treeinfo").read_bytes()
+    assert index.path(".treeinfo").read_bytes() == (feed.root / ".treeinfo").read_bytes()
     assert [m["type"] for m in index.metadata_files] == ["group"]
     for pkg in feed.packages:
-        assert (repo / "content" / pkg.location_href).read_bytes() == (
-            feed.root / pkg.location_href
-        ).read_bytes()
+        assert (
+            index.path(pkg.location_href).read_bytes()
+            == (feed.root / pkg.location_href).read_bytes()
+        )
 
     n_files = len(feed.packages) + len(feed.deltas) + len(feed.tree_files) + 1
     assert summary["changed"] is True
+    assert summary["version"] == 1
+    assert summary["new_version"] is True
     assert summary["added"] == len(feed.packages)
     assert summary["downloaded"] == n_files
     assert summary["errata"] == 2
@@ -131,7 +117,7 @@ async def test_file_feed(tmp_path: Path) -> None:
     summary = await run(tmp_path / "repo", feed.url)
     index = assert_consistent(tmp_path / "repo")
     assert set(index.packages) == feed.hrefs
-    assert summary["tree_files"] == 3
+    assert summary["tree_files"] == 4  # the three files it names, and .treeinfo itself
 
 
 @pytest.mark.anyio
@@ -158,7 +144,7 @@ async def test_progress_has_every_key_from_the_start(tmp_path: Path) -> None:
     for kind in content["details"].values():
         assert set(kind) == counters
     assert progress.snapshot()["importer"]["metadata"]["state"] == CANCELED
-    assert not (tmp_path / "repo" / INDEX_NAME).exists()
+    assert View(tmp_path / "repo").info is None  # no version
 
 
 # -- selection, re-sync, removal ----------------------------------------------------------------
@@ -176,7 +162,8 @@ async def test_only_newest(tmp_path: Path) -> None:
     assert summary["packages"] == len(feed.packages) - 2
     # Only the delta that builds the chosen alpha is kept.
     assert [(d["version"], d["oldversion"]) for d in index.deltas] == [("1.10", "1.0")]
-    assert not (tmp_path / "repo" / "content" / "Packages/a/alpha-1.0-1.x86_64.rpm").exists()
+    assert "Packages/a/alpha-1.0-1.x86_64.rpm" not in index.sha256  # nor downloaded
+    assert summary["downloaded"] == len(feed.packages) - 2 + 1
 
     # Turning the option off on the next sync brings the older versions in.
     summary = await run(tmp_path / "repo", feed.url)
@@ -190,92 +177,114 @@ async def test_resync_downloads_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     with FeedServer(feed.root) as server:
         await run(repo, server.url)
-        before = (repo / INDEX_NAME).read_bytes()
+        before = View(repo)
         server.reset_counts()
         progress = Progress()
         summary = await sync(repo, ImporterOptions(feed=server.url), progress)
         assert summary["changed"] is False
+        assert summary["new_version"] is False
+        assert summary["version"] == 1
         assert summary["downloaded"] == 0
         # Only repomd.xml and .treeinfo were asked for.
         assert dict(server.requests) == {"repodata/repomd.xml": 1, ".treeinfo": 1}
         assert progress.snapshot()["importer"]["content"]["state"] == FINISHED
-        after = ContentIndex.load(repo)
-        assert after.packages == ContentIndex.from_json(json.loads(before)).packages
+        assert View(repo).packages == before.packages
 
-        # New metadata (revision bump) with the same packages: parsed, nothing downloaded.
+        # New metadata (revision bump) with the same packages: parsed, nothing downloaded,
+        # and no version: the content is the same.
         feed.bump()
         server.reset_counts()
         summary = await run(repo, server.url)
         assert summary["changed"] is True
+        assert summary["new_version"] is False
+        assert summary["version"] == 1
         assert summary["kept"] == len(feed.packages)
         assert summary["downloaded"] == 0
         assert server.count(".rpm") == server.count(".drpm") == server.count(".img") == 0
 
 
 @pytest.mark.anyio
-async def test_stale_stamp_is_not_trusted(tmp_path: Path) -> None:
-    """A crash between writing the index and its stamp leaves the previous stamp: it must
-    not let a later sync skip work, even when the feed is back to what that stamp saw."""
+async def test_a_short_pool_file_is_fetched_again(tmp_path: Path) -> None:
+    """The last sync's state is trusted only while the pool holds every file of the
+    version: a file a power cut left short is fetched again, even from an unchanged feed."""
     feed = build_feed(tmp_path / "feed")
     repo = tmp_path / "repo"
-    await run(repo, feed.url)
-    stamp = (repo / "content.stamp.json").read_bytes()
-    v1 = tmp_path / "v1"
-    shutil.copytree(feed.root, v1)
-    extra = feed.add(Pkg("kilo", "1", "1"))
-    await run(repo, feed.url)
-    assert extra.location_href in ContentIndex.load(repo).packages
-    (repo / "content.stamp.json").write_bytes(stamp)  # as if the stamp write was lost
-    shutil.rmtree(feed.root)
-    shutil.copytree(v1, feed.root)  # the feed serves exactly what the old stamp describes
-    summary = await run(repo, feed.url)
-    assert summary["changed"] is True
-    assert summary["removed"] == 1
-    assert extra.location_href not in assert_consistent(repo).packages
+    with FeedServer(feed.root) as server:
+        await run(repo, server.url)
+        href = feed.packages[0].location_href
+        path = View(repo).path(href)
+        path.write_bytes(path.read_bytes()[:10])
+        server.reset_counts()
+        summary = await run(repo, server.url)
+        assert summary["changed"] is True
+        assert summary["new_version"] is False  # the same units: no version
+        assert summary["downloaded"] == 1
+        assert dict(server.requests)[href] == 1
+    assert_consistent(repo)
 
 
 @pytest.mark.anyio
-async def test_dropped_packages_are_removed(tmp_path: Path) -> None:
+async def test_dropped_packages_leave_the_version_then_the_pool(tmp_path: Path) -> None:
     feed = build_feed(tmp_path / "feed")
     repo = tmp_path / "repo"
     await run(repo, feed.url)
     gone = "Packages/b/bravo-2.0-3.x86_64.rpm"
+    path = View(repo).path(gone)
+    size = feed.package(gone).size_package
     feed.drop(gone)
-    summary = await run(repo, feed.url)
+    summary = await run(repo, feed.url, retain=1)
     assert summary["removed"] == 1
+    assert summary["version"] == 2
     index = assert_consistent(repo)
     assert gone not in index.packages
-    assert not (repo / "content" / gone).exists()
-    assert not (repo / "content" / "Packages" / "b").exists()  # empty directory pruned too
+    # Version 1 was pruned (retain 1): the package is an orphan until cleanup removes it.
+    store = content_store(repo)
+    assert View(repo, version=1).info is None
+    assert path.exists()
+    assert store.stats().orphan_files == 1
+    assert store.remove_orphans() == {
+        "units": 1,
+        "files": 1,
+        "bytes": size,
+    }
+    assert not path.exists()
+    assert_consistent(repo)
 
 
 @pytest.mark.anyio
 async def test_changed_file_at_same_path(tmp_path: Path) -> None:
-    """The feed serves new bytes under an old href: staged, then swapped in at commit."""
+    """The feed serves new bytes under an old href: a new unit, a new pool file."""
     feed = build_feed(tmp_path / "feed")
     repo = tmp_path / "repo"
     await run(repo, feed.url)
     href = "Packages/c/charlie-2.0-3.x86_64.rpm"
-    old_inode = (repo / "content" / href).stat().st_ino
+    old = View(repo).path(href)
     feed2 = build_feed(tmp_path / "feed", seed=99)  # same names, new random bytes
     summary = await run(repo, feed2.url)
     assert summary["added"] == len(feed2.packages)
+    assert summary["removed"] == len(feed.packages)
     index = assert_consistent(repo)
     assert index.packages[href]["checksum"] == feed2.package(href).pkgId
-    assert (repo / "content" / href).stat().st_ino != old_inode
+    assert index.path(href) != old
+    assert old.exists()  # version 1 still holds the old one
+    assert View(repo, version=1).packages[href]["checksum"] == feed.package(href).pkgId
 
 
 @pytest.mark.anyio
-async def test_verify_checksum_off_accepts_bad_checksum(tmp_path: Path) -> None:
+async def test_a_bad_checksum_never_enters_the_pool(tmp_path: Path) -> None:
     feed = build_feed(tmp_path / "feed")
     href = "Packages/d/delta-2.0-3.x86_64.rpm"
     data = bytearray((feed.root / href).read_bytes())
     data[0] ^= 0xFF
     (feed.root / href).write_bytes(bytes(data))
-    with pytest.raises(OperationFailed, match="checksum mismatch"):
-        await run(tmp_path / "repo", feed.url)
-    summary = await run(tmp_path / "repo", feed.url, verify_checksum=False)
-    assert summary["packages"] == len(feed.packages)
+    for verify in (True, False):  # the pool is shared: the option cannot waive it
+        with pytest.raises(OperationFailed, match="checksum mismatch"):
+            await run(tmp_path / "repo", feed.url, verify_checksum=verify)
+    assert View(tmp_path / "repo").info is None
+    pool = tmp_path / "state" / "content"
+    assert hashlib.sha256(bytes(data)).hexdigest()[2:] not in {
+        p.name for p in (pool / "sha256").rglob("*")
+    }
 
 
 @pytest.mark.anyio
@@ -327,7 +336,7 @@ async def test_cancel_mid_download_keeps_previous_state(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     with FeedServer(feed.root) as server:
         await run(repo, server.url)
-        before = (repo / INDEX_NAME).read_bytes()
+        before = View(repo).packages
 
         more = [*packages, *(Pkg(f"zulu{i}", "1", "1", size=200_000) for i in range(6))]
         feed = build_feed(tmp_path / "feed", more, treeinfo=True)
@@ -351,14 +360,14 @@ async def test_cancel_mid_download_keeps_previous_state(tmp_path: Path) -> None:
         assert report["content"]["state"] == CANCELED
         assert report["content"]["items_left"] > 0
         # The repository is exactly as before; no temporary file survived.
-        assert (repo / INDEX_NAME).read_bytes() == before
+        assert View(repo).packages == before
         assert_consistent(repo)
 
         server.behave()
         server.reset_counts()
         summary = await run(repo, server.url)
-        assert summary["adopted"] >= 3  # completed before the cancel: not fetched again
-        assert server.count(".rpm") == 6 - summary["adopted"]
+        assert summary["from_pool"] >= 3  # completed before the cancel: not fetched again
+        assert server.count(".rpm") == 6 - summary["from_pool"]
         index = assert_consistent(repo)
         assert set(index.packages) == feed.hrefs
 
@@ -368,7 +377,7 @@ def _sync_in_subprocess(repo: Path, url: str) -> subprocess.Popen[bytes]:
         "import sys, anyio\n"
         "from pathlib import Path\n"
         "from coordd.repo.yum.options import ImporterOptions\n"
-        "from coordd.repo.yum.sync import sync\n"
+        "from tests.helpers.feeds import sync\n"
         "from coordd.engine.progress import Progress\n"
         "anyio.run(sync, Path(sys.argv[1]), ImporterOptions(feed=sys.argv[2],"
         " parallel_downloads=2), Progress())\n"
@@ -386,6 +395,7 @@ async def test_kill_9_mid_sync_then_rerun(tmp_path: Path) -> None:
     packages = [Pkg(f"pkg{i}", "1", "1", size=100_000) for i in range(8)]
     feed = build_feed(tmp_path / "feed", packages, errata=False)
     repo = tmp_path / "repo"
+    pool = tmp_path / "state" / "content"
     slow = packages[0].href
     with FeedServer(feed.root) as server:
         server.misbehave(slow, TRICKLE)
@@ -393,8 +403,8 @@ async def test_kill_9_mid_sync_then_rerun(tmp_path: Path) -> None:
         try:
             deadline = time.monotonic() + 20
             while True:
-                placed = [p for p in (repo / "content").rglob("*.rpm")]
-                parts = list((repo / ".tmp").glob("*.part")) if (repo / ".tmp").exists() else []
+                placed = [p for p in (pool / "sha256").rglob("*") if p.is_file()]
+                parts = list((pool / ".tmp").glob("*.part")) if (pool / ".tmp").exists() else []
                 if len(placed) >= 3 and parts and server.count(slow):
                     break
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -405,33 +415,33 @@ async def test_kill_9_mid_sync_then_rerun(tmp_path: Path) -> None:
             proc.wait()
             if proc.stderr:
                 proc.stderr.close()
-        assert not (repo / INDEX_NAME).exists()  # killed before its commit
-        assert list((repo / ".tmp").glob("*.part"))  # and it left a partial file behind
+        assert list((pool / ".tmp").glob("*.part"))  # it left a partial file behind
+        assert View(repo).info is None  # and was killed before its commit
 
         server.behave()
         server.reset_counts()
-        summary = await run(repo, server.url)
+        summary = await run(repo, server.url)  # (opening the store clears the temporaries)
         assert summary["packages"] == 8
-        assert summary["adopted"] >= 3
-        assert server.count(".rpm") == 8 - summary["adopted"]
+        assert summary["from_pool"] >= 3
+        assert server.count(".rpm") == 8 - summary["from_pool"]
         assert set(assert_consistent(repo).packages) == feed.hrefs
 
 
 @pytest.mark.anyio
-async def test_garbage_at_final_path_is_replaced(tmp_path: Path) -> None:
-    """An unreferenced file with the right size but wrong bytes is not adopted."""
-    feed = build_feed(tmp_path / "feed")
-    repo = tmp_path / "repo"
-    href = feed.packages[0].location_href
-    target = repo / "content" / href
-    target.parent.mkdir(parents=True)
-    target.write_bytes(b"\0" * feed.packages[0].size_package)
-    (repo / ".tmp").mkdir()
-    (repo / ".tmp" / "stale.part").write_bytes(b"left by a crash")
-    summary = await run(repo, feed.url)
-    assert summary["adopted"] == 0
-    assert sha256_file(target) == feed.packages[0].pkgId
-    assert_consistent(repo)
+async def test_a_second_repository_takes_every_file_from_the_pool(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed", deltas=True, treeinfo=True, comps=True)
+    with FeedServer(feed.root) as server:
+        first = await run(tmp_path / "one", server.url)
+        server.reset_counts()
+        second = await run(tmp_path / "two", server.url)
+        assert server.count(".rpm") == server.count(".drpm") == server.count(".img") == 0
+    assert second["downloaded"] == 0
+    assert second["bytes_downloaded"] == 0
+    assert second["from_pool"] == first["downloaded"]
+    one, two = assert_consistent(tmp_path / "one"), assert_consistent(tmp_path / "two")
+    assert one.packages == two.packages
+    for href in one.sha256:
+        assert one.path(href).stat().st_ino == two.path(href).stat().st_ino
 
 
 # -- options and versions -----------------------------------------------------------------------

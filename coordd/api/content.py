@@ -32,11 +32,16 @@ def _limit(value: Any) -> int:
 
 
 class ContentMethods:
-    """The methods; ``submit`` is ``Api._submit``."""
+    """The methods; ``queries`` gives the daemon's ``ContentQueries``, ``submit`` is
+    ``Api._submit``."""
 
-    def __init__(self, queries: ContentQueries, submit: Submit) -> None:
-        self.queries = queries
+    def __init__(self, queries: Callable[[], ContentQueries], submit: Submit) -> None:
+        self._queries = queries
         self.submit = submit
+
+    @property
+    def queries(self) -> ContentQueries:
+        return self._queries()
 
     def table(self) -> dict[str, tuple[Callable[..., Awaitable[Any]], str]]:
         return {

@@ -126,11 +126,16 @@ class Api:
             "lock.attach": (self.lock_attach, "admin"),
             "lock.release": (self.lock_release, "admin"),
         }
-        content = ContentMethods(services.queries, self._submit)  # type: ignore[arg-type]
+        content = ContentMethods(self._queries, self._submit)
         self.table.update(content.table())  # type: ignore[arg-type]
         self._methods = {
             name: self._guard(name, method, access) for name, (method, access) in self.table.items()
         }
+
+    def _queries(self) -> ContentQueries:
+        queries = self.services.queries
+        assert queries is not None, "the daemon's services always have content queries"
+        return queries
 
     def _guard(self, name: str, method: Method, access: Access) -> Method:
         check_params = _params_check(inspect.signature(method))

@@ -97,6 +97,8 @@ class ImporterOptions:
     metalink: str | None = None
     mirrorlist: str | None = None
     only_newest: bool = False
+    # Kept for compatibility: a file enters the pool, which every repository shares, only
+    # when its size and checksum match the metadata, whatever this says.
     verify_checksum: bool = True
     parallel_downloads: int = 8
     tls_verify: bool = True

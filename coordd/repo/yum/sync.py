@@ -127,6 +127,7 @@ class _Sync:
         self.feed = Feed(options, limits, report, fetcher, store.pool)
         self.downloader = Downloader(store.pool, fetcher, report, options, limits)
         self.from_pool = 0
+        self.fetched: set[str] = set()  # files fetched with the metadata (the .treeinfo)
         self.entered: list[tuple[str, int]] = []  # (sha256, size) of files put in the pool
         self.resolved: list[tuple[int, str, str | None, str | None]] = []  # unit, sha256, alias
 
@@ -289,20 +290,29 @@ class _Sync:
             metadata.update(values)
             self.report.progress.touch()
 
-        async def run(n: int) -> None:
-            if inline:
-                results[n] = await anyio.to_thread.run_sync(ingest.run_job, jobs[n], progress)
-                return
+        failures: list[Exception] = []
+
+        async def run(n: int, scope: anyio.CancelScope) -> None:
             try:
-                results[n] = await worker.run("coordd.repo.yum.ingest", jobs[n], progress)
+                if inline:
+                    results[n] = await anyio.to_thread.run_sync(ingest.run_job, jobs[n], progress)
+                else:
+                    results[n] = await worker.run("coordd.repo.yum.ingest", jobs[n], progress)
             except worker.WorkerError as exc:
                 if exc.kind == worker.METADATA:
-                    raise MetadataError(exc.message) from None
-                raise OperationFailed(f"cannot read the metadata: {exc.message}") from None
+                    failures.append(MetadataError(exc.message))
+                else:
+                    failures.append(OperationFailed(f"cannot read the metadata: {exc.message}"))
+                scope.cancel()
+            except (MetadataError, OperationFailed, OSError, sqlite3.Error) as exc:
+                failures.append(exc)
+                scope.cancel()
 
         async with anyio.create_task_group() as tg:
             for n in range(len(jobs)):
-                tg.start_soon(run, n)
+                tg.start_soon(run, n, tg.cancel_scope)
+        if failures:
+            raise failures[0]
         return results[0]
 
     async def stage_files(self, records: dict[str, RepomdRecord], treeinfo: bytes | None) -> None:
@@ -332,6 +342,7 @@ class _Sync:
             await anyio.to_thread.run_sync(tmp.write_bytes, treeinfo)
             self.store.pool.enter(tmp, sha256)
             self.entered.append((sha256, len(treeinfo)))
+            self.fetched.add(sha256)
             record = {
                 "href": ".treeinfo",
                 "size": len(treeinfo),
@@ -401,7 +412,7 @@ class _Sync:
                 self.entered.append((sha256, size or 0))
                 if ctype != "sha256":  # found by an alias: the unit learns its sha256
                     self.resolved.append((unit_id, sha256, ctype, csum))
-                if unit_id not in held:
+                if unit_id not in held and sha256 not in self.fetched:
                     self.from_pool += 1
                 continue
             unverified = ctype is None
