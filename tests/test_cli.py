@@ -213,7 +213,7 @@ def test_details_show_the_sync_progress_tree(make_daemon, tmp_path):
         assert re.search(r"^ {10}Num Success:\s+\d+$", tree, re.M)
         assert re.search(r"^ {6}Size Total:\s+[\d.]+ (B|KiB|MiB)$", tree, re.M)
         assert re.search(r"^ {6}State:\s+IN_PROGRESS$", tree, re.M)
-        assert re.search(r"^ {6}State: FINISHED$", tree, re.M)  # metadata
+        assert re.search(r"^ {6}State:\s+FINISHED$", tree, re.M)  # metadata
 
         # The one heavy slot is taken: a sync of another repository waits, server busy.
         create(daemon, "other", "--feed", server.url)

@@ -1,9 +1,8 @@
-"""Publish, copy, summary and delete, on repositories synced from real fixture feeds."""
+"""Publish, copy, counts and delete, on repositories synced from real fixture feeds."""
 
 from __future__ import annotations
 
 import gzip
-import itertools
 import os
 import shutil
 import subprocess
@@ -16,12 +15,17 @@ import pytest
 
 from coordd.api.errors import OperationFailed
 from coordd.engine.progress import Progress
-from coordd.repo.content import INDEX_NAME, ContentIndex, content_summary
-from coordd.repo.copy import copy_packages
-from coordd.repo.publish import publish
-from coordd.repo.repositories import remove_repository
+from coordd.repo.publish import unpublish
 from coordd.repo.yum.options import ImporterOptions
-from tests.helpers.feeds import Pkg, build_feed, build_rpm_feed, real_rpms, sync  # noqa: F401 - fixture
+from tests.helpers.content import View, copy, publish
+from tests.helpers.feeds import (  # noqa: F401 - fixture
+    Pkg,
+    build_feed,
+    build_rpm_feed,
+    content_store,
+    real_rpms,
+    sync,
+)
 from tests.helpers.feedserver import FeedServer
 
 PACKAGE_FIELDS = (
@@ -58,16 +62,16 @@ def inode(path: Path) -> int:
 async def test_publish_reproduces_the_feed(tmp_path: Path) -> None:
     feed, repo = await synced_repo(tmp_path, deltas=True, treeinfo=True, comps=True)
     pub = tmp_path / "published" / "repo"
-    progress = Progress()
-    summary = publish(repo, pub, progress)
+    summary = publish(repo, pub)
     assert summary["path"] == str(pub)
+    assert summary["version"] == 1
     assert summary["packages"] == len(feed.packages)
     assert summary["linked"] == len(feed.packages) + len(feed.deltas) + 3 + 1  # + .treeinfo
     assert summary["copied"] == 0
-    assert progress.snapshot()["publish"]["state"] == "FINISHED"
+    assert (summary["errata"], summary["delta_rpms"], summary["tree_files"]) == (2, 2, 4)
 
     # Read back with createrepo_c's own parser (not ours) and compare with what the feed
-    # generated: everything a client sees survived sync → index → publish.
+    # generated: everything a client sees survived sync → units → publish.
     packages, advisories, repomd = read_published(pub)
     assert len(packages) == len(feed.packages)
     for original in feed.packages:
@@ -106,10 +110,10 @@ async def test_publish_reproduces_the_feed(tmp_path: Path) -> None:
         assert delta["href"] in data
         assert delta["checksum"] in data
 
-    # Files are hard links to the repository's, not copies.
-    content = repo / "content"
+    # Files are hard links to the pool's, not copies.
+    view = View(repo)
     for href in [*feed.hrefs, *(d["href"] for d in feed.deltas), *feed.tree_files, ".treeinfo"]:
-        assert inode(pub / href) == inode(content / href), href
+        assert inode(pub / href) == inode(view.path(href)), href
 
 
 @pytest.mark.anyio
@@ -118,7 +122,7 @@ async def test_publish_swaps_whole_trees(tmp_path: Path) -> None:
     parent = tmp_path / "published"
     pub = parent / "repo"
     neighbour = parent / "repo.x"  # a name sharing the prefix must not be touched
-    publish(repo, neighbour)
+    publish(repo, neighbour, grace=3600)
     neighbour_tree = os.readlink(neighbour)
 
     problems: list[str] = []
@@ -146,15 +150,20 @@ async def test_publish_swaps_whole_trees(tmp_path: Path) -> None:
     thread.start()
     try:
         for _ in range(6):
-            publish(repo, pub)
+            publish(repo, pub, grace=3600)
             targets.append(os.readlink(pub))
     finally:
         stop.set()
         thread.join()
     assert problems == []
     assert len(set(targets)) == 6  # each publish is a new generation…
-    generations = sorted(p.name for p in parent.iterdir() if p.name.startswith(".repo.gen-"))
-    assert generations == sorted(targets[-2:])  # …and only the current and previous remain
+
+    def generations() -> list[str]:
+        return sorted(p.name for p in parent.iterdir() if p.name.startswith(".repo.gen-"))
+
+    assert generations() == sorted(targets)  # …and those swapped out stay for the grace period
+    publish(repo, pub, grace=0)
+    assert generations() == [os.readlink(pub)]  # once it is over, they go
     assert os.readlink(neighbour) == neighbour_tree
     assert (parent / neighbour_tree).is_dir()
     packages, _, _ = read_published(pub)
@@ -174,21 +183,22 @@ async def test_publish_cleans_up_after_an_interrupted_run(tmp_path: Path) -> Non
     stale_link.symlink_to("nowhere")
     stray_generation = parent / f".repo.gen-{'c' * 32}"
     stray_generation.mkdir()
+    os.utime(stray_generation, (0, 0))  # retired long ago
     publish(repo, pub)
     assert not stale_tmp.exists()
     assert not stale_link.is_symlink()
     assert not stray_generation.exists()
-    assert len(read_published(pub)[0]) == len(ContentIndex.load(repo).packages)
+    assert len(read_published(pub)[0]) == len(View(repo).packages)
 
 
 @pytest.mark.anyio
-async def test_publish_refuses_an_index_whose_file_is_gone(tmp_path: Path) -> None:
+async def test_publish_refuses_a_version_whose_file_is_gone(tmp_path: Path) -> None:
     feed, repo = await synced_repo(tmp_path, errata=False)
     pub = tmp_path / "published" / "repo"
     publish(repo, pub)
     before = os.readlink(pub)
-    (repo / "content" / next(iter(sorted(feed.hrefs)))).unlink()
-    with pytest.raises(OperationFailed, match="in the index but its file is missing"):
+    View(repo).path(next(iter(sorted(feed.hrefs)))).unlink()
+    with pytest.raises(OperationFailed, match="its file is missing from the pool"):
         publish(repo, pub)
     assert os.readlink(pub) == before  # the previous publication still stands
     assert [p.name for p in pub.parent.iterdir() if ".tmp-" in p.name] == []
@@ -196,8 +206,8 @@ async def test_publish_refuses_an_index_whose_file_is_gone(tmp_path: Path) -> No
 
 def test_publish_empty_repository(tmp_path: Path) -> None:
     pub = tmp_path / "published" / "empty"
-    summary = publish(tmp_path / "empty", pub)
-    assert summary["packages"] == 0
+    summary = publish(tmp_path / "empty", pub)  # version 0: the empty one
+    assert (summary["version"], summary["packages"]) == (0, 0)
     packages, advisories, _ = read_published(pub)
     assert (packages, advisories) == ({}, [])
 
@@ -253,131 +263,113 @@ async def test_dnf_installs_from_a_publication(
 
 
 @pytest.mark.anyio
-async def test_copy_with_glob_links_and_survives_sync(tmp_path: Path) -> None:
+async def test_copy_with_glob_shares_units_and_survives_sync(tmp_path: Path) -> None:
     feed_a, repo_a = await synced_repo(tmp_path, "a")
     other = [Pkg("zulu", "1", "1"), Pkg("bravo", "2.0", "3", size=999)]  # bravo: other bytes
     feed_b, repo_b = await synced_repo(tmp_path, "b", packages=other, errata=False, seed=7)
     bravo = "Packages/b/bravo-2.0-3.x86_64.rpm"
-    bravo_b = (repo_b / "content" / bravo).read_bytes()
+    bravo_b = View(repo_b).path(bravo)
 
-    summary = copy_packages(repo_a, repo_b, "alph?")
-    assert summary["matched"] == summary["copied"] == summary["linked"] == 3
-    index_b = ContentIndex.load(repo_b)
-    alphas = [h for h, p in index_b.packages.items() if p["name"] == "alpha"]
+    summary = copy(repo_a, repo_b, "alph?")
+    assert summary["matched"] == summary["copied"] == 3
+    assert summary["version"] == 2
+    view_a, view_b = View(repo_a), View(repo_b)
+    alphas = [h for h, p in view_b.packages.items() if p["name"] == "alpha"]
     assert len(alphas) == 3
     for href in alphas:
-        assert index_b.packages[href]["origin"] == "copy"
-        assert inode(repo_b / "content" / href) == inode(repo_a / "content" / href)
-    assert not (repo_b / ".tmp").exists()
+        assert view_b.packages[href]["origin"] == "copy"
+        assert view_b.path(href) == view_a.path(href)  # one file in the pool
 
-    again = copy_packages(repo_a, repo_b, "alpha")
-    assert (again["copied"], again["already_present"]) == (0, 3)
+    again = copy(repo_a, repo_b, "alpha")
+    assert (again["copied"], again["already_present"], again["version"]) == (0, 3, None)
 
-    everything = copy_packages(repo_a, repo_b, None)
+    everything = copy(repo_a, repo_b, None)
     assert everything["conflicts"] == [bravo]  # same path, other bytes: left alone
-    assert (repo_b / "content" / bravo).read_bytes() == bravo_b
+    assert View(repo_b).path(bravo) == bravo_b
     assert everything["copied"] == len(feed_a.packages) - 3 - 1
 
     # Copied packages are not the feed's to drop: a changed feed keeps them.
     feed_b.bump()
+    feed_b.add(Pkg("yankee", "1", "1"))
     summary = await sync(repo_b, ImporterOptions(feed=feed_b.url), Progress())
-    assert summary["removed"] == 0
-    assert set(ContentIndex.load(repo_b).packages) == feed_a.hrefs | feed_b.hrefs
+    assert (summary["removed"], summary["added"]) == (0, 1)
+    assert set(View(repo_b).packages) == feed_a.hrefs | feed_b.hrefs
     pub = tmp_path / "published" / "b"
     publish(repo_b, pub)
     assert len(read_published(pub)[0]) == len(feed_a.hrefs | feed_b.hrefs)
 
 
 @pytest.mark.anyio
-async def test_copy_into_a_new_repository(tmp_path: Path) -> None:
-    _feed, repo_a = await synced_repo(tmp_path, "a")
+async def test_copy_into_a_new_repository_and_from_an_older_version(tmp_path: Path) -> None:
+    feed, repo_a = await synced_repo(tmp_path, "a")
     target = tmp_path / "fresh"
-    summary = copy_packages(repo_a, target, "bravo")
-    assert (summary["copied"], summary["packages"]) == (1, 1)
-    assert (target / INDEX_NAME).is_file()
-    assert copy_packages(repo_a, tmp_path / "none", "no-such-*")["matched"] == 0
-
-
-def test_index_is_replaced_atomically(tmp_path: Path) -> None:
-    """Readers see the old index or the new one, never a torn file: each save is a new inode
-    renamed into place, and a reader polling all along always parses a whole index."""
-    index = ContentIndex()
-    for i in range(3000):
-        href = f"Packages/p/p{i}.rpm"
-        index.packages[href] = {
-            "href": href,
-            "size": i,
-            "checksum_type": "sha256",
-            "checksum": f"{i:064x}",
-            "description": "x" * 200,
-        }
-    index.save(tmp_path)
-    torn: list[str] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            try:
-                ContentIndex.load(tmp_path)
-            except OperationFailed as exc:
-                torn.append(exc.message)
-
-    inodes = [inode(tmp_path / INDEX_NAME)]
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
-        for _ in range(15):
-            index.save(tmp_path)
-            inodes.append(inode(tmp_path / INDEX_NAME))
-    finally:
-        stop.set()
-        thread.join()
-    assert torn == []
-    # A new file each time (the kernel may reuse a freed inode number, but never the live one).
-    assert all(a != b for a, b in itertools.pairwise(inodes))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_NAME, "content.stamp.json"]
-
-
-# -- summary and delete -------------------------------------------------------------------------
-
-
-@pytest.mark.anyio
-async def test_content_summary(tmp_path: Path) -> None:
-    feed, repo = await synced_repo(tmp_path, deltas=True, treeinfo=True)
-    summary = content_summary(repo)
-    assert summary["packages"] == len(feed.packages)
-    assert summary["size"] == sum(p.size_package for p in feed.packages)
-    assert (summary["delta_rpms"], summary["tree_files"], summary["errata_count"]) == (2, 3, 2)
-    assert summary["errata"][0] == {
-        "id": "COORDD-2024-0001",
-        "type": "security",
-        "severity": "Important",
-        "title": "Update for alpha",
-        "issued": "2024-01-02 03:04:05",
+    summary = copy(repo_a, target, "bravo")
+    assert (summary["copied"], summary["version"]) == (1, 1)
+    assert copy(repo_a, tmp_path / "none", "no-such-*") == {
+        "matched": 0,
+        "copied": 0,
+        "already_present": 0,
+        "conflicts": [],
+        "version": None,
     }
-    assert summary["feed"] == feed.url
-    assert content_summary(tmp_path / "never-synced")["packages"] == 0
+    # A version of the source that a later sync replaced can still be copied from.
+    gone = "Packages/b/bravo-2.0-3.x86_64.rpm"
+    feed.drop(gone)
+    await sync(repo_a, ImporterOptions(feed=feed.url), Progress())
+    assert gone not in View(repo_a).packages
+    old = content_store(repo_a).copy("a", 1, "older", name="bravo", task_id=None, retain=10)
+    assert old["copied"] == 1
+    assert gone in View(tmp_path / "older").packages
 
 
 @pytest.mark.anyio
-async def test_remove_repository_is_idempotent_and_restartable(tmp_path: Path) -> None:
+async def test_version_counts(tmp_path: Path) -> None:
+    feed, repo = await synced_repo(tmp_path, deltas=True, treeinfo=True)
+    info = View(repo).info
+    assert info is not None
+    assert info.counts == {
+        "rpm": len(feed.packages),
+        "erratum": 2,
+        "delta": 2,
+        "file": 4,
+        "metadata": 0,
+    }
+    assert info.added == info.counts
+    assert info.size >= sum(p.size_package for p in feed.packages)
+    assert info.note == "sync"
+
+
+@pytest.mark.anyio
+async def test_forgetting_a_repository_leaves_orphans_and_its_neighbours(tmp_path: Path) -> None:
     _feed, repo = await synced_repo(tmp_path, errata=False)
+    await sync(tmp_path / "twin", ImporterOptions(feed=_feed.url), Progress())
     parent = tmp_path / "published"
     pub = parent / "repo"
     publish(repo, pub)
     publish(repo, pub)
     keep = parent / "other"
     publish(repo, keep)
+    store = content_store(repo)
 
-    # An earlier delete died half-way: its tombstone is still there.
-    tombstone = tmp_path / ".repo.deleting"
-    (tombstone / "content").mkdir(parents=True)
-    result = remove_repository(repo, pub)
-    assert str(repo) in result["removed"]
-    assert not repo.exists()
-    assert not tombstone.exists()
+    removed = unpublish(pub)
+    assert str(pub) in removed
+    store.forget("repo")
+    assert unpublish(pub) == []
+    store.forget("repo")  # again: nothing left to do
     assert not pub.is_symlink()
     assert [p.name for p in parent.iterdir() if p.name.startswith(".repo.")] == []
     assert keep.is_symlink()
     assert (keep / "repodata" / "repomd.xml").is_file()
-    assert remove_repository(repo, pub) == {"removed": []}
+    # Its units are orphans; the twin's are the same files, so no file is an orphan.
+    assert View(repo).info is None
+    stats = store.stats()
+    assert stats.orphan_units == 0  # the twin holds the same units
+    assert stats.orphan_files == 0
+    store.forget("twin")
+    assert store.stats().orphan_files == stats.files
+    removed_orphans = store.remove_orphans()
+    assert removed_orphans["files"] == stats.files
+    assert store.stats().files == 0
+    # The other publication keeps its hard links: still complete.
+    packages, _, repomd = read_published(keep)
+    assert all((keep / p.location_href).is_file() for p in packages.values())

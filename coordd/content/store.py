@@ -191,48 +191,6 @@ class ContentStore:
 
         return self.db.write_sync(write)
 
-    def change(
-        self,
-        repo_id: str,
-        *,
-        task_id: str | None,
-        note: str,
-        retain: int,
-        add: tuple[str, tuple[Any, ...]] | None = None,
-        remove: tuple[str, tuple[Any, ...]] | None = None,
-        origin: str = "copy",
-    ) -> Version | None:
-        """A version N+1 from the latest: the units the ``add`` query selects come in (as
-        ``origin``), those the ``remove`` query selects go; None if that changes nothing.
-
-        Each query is SQL selecting unit ids, with its parameters.
-        """
-
-        def write(db: sqlite3.Connection) -> Version | None:
-            number = versions.latest_number(db, repo_id) + 1
-            if remove is not None:
-                sql, args = remove
-                db.execute(
-                    "UPDATE repo_content SET removed = ? WHERE repo_id = ? AND removed IS NULL"
-                    f" AND unit_id IN ({sql})",
-                    (number, repo_id, *args),
-                )
-            if add is not None:
-                sql, args = add
-                db.execute(
-                    "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"
-                    f" SELECT ?, a.id, ?, NULL, ? FROM ({sql}) a WHERE NOT EXISTS"
-                    " (SELECT 1 FROM repo_content rc WHERE rc.repo_id = ? AND rc.unit_id = a.id"
-                    " AND rc.removed IS NULL)",
-                    (repo_id, number, origin, *args, repo_id),
-                )
-            version = versions.finish(db, repo_id, number, task_id=task_id, note=note)
-            if version is not None:
-                versions.prune(db, repo_id, retain)
-            return version
-
-        return self.db.write_sync(write)
-
     def copy(
         self,
         source: str,
@@ -242,24 +200,56 @@ class ContentStore:
         name: str | None,
         task_id: str | None,
         retain: int,
-    ) -> Version | None:
+    ) -> dict[str, Any]:
         """Copy the packages of version ``number`` of ``source`` (those whose name matches
-        the glob ``name``) into a new version of ``target``."""
-        sql = (
-            "SELECT u.id AS id FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
-            f" WHERE {IN_VERSION} AND u.kind = ?"
-        )
+        the glob ``name``) into a new version of ``target``.
+
+        A package whose href the target already gives to another package is left out (a
+        publication has one file per path) and reported as a conflict.
+        """
+        where = f"{IN_VERSION} AND u.kind = ?"
         args: tuple[Any, ...] = (source, number, number, RPM)
         if name is not None:
-            sql += " AND u.name GLOB ?"
+            where += " AND u.name GLOB ?"
             args += (name,)
-        return self.change(
-            target,
-            task_id=task_id,
-            note=f"copy from {source} version {number}",
-            retain=retain,
-            add=(sql, args),
-        )
+
+        def write(db: sqlite3.Connection) -> dict[str, Any]:
+            matched = db.execute(
+                "SELECT u.id, u.href FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+                f" WHERE {where}",
+                args,
+            ).fetchall()
+            held = {
+                href: uid
+                for uid, href in db.execute(
+                    "SELECT u.id, u.href FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+                    " WHERE rc.repo_id = ? AND rc.removed IS NULL AND u.href IS NOT NULL",
+                    (target,),
+                )
+            }
+            present = [uid for uid, href in matched if held.get(href) == uid]
+            conflicts = sorted(href for uid, href in matched if held.get(href, uid) != uid)
+            wanted = [uid for uid, href in matched if href not in held]
+            number_to = versions.latest_number(db, target) + 1
+            db.executemany(
+                "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"
+                " VALUES (?, ?, ?, NULL, 'copy')",
+                [(target, uid, number_to) for uid in wanted],
+            )
+            version = versions.finish(
+                db, target, number_to, task_id=task_id, note=f"copy from {source} version {number}"
+            )
+            if version is not None:
+                versions.prune(db, target, retain)
+            return {
+                "matched": len(matched),
+                "copied": len(wanted),
+                "already_present": len(present),
+                "conflicts": conflicts,
+                "version": version.number if version else None,
+            }
+
+        return self.db.write_sync(write)
 
     def rollback(
         self, repo_id: str, source: int, *, task_id: str | None, retain: int

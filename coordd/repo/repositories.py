@@ -302,12 +302,10 @@ class Repositories:
         repo = self._existing(ctx.args["repo_id"])
         state = self.states.get(repo.id)
         number = ctx.args.get("version")
-        if number is None:
-            if state is None or state.latest is None:
-                raise OperationFailed(f"repository {repo.id} has no version to publish; sync it")
-            number = state.latest.number
+        if number is None:  # the latest; version 0, the empty one, before the first
+            number = state.latest.number if state and state.latest else 0
         version = await self.content.db.read(lambda db: versions.get(db, repo.id, number))
-        if version is None:
+        if version is None and number != 0:
             raise OperationFailed(f"repository {repo.id} has no version {number}")
         progress = ctx.progress
         progress.set("publish", state=IN_PROGRESS, step="link", items_total=0, items_done=0)
@@ -327,7 +325,8 @@ class Repositories:
             "grace": self.settings.publish_grace,
         }
         try:
-            if version.counts.get("rpm", 0) < self.settings.inline_publish:
+            packages = version.counts.get("rpm", 0) if version else 0
+            if packages < self.settings.inline_publish:
                 summary = await anyio.to_thread.run_sync(
                     publish_version, args, emit, anyio.from_thread.check_cancelled
                 )
@@ -365,7 +364,7 @@ class Repositories:
             number = state.latest.number if state and state.latest else 0
         elif await self.content.db.read(lambda db: versions.get(db, source.id, number)) is None:
             raise OperationFailed(f"repository {source.id} has no version {number}")
-        version = await anyio.to_thread.run_sync(
+        summary = await anyio.to_thread.run_sync(
             functools.partial(
                 self.content.copy,
                 source.id,
@@ -378,13 +377,7 @@ class Repositories:
         )
         await self._refresh(target.id)
         self._save(ctx, replace(target, updated=time.time()))
-        return {
-            "from": source.id,
-            "from_version": number,
-            "to": target.id,
-            "version": version.number if version else None,
-            "copied": version.added.get("rpm", 0) if version else 0,
-        }
+        return {"from": source.id, "from_version": number, "to": target.id, **summary}
 
     async def rollback(self, ctx: TaskContext) -> dict[str, Any]:
         repo = self._existing(ctx.args["repo_id"])

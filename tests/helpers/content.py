@@ -102,3 +102,32 @@ def stray_temp_files(pool_root: Path) -> list[Path]:
 
 def assert_consistent(repo_dir: Path) -> View:
     return View(repo_dir).assert_consistent()
+
+
+def publish(
+    repo_dir: Path, pub: Path, *, version: int | None = None, grace: float = 300.0
+) -> dict[str, Any]:
+    """Publish ``version`` (default: the latest, or the empty version 0) of the test
+    repository ``repo_dir`` at ``pub``, in this thread."""
+    from coordd.repo.publish import publish_version
+
+    view = View(repo_dir, version)
+    args = {
+        "db": str(view.store.db.path),
+        "pool": str(view.store.pool.root),
+        "repo_id": view.repo_id,
+        "number": view.version,
+        "revision": None,
+        "publish_dir": str(pub),
+        "grace": grace,
+    }
+    return publish_version(args, lambda _progress: None)
+
+
+def copy(source: Path, target: Path, name: str | None) -> dict[str, Any]:
+    """Copy the packages of the latest version of ``source`` whose name matches ``name``
+    into a new version of ``target`` (both test repositories of one store)."""
+    store = content_store(source)
+    return store.copy(
+        source.name, View(source).version, target.name, name=name, task_id=None, retain=10
+    )
