@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,10 @@ from typing import Any
 import pytest
 
 from coordd.api.errors import OperationFailed
+from coordd.content.paths import UnsafePath, check_href, resolve_in
 from coordd.engine.progress import Progress
-from coordd.repo.content import INDEX_NAME, UnsafePath, check_href, resolve_in
 from coordd.repo.yum.options import ImporterOptions, Limits
+from tests.helpers.content import View
 from tests.helpers.feeds import Feed, Pkg, Record, build_feed, compress, package_docs, sync
 from tests.helpers.feedserver import (
     NOT_FOUND,
@@ -34,15 +34,18 @@ FAST = Limits(grace=0.3, min_rate=2000.0, stall_timeout=1.0, connect_timeout=2.0
 NEW = Pkg("newpkg", "1.0", "1", size=50_000)
 
 
-def tree(path: Path) -> dict[str, str]:
-    """Every file below ``path`` (symlinks as their target) with a digest of its bytes."""
-    out = {}
-    for p in sorted(path.rglob("*")):
-        if p.is_symlink():
-            out[str(p.relative_to(path))] = "-> " + os.readlink(p)
-        elif p.is_file():
-            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+def tree(repo: Path) -> tuple[Any, ...]:
+    """What the repository holds: its latest version and every record in it."""
+    view = View(repo).assert_consistent()
+    return (
+        view.version,
+        view.packages,
+        view.errata,
+        view.deltas,
+        view.tree_files,
+        view.metadata_files,
+        view.treeinfo,
+    )
 
 
 @dataclass
@@ -53,7 +56,7 @@ class Synced:
     feed: Feed
     server: FeedServer
     repo: Path
-    before: dict[str, str]
+    before: tuple[Any, ...]
     outside: set[str]
 
     async def fails(self, match: str, url: str | None = None, **options: Any) -> OperationFailed:
@@ -72,6 +75,7 @@ class Synced:
 
     def assert_intact(self) -> None:
         assert tree(self.repo) == self.before
+        assert self.server.count("evil") == 0  # no hostile location was ever fetched
         assert {p.name for p in self.base.iterdir()} == self.outside
         assert not any(
             p.name.startswith("evil")
@@ -275,7 +279,7 @@ async def test_file_feed_xml_base_outside_feed_dir(tmp_path: Path) -> None:
     with pytest.raises(OperationFailed, match="outside the feed directory"):
         await sync(tmp_path / "repo", ImporterOptions(feed=feed.url), Progress())
     assert package.pkgId  # the bytes were there to steal; the check is what stopped it
-    assert not (tmp_path / "repo" / INDEX_NAME).exists()
+    assert View(tmp_path / "repo").info is None
 
 
 # -- XML ----------------------------------------------------------------------------------------

@@ -371,5 +371,5 @@ async def test_forgetting_a_repository_leaves_orphans_and_its_neighbours(tmp_pat
     assert removed_orphans["files"] == stats.files
     assert store.stats().files == 0
     # The other publication keeps its hard links: still complete.
-    packages, _, repomd = read_published(keep)
+    packages, _, _ = read_published(keep)
     assert all((keep / p.location_href).is_file() for p in packages.values())

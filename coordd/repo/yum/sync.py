@@ -150,8 +150,8 @@ class _Sync:
             for metadata in fetched.values():
                 metadata.path.unlink(missing_ok=True)
         await self.stage_files(records, treeinfo)
+        needs = await anyio.to_thread.run_sync(self.needs, state)  # checks every location
         report.state(report.metadata, FINISHED)
-        needs = await anyio.to_thread.run_sync(self.needs, state)
         entered = await self.downloader.download(needs)
         for item in entered:
             self.entered.append((item.sha256, item.size))
