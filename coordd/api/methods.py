@@ -283,10 +283,15 @@ class Api:
         description: Any = None,
         notes: Any = None,
         importer: Any = None,
+        retain_versions: Any = None,
         request_id: Any = None,
     ) -> dict[str, Any]:
         fields = _present(
-            display_name=display_name, description=description, notes=notes, importer=importer
+            display_name=display_name,
+            description=description,
+            notes=notes,
+            importer=importer,
+            retain_versions=retain_versions,
         )
         args = {"repo_id": validate_id(repo_id), "config": validate_config(fields, partial=False)}
         return await self._submit("repo.create", args, caller, request_id)
@@ -299,9 +304,11 @@ class Api:
         description: Any = ABSENT,
         notes: Any = ABSENT,
         importer: Any = ABSENT,
+        retain_versions: Any = ABSENT,
         request_id: Any = None,
     ) -> dict[str, Any]:
-        # Here null is a value: it clears a descriptive field (or, in importer, an option).
+        # Here null is a value: it clears a descriptive field (or, in importer, an option;
+        # or the repository's own retention, for the configured default).
         fields = {
             key: value
             for key, value in (
@@ -309,6 +316,7 @@ class Api:
                 ("description", description),
                 ("notes", notes),
                 ("importer", importer),
+                ("retain_versions", retain_versions),
             )
             if value is not ABSENT
         }

@@ -10,9 +10,12 @@ The module's ``main`` calls ``serve`` with the function that does the work.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -31,6 +34,9 @@ METADATA, FAILED, INTERNAL = "metadata", "failed", "internal"
 
 Emit = Callable[[dict[str, Any]], None]
 
+_PARENT = "COORDD_WORKER_PARENT"  # the pid of the daemon, which the worker dies with
+_PR_SET_PDEATHSIG = 1
+
 
 class WorkerError(Exception):
     def __init__(self, message: str, kind: str) -> None:
@@ -46,7 +52,7 @@ async def run(module: str, args: dict[str, Any], on_progress: Emit | None = None
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", _PARENT: str(os.getpid())},
     )
     result: dict[str, Any] | None = None
     error: WorkerError | None = None
@@ -100,12 +106,24 @@ async def run(module: str, args: dict[str, Any], on_progress: Emit | None = None
     return result
 
 
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this process when the daemon dies (kill -9 included): an
+    orphaned worker would go on writing units, or swap a publication, behind the back of
+    the daemon that restarts and reruns the task."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the daemon died before the request took effect
+        os._exit(1)
+
+
 def serve(work: Callable[[dict[str, Any], Emit], dict[str, Any]], errors: dict[type, str]) -> int:
     """The worker side: read the arguments, run ``work``, write its result or error.
 
     ``errors`` maps exception classes to the kind reported for them; anything else is
     reported as internal, with its traceback on stderr.
     """
+    _die_with_parent(int(os.environ.get(_PARENT, "0")))
     out = sys.stdout
 
     def emit(progress: dict[str, Any]) -> None:

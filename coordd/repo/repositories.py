@@ -38,6 +38,7 @@ REPOSITORY = "repository"
 MAX_ID = 100
 ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+@")
 DESCRIPTIVE = ("display_name", "description", "notes")
+MAX_RETAIN = 10_000  # versions a repository keeps, at most
 
 
 def validate_id(value: Any, name: str = "repo_id") -> str:
@@ -72,6 +73,12 @@ def validate_config(args: Mapping[str, Any], *, partial: bool) -> dict[str, Any]
     for key in DESCRIPTIVE:
         if key in args:
             config[key] = params.text(args[key], key, optional=True)
+    if "retain_versions" in args and args["retain_versions"] is not None:
+        config["retain_versions"] = params.integer(
+            args["retain_versions"], "retain_versions", 1, MAX_RETAIN
+        )
+    elif "retain_versions" in args:
+        config["retain_versions"] = None
     if "importer" in args:
         importer = params.obj(args["importer"], "importer")
         for key, value in importer.items():  # URLs have a tighter bound of their own
