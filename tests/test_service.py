@@ -371,7 +371,7 @@ def test_sigterm_during_a_sync_loses_nothing(tmp_path, feed_server, connect):
         assert tasks[sync_id]["attempts"] == 2
         assert tasks[update_id]["attempts"] == tasks[publish_id]["attempts"] == 1
         # Every line about the sync, across the restart, says what it is and what it holds.
-        prefix = f"task {sync_id} repo.sync on repository/demo:update: "
+        prefix = f"task {sync_id} repo.sync on repository/demo:update, content/pool:read: "
         about_sync = [line for line in daemon.log_text().splitlines() if sync_id in line]
         assert [line.partition(prefix)[2] or line for line in about_sync] == [
             "accepted",
@@ -557,7 +557,7 @@ def test_journal_stream_gets_priorities_and_task_changes(tmp_path, connect):
         ("repo.create", "repository/demo:create", "finished"),
     ]
     op, res, outcome = changes[failed][-1]
-    assert (op, res) == ("repo.sync", "repository/demo:update")
+    assert (op, res) == ("repo.sync", "repository/demo:update, content/pool:read")
     assert outcome.startswith("error: repository demo has no feed")
     assert [o for _, _, o in changes[held]] == ["accepted", "finished"]
     assert changes[canceled] == [
