@@ -14,17 +14,15 @@ from hypothesis import strategies as st
 
 from coordd.service import config as config_module
 from coordd.service.config import (
-    DAY,
     RELOADABLE,
     RESTART_REQUIRED,
     Config,
     ConfigError,
     default_heavy_slots,
     environment_overrides,
-    format_duration,
     load_config,
-    parse_duration,
 )
+from coordd.service.values import DAY, format_duration, parse_duration
 
 # A group every Linux system has, for settings that must name an existing group.
 EXISTING_GROUP = grp.getgrgid(0).gr_name

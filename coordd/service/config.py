@@ -80,7 +80,9 @@ depend on the configuration; ``max_frame_bytes`` bounds a whole request on top o
 A mistake in the file stops the daemon with a message naming the file, the table and the
 key, and what was expected: an unknown key (with the nearest valid one, since a misspelt
 key silently ignored is a setting silently not applied), a wrong type, a value out of
-range, a group that does not exist. All problems are reported at once.
+range, a group that does not exist. All problems are reported at once. Each kind of value
+(paths, bounded integers, durations, levels, groups, modes) is read and checked by
+:mod:`coordd.service.values`.
 
 SIGHUP re-reads the file. Most settings take effect at once (:data:`RELOADABLE`); the
 socket, its mode and the state directory are held open and change only at a restart, which
@@ -91,29 +93,32 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import grp
 import logging
-import math
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coordd.api.address import SOCKET_ENV
 from coordd.service import locations as paths
-from coordd.service.log import LEVELS
+from coordd.service.values import (
+    DAY,
+    GROUP,
+    LEVEL,
+    MODE,
+    Invalid,
+    KiB,
+    Kind,
+    MiB,
+    describe,
+    duration_kind,
+    int_kind,
+    path_kind,
+)
 
 log = logging.getLogger("coordd.config")
-
-MINUTE = 60.0
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-WEEK = 7 * DAY
-KiB = 1024
-MiB = 1024 * KiB
 
 
 class ConfigError(Exception):
@@ -257,198 +262,12 @@ RESTART_REQUIRED = frozenset({"socket_path", "state_dir", "socket_mode"})
 RELOADABLE = frozenset(f.name for f in dataclasses.fields(Config)) - RESTART_REQUIRED
 
 
-# --- value kinds ---------------------------------------------------------------------------
-
-
-class _Invalid(Exception):
-    """A value cannot be used; the message completes "<key> ..."."""
-
-
-def _type_name(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    names |= {dict: "a table", list: "an array"}
-    for cls, name in names.items():
-        if type(value) is cls:
-            return name
-    return f"a {type(value).__name__}"
-
-
-def _describe(value: object) -> str:
-    shown = _toml_string(value) if isinstance(value, str) else repr(value)
-    return f"{_type_name(value)} ({shown})"
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string. json.dumps is close but escapes non-BMP characters as surrogate
-    pairs, which TOML forbids, and leaves DEL unescaped, which TOML requires escaped."""
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class _Kind:
-    parse: Callable[[object, bool], Any]  # (value, from_file) -> parsed; raises _Invalid
-    to_toml: Callable[[Any], str]
-
-
-def _path_kind() -> _Kind:
-    def parse(value: object, from_file: bool) -> Path:
-        if isinstance(value, Path) and not from_file:
-            text = str(value)
-        elif isinstance(value, str):
-            text = value
-        else:
-            raise _Invalid(f"must be a path (a string), not {_describe(value)}")
-        if not text:
-            raise _Invalid("must be a path, not an empty string")
-        if "\0" in text:
-            raise _Invalid("must not contain a NUL character")
-        path = Path(text)
-        if not path.is_absolute():
-            if from_file:
-                raise _Invalid(f"must be an absolute path, not {text!r}")
-            path = path.absolute()  # a command-line path is relative to where it was typed
-        return path
-
-    return _Kind(parse, lambda value: _toml_string(str(value)))
-
-
-def _int_kind(low: int, high: int) -> _Kind:
-    def parse(value: object, from_file: bool) -> int:
-        if type(value) is not int:
-            raise _Invalid(f"must be an integer, not {_describe(value)}")
-        if not low <= value <= high:
-            raise _Invalid(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return _Kind(parse, str)
-
-
-_DURATION_UNITS = {"w": WEEK, "d": DAY, "h": HOUR, "m": MINUTE, "s": 1.0}
-_NUMBER = r"(?:\d+(?:\.\d+)?)"
-_DURATION = re.compile(rf"(?:{_NUMBER}[wdhms])+")
-_DURATION_PART = re.compile(rf"({_NUMBER})([wdhms])")
-_DURATION_HELP = (
-    'use a number of seconds (e.g. 90) or a string with units w, d, h, m, s (e.g. "7d", '
-    '"12h", "1h30m", "45s")'
-)
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number of seconds or a string such as ``"7d"``, ``"1h30m"``, ``"90"``.
-
-    Raises ``ValueError`` saying what is accepted.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"must be a duration, not {_describe(value)}; {_DURATION_HELP}")
-    if isinstance(value, str):
-        text = "".join(value.split()).lower()
-        if re.fullmatch(_NUMBER, text):
-            seconds = float(text)
-        elif _DURATION.fullmatch(text):
-            seconds = sum(
-                float(number) * _DURATION_UNITS[unit]
-                for number, unit in _DURATION_PART.findall(text)
-            )
-        else:
-            raise ValueError(f"cannot read {_toml_string(value)} as a duration; {_DURATION_HELP}")
-    else:
-        seconds = float(value)
-    if not math.isfinite(seconds):
-        raise ValueError(f"must be a finite duration, got {value!r}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """A TOML value for a duration: ``"7d"``, ``"1h30m"``, ``"0s"``; a number if fractional.
-
-    Days are the largest unit shown, as people count retention in days, not weeks.
-    """
-    if seconds != int(seconds):
-        return repr(float(seconds))
-    remaining = int(seconds)
-    if remaining == 0:
-        return '"0s"'
-    parts = []
-    for unit in "dhms":
-        count, remaining = divmod(remaining, int(_DURATION_UNITS[unit]))
-        if count:
-            parts.append(f"{count}{unit}")
-    return _toml_string("".join(parts))
-
-
-def _duration_kind(low: float) -> _Kind:
-    def parse(value: object, from_file: bool) -> float:
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            raise _Invalid(str(exc)) from None
-        if seconds < low:
-            raise _Invalid(f"must be at least {low:g} seconds, got {seconds:g}")
-        return seconds
-
-    return _Kind(parse, format_duration)
-
-
-def _level_parse(value: object, from_file: bool) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"must be a string, not {_describe(value)}")
-    if value.lower() not in LEVELS:
-        raise _Invalid(f"must be one of {', '.join(LEVELS)}, not {_toml_string(value)}")
-    return value.lower()
-
-
-def _group_parse(value: object, from_file: bool) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"must be a group name (a string), not {_describe(value)}")
-    if not value:
-        raise _Invalid("must be a group name, not an empty string")
-    try:
-        grp.getgrnam(value)
-    except KeyError:
-        raise _Invalid(f"names group {value!r}, which does not exist on this system") from None
-    return value
-
-
-def _mode_parse(value: object, from_file: bool) -> int:
-    if type(value) is int:
-        if not 0 <= value <= 0o777:
-            raise _Invalid(
-                f"must be a permission mode from 0 to 0o777, got {value} (decimal); "
-                f'write it as a string such as "0660", or as an octal number 0o660'
-            )
-        return value
-    if isinstance(value, str):
-        text = value.removeprefix("0o")
-        if re.fullmatch("[0-7]{1,4}", text) and int(text, 8) <= 0o777:
-            return int(text, 8)
-        raise _Invalid(f'must be an octal permission mode such as "0660", not {value!r}')
-    raise _Invalid(f'must be an octal permission mode such as "0660", not {_describe(value)}')
-
-
-_LEVEL = _Kind(_level_parse, _toml_string)
-_GROUP = _Kind(_group_parse, _toml_string)
-_MODE = _Kind(_mode_parse, lambda mode: _toml_string(f"{mode:04o}"))
-
-
 @dataclass(frozen=True)
 class _Spec:
     table: str | None  # None: top level
     key: str
     field: str
-    kind: _Kind
+    kind: Kind
     doc: str
 
     @property
@@ -458,83 +277,83 @@ class _Spec:
 
 _SPECS = (
     _Spec(
-        None, "socket", "socket_path", _path_kind(), "socket path (unused when systemd passes it)"
+        None, "socket", "socket_path", path_kind(), "socket path (unused when systemd passes it)"
     ),
-    _Spec(None, "state_dir", "state_dir", _path_kind(), "database and repository content"),
-    _Spec(None, "log_level", "log_level", _LEVEL, "debug, info, warning or error"),
-    _Spec("tasks", "heavy_slots", "heavy_slots", _int_kind(1, 256), "heavy operations at once"),
-    _Spec("tasks", "retention", "retention_s", _duration_kind(0), "history kept for ended tasks"),
-    _Spec("tasks", "max_attempts", "max_attempts", _int_kind(1, 100), "runs of a restartable task"),
-    _Spec("tasks", "cancel_grace", "cancel_grace_s", _duration_kind(0), "time to stop on cancel"),
+    _Spec(None, "state_dir", "state_dir", path_kind(), "database and repository content"),
+    _Spec(None, "log_level", "log_level", LEVEL, "debug, info, warning or error"),
+    _Spec("tasks", "heavy_slots", "heavy_slots", int_kind(1, 256), "heavy operations at once"),
+    _Spec("tasks", "retention", "retention_s", duration_kind(0), "history kept for ended tasks"),
+    _Spec("tasks", "max_attempts", "max_attempts", int_kind(1, 100), "runs of a restartable task"),
+    _Spec("tasks", "cancel_grace", "cancel_grace_s", duration_kind(0), "time to stop on cancel"),
     _Spec(
         "tasks",
         "reattach_grace",
         "reattach_grace_s",
-        _duration_kind(0),
+        duration_kind(0),
         "a client-held task's wait for its client to reconnect",
     ),
     _Spec(
         "tasks",
         "progress_persist_interval",
         "progress_persist_interval_s",
-        _duration_kind(0.01),
+        duration_kind(0.01),
         "how often progress is saved",
     ),
     _Spec(
         "limits",
         "max_frame_bytes",
         "max_frame_bytes",
-        _int_kind(1024, 64 * MiB),
+        int_kind(1024, 64 * MiB),
         "largest request line in bytes",
     ),
-    _Spec("limits", "max_batch", "max_batch", _int_kind(1, 10_000), "requests in one batch"),
-    _Spec("limits", "max_connections", "max_connections", _int_kind(1, 65_536), "open connections"),
+    _Spec("limits", "max_batch", "max_batch", int_kind(1, 10_000), "requests in one batch"),
+    _Spec("limits", "max_connections", "max_connections", int_kind(1, 65_536), "open connections"),
     _Spec(
         "limits",
         "max_connections_per_user",
         "max_connections_per_user",
-        _int_kind(1, 65_536),
+        int_kind(1, 65_536),
         "open connections of one uid",
     ),
     _Spec(
         "limits",
         "admin_reserved_connections",
         "admin_reserved_connections",
-        _int_kind(0, 65_536),
+        int_kind(0, 65_536),
         "places only administrators may take",
     ),
-    _Spec("limits", "idle_timeout", "idle_timeout_s", _duration_kind(1), "idle connections close"),
+    _Spec("limits", "idle_timeout", "idle_timeout_s", duration_kind(1), "idle connections close"),
     _Spec(
         "limits",
         "request_timeout",
         "request_timeout_s",
-        _duration_kind(0.1),
+        duration_kind(0.1),
         "time to send a whole request line",
     ),
     _Spec(
         "limits",
         "max_send_queue_bytes",
         "max_send_queue_bytes",
-        _int_kind(4096, 1024 * MiB),
+        int_kind(4096, 1024 * MiB),
         "unsent bytes for one client before its requests wait",
     ),
     _Spec(
         "limits",
         "max_send_queue_total_bytes",
         "max_send_queue_total_bytes",
-        _int_kind(4096, 64 * 1024 * MiB),
+        int_kind(4096, 64 * 1024 * MiB),
         "unsent bytes for all clients",
     ),
     _Spec(
         "store",
         "commit_timeout",
         "commit_timeout_s",
-        _duration_kind(1),
+        duration_kind(1),
         "a commit the writer leaves unanswered this long stops the daemon",
     ),
-    _Spec("access", "admin_group", "admin_group", _GROUP, "members may mutate"),
-    _Spec("access", "read_group", "read_group", _GROUP, "members may read"),
-    _Spec("access", "socket_mode", "socket_mode", _MODE, "socket file permissions"),
+    _Spec("access", "admin_group", "admin_group", GROUP, "members may mutate"),
+    _Spec("access", "read_group", "read_group", GROUP, "members may read"),
+    _Spec("access", "socket_mode", "socket_mode", MODE, "socket file permissions"),
 )
 _BY_FIELD = {spec.field: spec for spec in _SPECS}
 _TABLES: dict[str | None, dict[str, _Spec]] = {}
@@ -563,7 +382,7 @@ def _parse_file(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]
     def take(spec: _Spec, value: object) -> None:
         try:
             values[spec.field] = spec.kind.parse(value, True)
-        except _Invalid as exc:
+        except Invalid as exc:
             problems.append(f"{spec.where}: {exc}")
 
     top = _TABLES[None]
@@ -576,7 +395,7 @@ def _parse_file(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]
                 take(top[key], value)
         elif key in tables:
             if not isinstance(value, dict):
-                problems.append(f"[{key}] must be a table, not {_describe(value)}")
+                problems.append(f"[{key}] must be a table, not {describe(value)}")
                 continue
             specs = _TABLES[key]
             for sub, sub_value in value.items():
@@ -647,7 +466,7 @@ def load_config(config_file: Path | None, overrides: Mapping[str, Any], system: 
             continue
         try:
             values[field] = spec.kind.parse(value, False)
-        except _Invalid as exc:
+        except Invalid as exc:
             problems.append(f"{field} (command line or environment): {exc}")
     if problems:
         raise ConfigError(problems)
