@@ -33,6 +33,11 @@ Tables (see ``SCHEMA``):
 ``sync_state``
     What the last sync of a repository saw (repomd.xml and .treeinfo checksums, options):
     a sync of an unchanged feed compares it and stops.
+``feed_units``
+    The units a sync chose from one feed state (``metadata``: a digest of repomd.xml,
+    .treeinfo and the options that choose), kept while some repository's last sync saw
+    that state: a sync of another repository from the same metadata, whatever mirror
+    serves it, takes the set instead of fetching and parsing the metadata again.
 ``publications``
     The version each repository's published tree shows; a published version is never
     pruned.
@@ -121,10 +126,17 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE TABLE IF NOT EXISTS sync_state (
     repo_id TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
+    metadata TEXT,
     revision TEXT,
     feed TEXT,
     synced_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS feed_units (
+    metadata TEXT NOT NULL,
+    unit_id INTEGER NOT NULL,
+    base TEXT,
+    PRIMARY KEY (metadata, unit_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS publications (
     repo_id TEXT PRIMARY KEY,
     version INTEGER NOT NULL,

@@ -150,6 +150,7 @@ class ContentStore:
         *,
         task_id: str | None,
         fingerprint: dict[str, Any],
+        metadata: str,
         revision: str | None,
         feed: str | None,
         entered: Iterable[tuple[str, int]],
@@ -159,7 +160,8 @@ class ContentStore:
 
         Units the latest version holds from the feed and the staged set lacks go; staged
         units it lacks come in; copies and uploads stay. The pool files the sync entered
-        are recorded in the same transaction, and so is what the sync saw.
+        are recorded in the same transaction, and so is what the sync saw: the
+        ``fingerprint``, and the staged set under ``metadata`` (``feed_units``).
         """
 
         def write(db: sqlite3.Connection) -> Version | None:
@@ -179,11 +181,20 @@ class ContentStore:
                 (number, repo_id, number, repo_id),
             )
             version = versions.finish(db, repo_id, number, task_id=task_id, note="sync")
+            db.execute(
+                "INSERT OR IGNORE INTO feed_units (metadata, unit_id, base)"
+                " SELECT ?, unit_id, base FROM staged WHERE repo_id = ?",
+                (metadata, repo_id),
+            )
             db.execute("DELETE FROM staged WHERE repo_id = ?", (repo_id,))
             db.execute(
-                "INSERT OR REPLACE INTO sync_state (repo_id, fingerprint, revision, feed,"
-                " synced_at) VALUES (?, ?, ?, ?, ?)",
-                (repo_id, dumps(fingerprint), revision, feed, time.time()),
+                "INSERT OR REPLACE INTO sync_state (repo_id, fingerprint, metadata, revision,"
+                " feed, synced_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (repo_id, dumps(fingerprint), metadata, revision, feed, time.time()),
+            )
+            db.execute(
+                "DELETE FROM feed_units WHERE metadata NOT IN"
+                " (SELECT metadata FROM sync_state WHERE metadata IS NOT NULL)"
             )
             if version is not None:
                 versions.prune(db, repo_id, retain)
@@ -268,6 +279,20 @@ class ContentStore:
 
         return self.db.write_sync(write)
 
+    def stage_known(self, repo_id: str, metadata: str) -> int:
+        """Stage the units an earlier sync chose from the same metadata; how many (0: none
+        is known, parse it)."""
+
+        def write(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM staged WHERE repo_id = ?", (repo_id,))
+            return db.execute(
+                "INSERT INTO staged (repo_id, unit_id, base)"
+                " SELECT ?, unit_id, base FROM feed_units WHERE metadata = ?",
+                (repo_id, metadata),
+            ).rowcount
+
+        return self.db.write_sync(write)
+
     def record_publication(
         self, repo_id: str, number: int, path: str, revision: str | None, task_id: str | None
     ) -> None:
@@ -286,6 +311,10 @@ class ContentStore:
         def write(db: sqlite3.Connection) -> None:
             for table in ("repo_content", "versions", "sync_state", "publications", "staged"):
                 db.execute(f"DELETE FROM {table} WHERE repo_id = ?", (repo_id,))
+            db.execute(
+                "DELETE FROM feed_units WHERE metadata NOT IN"
+                " (SELECT metadata FROM sync_state WHERE metadata IS NOT NULL)"
+            )
 
         self.db.write_sync(write)
 
@@ -320,6 +349,10 @@ class ContentStore:
         def write(db: sqlite3.Connection) -> tuple[int, list[tuple[str, int]]]:
             db.execute("DELETE FROM staged")  # no sync runs now; what one staged is stale
             units = db.execute(f"DELETE FROM units WHERE id IN ({_ORPHAN_UNITS})").rowcount
+            db.execute(  # a set that lost a unit can no longer stand for its metadata
+                "DELETE FROM feed_units WHERE metadata IN (SELECT metadata FROM feed_units"
+                " WHERE unit_id NOT IN (SELECT id FROM units))"
+            )
             for table in ("rpm_files", "rpm_changelogs"):
                 db.execute(
                     f"DELETE FROM {table} WHERE pkgid NOT IN"

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any, Final
@@ -143,13 +144,20 @@ class _Sync:
         if await self.unchanged(state, fingerprint):
             return self.skip(state)
         revision, records = self.parse_repomd(repomd)
-        fetched = await self.fetch_metadata(records)
-        try:
-            parsed = await self.ingest(fetched)
-        finally:
-            for metadata in fetched.values():
-                metadata.path.unlink(missing_ok=True)
-        await self.stage_files(records, treeinfo)
+        metadata = _metadata_key(fingerprint)
+        known = await anyio.to_thread.run_sync(self.store.stage_known, self.repo_id, metadata)
+        if known:  # another repository synced the same metadata: its choice stands
+            chosen = await self.store.db.read(self._staged_packages)
+            if treeinfo is not None:
+                await self.enter_treeinfo(treeinfo)
+        else:
+            fetched = await self.fetch_metadata(records)
+            try:
+                chosen = (await self.ingest(fetched))["chosen"]
+            finally:
+                for fetched_file in fetched.values():
+                    fetched_file.path.unlink(missing_ok=True)
+            await self.stage_files(records, treeinfo)
         needs = await anyio.to_thread.run_sync(self.needs, state)  # checks every location
         report.state(report.metadata, FINISHED)
         entered = await self.downloader.download(needs)
@@ -159,7 +167,9 @@ class _Sync:
                 self.resolved.append((item.unit_id, item.sha256, item.checksum_type, item.checksum))
         report.state(report.errata, IN_PROGRESS)
         version = await anyio.to_thread.run_sync(
-            functools.partial(self.commit, fingerprint=fingerprint, revision=revision)
+            functools.partial(
+                self.commit, fingerprint=fingerprint, metadata=metadata, revision=revision
+            )
         )
         report.state(report.errata, FINISHED if "updateinfo" in records else SKIPPED)
         latest = version or state.latest
@@ -171,7 +181,7 @@ class _Sync:
             latest=latest,
             new_version=version is not None,
             added=added,
-            kept=max(parsed["chosen"] - added, 0),
+            kept=max(chosen - added, 0),
             removed=removed,
         )
 
@@ -337,12 +347,7 @@ class _Sync:
             )
             bases.append(extra.base)
         if treeinfo is not None:
-            sha256 = hashlib.sha256(treeinfo).hexdigest()
-            tmp = self.store.pool.tmp_file()
-            await anyio.to_thread.run_sync(tmp.write_bytes, treeinfo)
-            self.store.pool.enter(tmp, sha256)
-            self.entered.append((sha256, len(treeinfo)))
-            self.fetched.add(sha256)
+            sha256 = await self.enter_treeinfo(treeinfo)
             record = {
                 "href": ".treeinfo",
                 "size": len(treeinfo),
@@ -383,6 +388,17 @@ class _Sync:
                 raise MetadataError(f"two different files claim the path {clash[0]!r}")
 
         await self.store.db.write(write)
+
+    async def enter_treeinfo(self, treeinfo: bytes) -> str:
+        """Put the .treeinfo fetched with repomd.xml in the pool; its sha256."""
+        sha256 = hashlib.sha256(treeinfo).hexdigest()
+        if sha256 not in self.fetched:
+            tmp = self.store.pool.tmp_file()
+            await anyio.to_thread.run_sync(tmp.write_bytes, treeinfo)
+            self.store.pool.enter(tmp, sha256)
+            self.entered.append((sha256, len(treeinfo)))
+            self.fetched.add(sha256)
+        return sha256
 
     def needs(self, state: RepoState) -> list[Need]:
         """The staged files the pool lacks (a stat each); counts the ones it has."""
@@ -431,7 +447,18 @@ class _Sync:
             )
         return needs
 
-    def commit(self, *, fingerprint: dict[str, Any], revision: str | None) -> Version | None:
+    def _staged_packages(self, db: sqlite3.Connection) -> int:
+        return int(
+            db.execute(
+                "SELECT count(*) FROM staged s JOIN units u ON u.id = s.unit_id"
+                " WHERE s.repo_id = ? AND u.kind = ?",
+                (self.repo_id, RPM),
+            ).fetchone()[0]
+        )
+
+    def commit(
+        self, *, fingerprint: dict[str, Any], metadata: str, revision: str | None
+    ) -> Version | None:
         """Record what was resolved and entered, and commit the staged units as a version."""
         resolved = self.resolved
         if resolved:
@@ -452,6 +479,7 @@ class _Sync:
             self.repo_id,
             task_id=self.task_id,
             fingerprint=fingerprint,
+            metadata=metadata,
             revision=revision,
             feed=self.feed.base,
             entered=self.entered,
@@ -491,6 +519,13 @@ class _Sync:
             tree_files=counts.get("file", 0),
             metadata_files=counts.get("metadata", 0),
         )
+
+
+def _metadata_key(fingerprint: dict[str, Any]) -> str:
+    """What identifies the units a sync chooses: the metadata and the options that choose,
+    not where they were fetched from (``feed_units``)."""
+    chosen_by = {k: v for k, v in fingerprint.items() if k != "feed"}
+    return hashlib.sha256(json.dumps(chosen_by, sort_keys=True).encode()).hexdigest()
 
 
 async def sync(
