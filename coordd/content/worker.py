@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 from anyio.streams.text import TextReceiveStream
 
-__all__ = ["WorkerError", "run", "serve"]
+__all__ = ["WorkerError", "run", "run_all", "serve"]
 
 log = logging.getLogger("coordd.worker")
 
@@ -104,6 +104,29 @@ async def run(module: str, args: dict[str, Any], on_progress: Emit | None = None
             INTERNAL,
         )
     return result
+
+
+async def run_all(
+    module: str, jobs: list[dict[str, Any]], on_progress: Emit | None = None
+) -> list[dict[str, Any]]:
+    """``run`` each of ``jobs`` at once; their results in order. The first failure cancels
+    the others and is raised."""
+    results: list[dict[str, Any]] = [{} for _ in jobs]
+    failures: list[WorkerError] = []
+
+    async def one(n: int, scope: anyio.CancelScope) -> None:
+        try:
+            results[n] = await run(module, jobs[n], on_progress)
+        except WorkerError as exc:
+            failures.append(exc)
+            scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for n in range(len(jobs)):
+            tg.start_soon(one, n, tg.cancel_scope)
+    if failures:
+        raise failures[0]
+    return results
 
 
 def _die_with_parent(parent: int) -> None:

@@ -41,9 +41,17 @@ from coordd.content.pool import Pool, link_or_copy
 from coordd.content.units import METADATA
 from coordd.content.versions import IN_VERSION
 from coordd.content.worker import FAILED, Emit, serve
-from coordd.repo.repodata import write_repodata
+from coordd.repo.repodata import write_package_file, write_repodata
 
-__all__ = ["DEFAULT_GRACE", "publish_version", "unpublish"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "finish",
+    "link",
+    "package_file",
+    "prepare",
+    "publish_version",
+    "unpublish",
+]
 
 DEFAULT_GRACE: Final = 300.0  # seconds a swapped-out tree stays readable
 
@@ -66,85 +74,131 @@ def publish_version(
     check_cancelled: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Build a fresh publication of version ``args["number"]`` of ``args["repo_id"]`` and
-    swap it in at ``args["publish_dir"]``; ``emit`` hears the progress.
+    swap it in at ``args["publish_dir"]``, every step in this thread; ``emit`` hears the
+    progress.
 
     ``args``: ``db`` and ``pool`` (paths), ``repo_id``, ``number``, ``revision``,
-    ``publish_dir``, ``grace`` (seconds).
+    ``publish_dir``, ``grace`` (seconds). ``Repositories.publish`` runs the same steps
+    (``prepare``, ``link``, ``package_file`` three times, ``finish``) in worker processes
+    for a large version.
     """
-    db = connect(Path(args["db"]))
+    build = prepare(args)
     try:
-        db.execute("BEGIN")  # one snapshot: the version cannot change under the build
-        return _publish(db, args, emit, check_cancelled)
-    finally:
-        db.close()
+        args = {**args, "build": build}
+        linked = link(args, emit, check_cancelled)
+        return finish({**args, **linked}, check_cancelled)
+    except BaseException:
+        _remove(Path(build))
+        raise
 
 
-def _publish(
-    db: Any, args: dict[str, Any], emit: Emit, check_cancelled: Callable[[], None]
-) -> dict[str, Any]:
-    pool = Pool(Path(args["pool"]))
-    repo_id, number = args["repo_id"], args["number"]
+def _snapshot(args: dict[str, Any]) -> Any:
+    db = connect(Path(args["db"]))
+    db.execute("BEGIN")  # one snapshot: the version cannot change under the step
+    return contextlib.closing(db)
+
+
+def prepare(args: dict[str, Any]) -> str:
+    """Clear an interrupted publish's leftovers; make the build directory; its path."""
     publish_dir = Path(args["publish_dir"])
     parent, name = publish_dir.parent, publish_dir.name
     parent.mkdir(parents=True, exist_ok=True)
-    pattern = _leftovers(name)
     for entry in os.listdir(parent):
-        match = pattern.match(entry)
+        match = _leftovers(name).match(entry)
         if match and match.group(1) in ("tmp", "link"):
             _remove(parent / entry)
+    build = parent / f".{name}.tmp-{uuid.uuid4().hex}"
+    (build / "repodata").mkdir(parents=True)
+    return str(build)
 
-    token = uuid.uuid4().hex
-    build = parent / f".{name}.tmp-{token}"
-    build.mkdir()
-    try:
+
+def link(
+    args: dict[str, Any], emit: Emit, check_cancelled: Callable[[], None] = lambda: None
+) -> dict[str, int]:
+    """Hard-link every file of the version from the pool into the build directory."""
+    pool, build = Pool(Path(args["pool"])), Path(args["build"])
+    repo_id, number = args["repo_id"], args["number"]
+    with _snapshot(args) as db:
         rows = db.execute(
             "SELECT u.href, u.sha256 FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
             f" WHERE {IN_VERSION} AND u.href IS NOT NULL AND u.kind != ?",
             (repo_id, number, number, METADATA),
         ).fetchall()
-        emit({"step": "link", "items_total": len(rows), "items_done": 0})
-        linked = copied = 0
-        made: set[str] = set()
-        for n, (href, sha256) in enumerate(rows):
-            if n % 256 == 0:
-                check_cancelled()
-                emit({"items_done": n})
-            try:
-                check_href(href)
-            except UnsafePath as exc:
-                raise OperationFailed(f"publish refused: {exc}") from exc
-            directory = href.rpartition("/")[0]
-            if directory and directory not in made:
-                (build / directory).mkdir(parents=True, exist_ok=True)
-                made.add(directory)
-            if sha256 is None:
-                raise OperationFailed(f"publish failed: {href} is not in the pool; sync again")
-            try:
-                if link_or_copy(pool.path(sha256), build / href):
-                    linked += 1
-                else:
-                    copied += 1
-            except FileNotFoundError as exc:
-                raise OperationFailed(
-                    f"publish failed: {href} is in the version but its file is missing from"
-                    " the pool; sync the repository again"
-                ) from exc
-            except FileExistsError:
-                pass  # the same file listed twice (e.g. a tree file that is also a package)
-        emit({"items_done": len(rows), "step": "repodata"})
-        written = write_repodata(
-            db, pool, repo_id, number, args.get("revision"), build / "repodata", check_cancelled
-        )
-        generation = parent / f".{name}.gen-{token}"
-        os.rename(build, generation)
-    finally:
-        _remove(build)
+    emit({"step": "link", "items_total": len(rows), "items_done": 0})
+    linked = copied = 0
+    made: set[str] = set()
+    for n, (href, sha256) in enumerate(rows):
+        if n % 256 == 0:
+            check_cancelled()
+            emit({"items_done": n})
+        try:
+            check_href(href)
+        except UnsafePath as exc:
+            raise OperationFailed(f"publish refused: {exc}") from exc
+        directory = href.rpartition("/")[0]
+        if directory and directory not in made:
+            (build / directory).mkdir(parents=True, exist_ok=True)
+            made.add(directory)
+        if sha256 is None:
+            raise OperationFailed(f"publish failed: {href} is not in the pool; sync again")
+        try:
+            if link_or_copy(pool.path(sha256), build / href):
+                linked += 1
+            else:
+                copied += 1
+        except FileNotFoundError as exc:
+            raise OperationFailed(
+                f"publish failed: {href} is in the version but its file is missing from"
+                " the pool; sync the repository again"
+            ) from exc
+        except FileExistsError:
+            pass  # the same file listed twice (e.g. a tree file that is also a package)
+    emit({"items_done": len(rows), "step": "repodata"})
+    return {"linked": linked, "copied": copied, "files": len(rows)}
 
+
+def package_file(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    """Write one of primary, filelists and other (``args["type"]``) into the build."""
+    with _snapshot(args) as db:
+        return write_package_file(
+            db,
+            args["repo_id"],
+            args["number"],
+            args["type"],
+            Path(args["build"]) / "repodata",
+            lambda: None,
+        )
+
+
+def finish(
+    args: dict[str, Any], check_cancelled: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
+    """Write the rest of the repodata and repomd.xml, then swap the build in.
+
+    ``args["written"]``: the records of the package files if workers wrote them.
+    """
+    build = Path(args["build"])
+    publish_dir = Path(args["publish_dir"])
+    parent, name = publish_dir.parent, publish_dir.name
+    with _snapshot(args) as db:
+        written = write_repodata(
+            db,
+            Pool(Path(args["pool"])),
+            args["repo_id"],
+            args["number"],
+            args.get("revision"),
+            build / "repodata",
+            check_cancelled,
+            args.get("written"),
+        )
+    generation = parent / f".{name}.gen-{build.name.rpartition('-')[2]}"
+    os.rename(build, generation)
     previous = _swap(publish_dir, generation)
     if previous is not None:
         with contextlib.suppress(FileNotFoundError):
             os.utime(previous)  # retired now: the grace period counts from here
     horizon = time.time() - float(args.get("grace", DEFAULT_GRACE))
+    pattern = _leftovers(name)
     for entry in os.listdir(parent):
         match = pattern.match(entry)
         path = parent / entry
@@ -155,12 +209,20 @@ def _publish(
                 _remove(path)
     return {
         "path": str(publish_dir),
-        "version": number,
-        "linked": linked,
-        "copied": copied,
-        "tree_files": len(rows) - written["packages"] - written["delta_rpms"],
+        "version": args["number"],
+        "linked": args["linked"],
+        "copied": args["copied"],
+        "tree_files": args["files"] - written["packages"] - written["delta_rpms"],
         **written,
     }
+
+
+JOBS: Final = {"link": link, "package_file": package_file}
+
+
+def run_job(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    result: dict[str, Any] = JOBS[args["job"]](args, emit)
+    return result
 
 
 def _swap(publish_dir: Path, generation: Path) -> Path | None:
@@ -202,7 +264,7 @@ def unpublish(publish_dir: Path) -> list[str]:
 
 
 def main() -> int:
-    return serve(publish_version, {OperationFailed: FAILED, OSError: FAILED})
+    return serve(run_job, {OperationFailed: FAILED, OSError: FAILED})
 
 
 if __name__ == "__main__":

@@ -25,11 +25,18 @@ from coordd.api.errors import OperationFailed
 from coordd.content.paths import fsync_dir
 from coordd.content.pool import Pool, link_or_copy
 from coordd.content.records import DEPENDENCY_KINDS, Delta, Erratum, Package
-from coordd.content.units import DELTA, ERRATUM, METADATA, RPM, package_from
+from coordd.content.units import DELTA, ERRATUM, METADATA, RPM
 from coordd.content.versions import IN_VERSION
 from coordd.repo.createrepo import cr
 
-__all__ = ["cr_package", "cr_update", "prestodelta_xml", "write_repodata"]
+__all__ = [
+    "PACKAGE_FILES",
+    "cr_package",
+    "cr_update",
+    "prestodelta_xml",
+    "write_package_file",
+    "write_repodata",
+]
 
 _HEX_PREFIX = re.compile(r"^[0-9a-f]{32,128}-")
 _CHECKSUM_TYPES = {
@@ -227,16 +234,106 @@ def _units(db: sqlite3.Connection, repo_id: str, number: int, kind: str, order: 
     )
 
 
-def _packages(db: sqlite3.Connection, repo_id: str, number: int) -> Any:
-    """Every package of the version with its file list and changelog, by href."""
-    return db.execute(
-        "SELECT u.data, f.files, c.changelogs, rc.origin FROM repo_content rc"
-        " JOIN units u ON u.id = rc.unit_id"
+#: What each package file reads besides the package's identity.
+_PACKAGE_FILES: Final = {
+    "primary": (cr.PrimaryXmlFile, "u.data, f.files"),
+    "filelists": (cr.FilelistsXmlFile, "f.files"),
+    "other": (cr.OtherXmlFile, "c.changelogs"),
+}
+PACKAGE_FILES: Final = tuple(_PACKAGE_FILES)
+
+
+def _primary_file(path: str) -> bool:
+    """Whether primary.xml lists the file (createrepo_c's rule, ``cr_is_primary``)."""
+    return path.startswith("/etc/") or path == "/usr/lib/sendmail" or "bin/" in path
+
+
+def _package(rtype: str, row: sqlite3.Row) -> Any:
+    """The createrepo_c Package that the writer of ``rtype`` needs, and no more."""
+    if rtype == "primary":
+        record = json.loads(row["data"])
+        files = json.loads(row["files"]) if row["files"] else []
+        record["files"] = [f for f in files if _primary_file(f[1])]
+        return cr_package(record)
+    pkg = cr.Package()
+    pkg.pkgId = row["pkgid"]
+    pkg.name, pkg.arch = row["name"], row["arch"]
+    pkg.epoch, pkg.version, pkg.release = row["epoch"] or "0", row["version"], row["release"]
+    if rtype == "filelists":
+        files = json.loads(row["files"]) if row["files"] else []
+        pkg.files = [(kind, *_split_path(path)) for kind, path in files]
+    else:
+        changelogs = json.loads(row["changelogs"]) if row["changelogs"] else []
+        pkg.changelogs = [(a, int(d), t) for a, d, t in changelogs]
+    return pkg
+
+
+def write_package_file(
+    db: sqlite3.Connection,
+    repo_id: str,
+    number: int,
+    rtype: str,
+    repodata: Path,
+    check_cancelled: Callable[[], None],
+) -> dict[str, Any]:
+    """Write primary, filelists or other (``rtype``) of version ``number`` into ``repodata``,
+    streaming the packages by href; return its repomd record (``record_from``)."""
+    cls, columns = _PACKAGE_FILES[rtype]
+    count = db.execute(
+        "SELECT count(*) FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+        f" WHERE {IN_VERSION} AND u.kind = ?",
+        (repo_id, number, number, RPM),
+    ).fetchone()[0]
+    stat = cr.ContentStat(cr.SHA256)
+    path = repodata / f"{rtype}.xml.gz"
+    writer = cls(str(path), cr.GZ_COMPRESSION, stat)  # gz: every yum and dnf reads it
+    writer.set_num_of_pkgs(count)
+    rows = db.execute(
+        f"SELECT u.pkgid, u.name, u.epoch, u.version, u.release, u.arch, {columns}"
+        " FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
         " LEFT JOIN rpm_files f ON f.pkgid = u.pkgid"
         " LEFT JOIN rpm_changelogs c ON c.pkgid = u.pkgid"
         f" WHERE {IN_VERSION} AND u.kind = ? ORDER BY u.href",
         (repo_id, number, number, RPM),
     )
+    for n, row in enumerate(rows):
+        if n % 256 == 0:
+            check_cancelled()
+        writer.add_pkg(_package(rtype, row))
+    writer.close()
+    rec = cr.RepomdRecord(rtype, str(path))
+    rec.load_contentstat(stat)
+    rec.fill(cr.SHA256)
+    rec.rename_file()
+    return {**_record_json(rec), "packages": count}
+
+
+_RECORD_FIELDS: Final = (
+    "location_href",
+    "checksum",
+    "checksum_type",
+    "checksum_open",
+    "checksum_open_type",
+    "size",
+    "size_open",
+    "timestamp",
+)
+
+
+def _record_json(rec: Any) -> dict[str, Any]:
+    return {
+        "type": rec.type,
+        "path": rec.location_real,
+        **{f: getattr(rec, f) for f in _RECORD_FIELDS},
+    }
+
+
+def _record_from(data: dict[str, Any]) -> Any:
+    rec = cr.RepomdRecord(data["type"], data["path"])
+    for name in _RECORD_FIELDS:
+        if data.get(name) is not None:
+            setattr(rec, name, data[name])
+    return rec
 
 
 def write_repodata(
@@ -247,11 +344,21 @@ def write_repodata(
     revision: str | None,
     repodata: Path,
     check_cancelled: Callable[[], None],
+    written: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write ``repodata/`` for version ``number``; return its revision and counts."""
-    repodata.mkdir()
-    compression = cr.GZ_COMPRESSION  # every yum and dnf reads gz; zst needs a recent one
-    records: list[Any] = []
+    """Write ``repodata/`` for version ``number``; return its revision and counts.
+
+    ``written``: the records of primary, filelists and other when worker processes wrote
+    them already (``write_package_file``); else they are written here, one after another.
+    """
+    repodata.mkdir(exist_ok=True)
+    compression = cr.GZ_COMPRESSION
+    if written is None:
+        written = [
+            write_package_file(db, repo_id, number, rtype, repodata, check_cancelled)
+            for rtype in PACKAGE_FILES
+        ]
+    records: list[Any] = [_record_from(data) for data in written]
 
     def record(rtype: str, path: Path, stat: Any | None) -> None:
         rec = cr.RepomdRecord(rtype, str(path))
@@ -260,32 +367,6 @@ def write_repodata(
         rec.fill(cr.SHA256)
         rec.rename_file()
         records.append(rec)
-
-    count = db.execute(
-        "SELECT count(*) FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
-        f" WHERE {IN_VERSION} AND u.kind = ?",
-        (repo_id, number, number, RPM),
-    ).fetchone()[0]
-    writers = {}
-    for rtype, cls in (
-        ("primary", cr.PrimaryXmlFile),
-        ("filelists", cr.FilelistsXmlFile),
-        ("other", cr.OtherXmlFile),
-    ):
-        stat = cr.ContentStat(cr.SHA256)
-        path = repodata / f"{rtype}.xml.gz"
-        writers[rtype] = (cls(str(path), compression, stat), path, stat)
-    for writer, _path, _stat in writers.values():
-        writer.set_num_of_pkgs(count)
-    for n, (data, files, changelogs, origin) in enumerate(_packages(db, repo_id, number)):
-        if n % 256 == 0:
-            check_cancelled()
-        pkg = cr_package(package_from(data, files, changelogs, origin))
-        for writer, _path, _stat in writers.values():
-            writer.add_pkg(pkg)
-    for rtype, (writer, path, stat) in writers.items():
-        writer.close()
-        record(rtype, path, stat)
 
     errata = 0
     for row in _units(db, repo_id, number, ERRATUM, "u.id"):
@@ -342,7 +423,7 @@ def write_repodata(
     fsync_dir(repodata)
     return {
         "revision": revision,
-        "packages": count,
+        "packages": written[0]["packages"],
         "errata": errata,
         "delta_rpms": len(deltas),
         "metadata_files": extras,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -29,7 +30,8 @@ from coordd.engine.coordinator import Claim, Resource
 from coordd.engine.operations import Operation, TaskContext
 from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS
 from coordd.engine.tasks import iso
-from coordd.repo.publish import DEFAULT_GRACE, publish_version, unpublish
+from coordd.repo.publish import DEFAULT_GRACE, finish, prepare, publish_version, unpublish
+from coordd.repo.repodata import PACKAGE_FILES
 from coordd.repo.yum.options import SOURCES, ImporterOptions, redact, without_userinfo
 from coordd.repo.yum.sync import sync
 from coordd.store.database import Store, dumps
@@ -114,6 +116,25 @@ def _without_userinfo(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     if summary is None or not isinstance(summary.get("feed"), str):
         return summary
     return {**summary, "feed": without_userinfo(summary["feed"])}
+
+
+async def _publish_in_workers(args: dict[str, Any], emit: Callable[[Any], None]) -> dict[str, Any]:
+    """Publish a large version: the links and each of primary, filelists and other in a
+    worker process of its own, all at once; the rest and the swap in a thread."""
+    build = await anyio.to_thread.run_sync(prepare, args)
+    args = {**args, "build": build}
+    jobs = [{**args, "job": "link"}]
+    jobs += [{**args, "job": "package_file", "type": rtype} for rtype in PACKAGE_FILES]
+    try:
+        try:
+            linked, *written = await worker.run_all("coordd.repo.publish", jobs, emit)
+        except worker.WorkerError as exc:
+            raise OperationFailed(f"publish failed: {exc.message}") from None
+        return await anyio.to_thread.run_sync(finish, {**args, **linked, "written": written})
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, build, True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -338,10 +359,7 @@ class Repositories:
                     publish_version, args, emit, anyio.from_thread.check_cancelled
                 )
             else:
-                try:
-                    summary = await worker.run("coordd.repo.publish", args, emit)
-                except worker.WorkerError as exc:
-                    raise OperationFailed(f"publish failed: {exc.message}") from None
+                summary = await _publish_in_workers(args, emit)
             await anyio.to_thread.run_sync(
                 self.content.record_publication,
                 repo.id,
