@@ -4,9 +4,10 @@ Releases before the content store kept each repository under
 ``<state>/repositories/<id>/``: ``content.json`` (every record of the repository, format 1),
 its files under ``content/<href>``, and a small stamp. At start-up, ``migrate`` turns each
 such repository into version 1 of the same repository: every file is hard-linked into the
-pool (hashed only when its recorded checksum is not sha256), every record becomes a unit,
-the last sync's fingerprint is kept (so the next sync of an unchanged feed downloads and
-changes nothing), and an existing publication is recorded as showing version 1. One
+pool (hashed when its recorded checksum is not sha256: the unit then learns its sha256 and
+the recorded checksum becomes an alias, as a sync records them), every record becomes a
+unit, the last sync's fingerprint is kept (so the next sync of an unchanged feed downloads
+and changes nothing), and an existing publication is recorded as showing version 1. One
 transaction per repository; the old directory is removed only after it commits, so an
 interrupted migration is simply done again at the next start.
 """
@@ -22,15 +23,18 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from coordd.content import versions
 from coordd.content.database import dumps
 from coordd.content.paths import UnsafePath, resolve_in
+from coordd.content.pool import link_or_copy
 from coordd.content.records import Package
 from coordd.content.store import ContentStore
 from coordd.content.units import (
+    Row,
     delta_row,
     erratum_row,
     file_row,
@@ -98,13 +102,11 @@ def _enter(store: ContentStore, content: Path, record: dict[str, Any]) -> tuple[
         sha256 = str(record["checksum"])
     else:
         size, sha256 = _hash(source)
-    target = store.pool.path(sha256)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
+    if not store.pool.present(sha256, size):
+        # Linked (or copied) beside the pool, then renamed in: never a partial pool file.
+        tmp = store.pool.tmp_file("migrate")
+        link_or_copy(source, tmp)
+        store.pool.enter(tmp, sha256)
     return sha256, size
 
 
@@ -122,41 +124,37 @@ def _migrate_one(
     state_dir: Path, store: ContentStore, repo_id: str, path: Path, index: dict[str, Any]
 ) -> None:
     content = path / "content"
-    entered: list[tuple[str, int]] = []
-    rows: list[Any] = []
+    rows: list[Row] = []
     origins: list[str] = []
+    # (row, sha256, size, checksum type, checksum) of each file entered into the pool: a unit
+    # named by another checksum than sha256 learns the sha256 its file hashed to, and that
+    # checksum becomes an alias, as a sync records them.
+    entered: list[tuple[int, str, int, str | None, str | None]] = []
     packages: list[Package] = list(index.get("packages", []))
     lists: list[tuple[str, str, str]] = []
 
-    def file_of(record: dict[str, Any]) -> str | None:
-        found = _enter(store, content, record)
-        if found is None:
-            return None
-        entered.append(found)
-        return found[0]
+    def add(row: Row, record: Mapping[str, Any] | None = None, origin: str = "feed") -> None:
+        if record is not None and (found := _enter(store, content, dict(record))) is not None:
+            sha256, size = found
+            ctype, csum = record.get("checksum_type"), record.get("checksum")
+            entered.append((len(rows), sha256, size, ctype, csum))
+        rows.append(row)
+        origins.append(origin)
 
     for package in packages:
-        file_of(dict(package))
-        rows.append(package_row(package))
-        origins.append(package.get("origin", "feed"))
+        add(package_row(package), package, package.get("origin", "feed"))
         lists.append((package["checksum"], dumps(package["files"]), dumps(package["changelogs"])))
     for erratum in index.get("errata", []):
-        rows.append(erratum_row(erratum))
-        origins.append("feed")
+        add(erratum_row(erratum))
     for delta in index.get("deltas", []):
-        file_of(dict(delta))
-        rows.append(delta_row(delta))
-        origins.append("feed")
+        add(delta_row(delta), delta)
     tree = list(index.get("tree_files", []))
     if index.get("treeinfo"):
         tree.append(index["treeinfo"])
     for record in tree:
-        rows.append(file_row(record, file_of(dict(record))))
-        origins.append("feed")
+        add(file_row(record), record)
     for extra in index.get("metadata_files", []):
-        file_of(dict(extra))
-        rows.append(metadata_row(extra))
-        origins.append("feed")
+        add(metadata_row(extra), extra)
     fingerprint = {
         "repomd_checksum": index.get("repomd_checksum"),
         "treeinfo_checksum": index.get("treeinfo_checksum"),
@@ -165,8 +163,19 @@ def _migrate_one(
     published = state_dir / "published" / repo_id
 
     def write(db: sqlite3.Connection) -> None:
-        db.executemany("INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)", entered)
+        db.executemany(
+            "INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)",
+            [(sha256, size) for _r, sha256, size, _t, _c in entered],
+        )
         ids = insert_units(db, rows)
+        db.executemany(
+            "UPDATE units SET sha256 = ? WHERE id = ? AND sha256 IS NULL",
+            [(sha256, ids[row]) for row, sha256, _s, _t, _c in entered],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO aliases (checksum_type, checksum, sha256) VALUES (?, ?, ?)",
+            [(t, c, sha256) for _r, sha256, _s, t, c in entered if t not in (None, "sha256") and c],
+        )
         db.executemany(
             "INSERT OR IGNORE INTO rpm_files (pkgid, files) VALUES (?, ?)",
             [(pkgid, files) for pkgid, files, _c in lists],
