@@ -69,7 +69,14 @@ INSERT_UNIT: Final = f"INSERT OR IGNORE INTO units ({_COLUMNS}) VALUES ({', '.jo
 #: A row for ``INSERT_UNIT``, in its column order.
 Row = tuple[Any, ...]
 
-_NOT_IN_DATA: Final = ("files", "changelogs", "origin")
+# A package's ``data`` keeps the files primary.xml lists (its ``files`` when the row is
+# written); the whole list and the changelog are in rpm_files and rpm_changelogs.
+_NOT_IN_DATA: Final = ("changelogs", "origin")
+
+
+def _is_primary_file(path: str) -> bool:
+    """Whether primary.xml lists the file (createrepo_c's rule, ``cr_is_primary``)."""
+    return path.startswith("/etc/") or path == "/usr/lib/sendmail" or "bin/" in path
 
 
 def _sha256(checksum_type: str | None, checksum: str | None) -> str | None:
@@ -78,6 +85,7 @@ def _sha256(checksum_type: str | None, checksum: str | None) -> str | None:
 
 def package_row(package: Package) -> Row:
     data = {k: v for k, v in package.items() if k not in _NOT_IN_DATA}
+    data["files"] = [f for f in package["files"] if _is_primary_file(f[1])]
     ctype, csum = package["checksum_type"], package["checksum"]
     return (
         RPM,
@@ -105,7 +113,8 @@ def package_from(
 ) -> Package:
     """The whole record again, from its row's ``data`` and its file list and changelog."""
     record = json.loads(data)
-    record["files"] = cast(list[FileEntry], json.loads(files)) if files else []
+    if files:
+        record["files"] = cast(list[FileEntry], json.loads(files))
     record["changelogs"] = cast(list[Changelog], json.loads(changelogs)) if changelogs else []
     record["origin"] = origin
     return cast(Package, record)

@@ -236,32 +236,27 @@ def _units(db: sqlite3.Connection, repo_id: str, number: int, kind: str, order: 
 
 #: What each package file reads besides the package's identity.
 _PACKAGE_FILES: Final = {
-    "primary": (cr.PrimaryXmlFile, "u.data, f.files"),
+    "primary": (cr.PrimaryXmlFile, "u.data"),
     "filelists": (cr.FilelistsXmlFile, "f.files"),
     "other": (cr.OtherXmlFile, "c.changelogs"),
 }
 PACKAGE_FILES: Final = tuple(_PACKAGE_FILES)
 
 
-def _primary_file(path: str) -> bool:
-    """Whether primary.xml lists the file (createrepo_c's rule, ``cr_is_primary``)."""
-    return path.startswith("/etc/") or path == "/usr/lib/sendmail" or "bin/" in path
-
-
 def _package(rtype: str, row: sqlite3.Row) -> Any:
     """The createrepo_c Package that the writer of ``rtype`` needs, and no more."""
-    if rtype == "primary":
-        record = json.loads(row["data"])
-        files = json.loads(row["files"]) if row["files"] else []
-        record["files"] = [f for f in files if _primary_file(f[1])]
-        return cr_package(record)
+    if rtype == "primary":  # its data holds the files primary.xml lists
+        return cr_package(json.loads(row["data"]))
     pkg = cr.Package()
     pkg.pkgId = row["pkgid"]
     pkg.name, pkg.arch = row["name"], row["arch"]
     pkg.epoch, pkg.version, pkg.release = row["epoch"] or "0", row["version"], row["release"]
     if rtype == "filelists":
-        files = json.loads(row["files"]) if row["files"] else []
-        pkg.files = [(kind, *_split_path(path)) for kind, path in files]
+        files = []
+        for kind, path in json.loads(row["files"]) if row["files"] else ():
+            head, _, tail = path.rpartition("/")  # inline: this runs for every file
+            files.append((kind, head + "/", tail))
+        pkg.files = files
     else:
         changelogs = json.loads(row["changelogs"]) if row["changelogs"] else []
         pkg.changelogs = [(a, int(d), t) for a, d, t in changelogs]
