@@ -372,7 +372,7 @@ def main() -> None:
                 with Probe(daemon, "status") as probe, daemon.client(timeout=600) as client:
                     time.sleep(0.5)
                     wall, shown = timed_call(client, "repo.show", repo_id="big")
-                    held = shown["content"]["packages"] if shown.get("content") else None
+                    held = shown["content"]["counts"].get("rpm")
                     print(f"  repo.show: {held} packages, in {wall:.3f}s", flush=True)
                     browse_content(client, pages=5)
                     publish_s, _ = run_task(daemon, "repo.publish", repo_id="big")
