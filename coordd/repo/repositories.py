@@ -149,6 +149,7 @@ class ContentSettings:
 
 
 POOL = Resource("content", "pool")
+ORPHANS = "content.orphans.remove"
 
 
 class Repositories:
@@ -485,7 +486,7 @@ class Repositories:
                 restartable=True,
             ),
             Operation(
-                "content.orphans.remove",
+                ORPHANS,
                 "remove orphaned content",
                 pool_claims,
                 self.remove_orphans,

@@ -36,7 +36,9 @@ def engine_settings(config: Config) -> EngineSettings:
 
 def content_settings(config: Config) -> ContentSettings:
     """What the content operations read of the configuration."""
-    return ContentSettings()
+    return ContentSettings(
+        retain_versions=config.retain_versions, publish_grace=config.publish_grace_s
+    )
 
 
 async def build_services(

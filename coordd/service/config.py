@@ -38,6 +38,11 @@ The file's layout::
     [store]
     commit_timeout = "30s"                 # the database writer stalled: exit 70
 
+    [content]
+    retain_versions = 10                   # versions a repository keeps, unless it says
+    publish_grace = "5m"                   # a replaced published tree stays readable
+    orphan_cleanup_interval = "0s"         # remove orphaned content this often; 0: never
+
     [access]
     admin_group = "coordd-admin"           # may mutate (besides root and the daemon's user)
     read_group = "coordd-read"             # may only read
@@ -76,6 +81,15 @@ port from 1 to 65535; no query or fragment), its ``ca_file`` 4096; a copy's ``na
 ``request_id`` 128 letters, digits and ``. _ : -``; a lock's resource type and id 200
 each, its ``host`` 255, its ``command`` 256 arguments of 4096 characters. These do not
 depend on the configuration; ``max_frame_bytes`` bounds a whole request on top of them.
+
+A repository keeps its newest ``retain_versions`` versions (its own ``retain_versions``, set
+with ``repo create`` or ``repo update``, wins) and always the one it publishes; older ones
+are dropped when a new version is made. Content that no kept version names any more is
+orphaned: ``coordctl content orphans remove`` deletes it, and so does the daemon itself
+every ``orphan_cleanup_interval`` when that is not 0 (a heavy task on the content pool,
+which waits for every sync, copy and rollback in progress and holds later ones back until
+it ends). ``publish_grace`` is how long a published tree that a publish replaced stays on
+disk, so that a client which read the old ``repomd.xml`` still finds the files it names.
 
 A mistake in the file stops the daemon with a message naming the file, the table and the
 key, and what was expected: an unknown key (with the nearest valid one, since a misspelt
@@ -196,6 +210,12 @@ class Config:
     progress_persist_interval_s: float = 2.0
     #: How long the database writer may leave a commit unanswered before the daemon stops.
     commit_timeout_s: float = 30.0
+    #: How many versions a repository keeps (unless its own ``retain_versions`` says).
+    retain_versions: int = 10
+    #: How long a published tree replaced by a newer publish stays readable.
+    publish_grace_s: float = 300.0
+    #: How often the daemon removes orphaned content by itself; 0: never.
+    orphan_cleanup_interval_s: float = 0.0
     #: Members may mutate. None: only root and the daemon's own user may.
     admin_group: str | None = None
     #: Members may read. None: anyone who can open the socket may read (the socket file's
@@ -298,6 +318,27 @@ _SPECS = (
         "progress_persist_interval_s",
         duration_kind(0.01),
         "how often progress is saved",
+    ),
+    _Spec(
+        "content",
+        "retain_versions",
+        "retain_versions",
+        int_kind(1, 10_000),
+        "versions a repository keeps",
+    ),
+    _Spec(
+        "content",
+        "publish_grace",
+        "publish_grace_s",
+        duration_kind(0),
+        "how long a replaced published tree stays",
+    ),
+    _Spec(
+        "content",
+        "orphan_cleanup_interval",
+        "orphan_cleanup_interval_s",
+        duration_kind(0),
+        "how often orphaned content is removed (0: never)",
     ),
     _Spec(
         "limits",

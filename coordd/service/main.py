@@ -34,14 +34,14 @@ import anyio
 from anyio.abc import SocketListener
 
 from coordd import __version__
-from coordd.api.errors import Unavailable
+from coordd.api.errors import CoorddError, Unavailable
 from coordd.api.methods import Api
 from coordd.api.server import AccessPolicy, Limits, Server
 from coordd.engine.runtime import Runtime
 from coordd.repo.leftovers import clear_leftovers
-from coordd.repo.repositories import REPOSITORY
+from coordd.repo.repositories import ORPHANS, POOL, REPOSITORY, Repositories
 from coordd.service import descriptors, systemd
-from coordd.service.assemble import build_services, engine_settings
+from coordd.service.assemble import build_services, content_settings, engine_settings
 from coordd.service.config import Config, ConfigError, environment_overrides, load_config
 from coordd.service.log import set_level, setup_logging
 from coordd.store.database import Store
@@ -157,6 +157,7 @@ class Daemon:
         self._signals = 0
         self._open_files = 0  # the soft RLIMIT_NOFILE, once raised
         self._store: Store | None = None
+        self._repos: Repositories | None = None
 
     async def run(self) -> int:
         config = self.config
@@ -200,6 +201,7 @@ class Daemon:
     async def _serve(self, store: Store) -> int:
         config = self.config
         services = await build_services(config, store)
+        self._repos = services.repos
         runtime, locks = services.runtime, services.locks
         api = Api(services)
         limits = self._limits()
@@ -228,6 +230,7 @@ class Daemon:
             tg.start_soon(self._signal_loop, runtime, server, policy)
             tg.start_soon(self._watchdog_loop, runtime)
             tg.start_soon(locks.withdraw_unattached, runtime)
+            tg.start_soon(self._orphan_cleanup_loop, runtime)
             with anyio.CancelScope() as wait_scope:
                 tg.start_soon(_cancel_on, store.fatal_event, wait_scope)
                 await self._stop.wait()
@@ -248,6 +251,23 @@ class Daemon:
         self._remove_socket()
         log.info("stopped")
         return EXIT_OK
+
+    async def _orphan_cleanup_loop(self, runtime: Runtime) -> None:
+        """Submit orphan cleanup every ``orphan_cleanup_interval`` (read again each turn, so
+        a reload applies), unless one is already waiting or running."""
+        while True:
+            interval = self.config.orphan_cleanup_interval_s
+            await anyio.sleep(interval if interval > 0 else 60)
+            if self.config.orphan_cleanup_interval_s <= 0 or runtime.stopping:
+                continue
+            if any(t.operation == ORPHANS for t in runtime.incomplete(POOL)):
+                continue
+            try:
+                task, _decision = await runtime.submit(ORPHANS, {}, os.getuid())
+            except CoorddError as exc:
+                log.warning("scheduled orphan cleanup not submitted: %s", exc)
+                continue
+            log.info("scheduled orphan cleanup: task %s", task.id)
 
     def _ready(self, runtime: Runtime) -> None:
         log.info(
@@ -342,6 +362,8 @@ class Daemon:
         self.config = config
         runtime.settings = engine_settings(config)
         runtime.set_slots(config.heavy_slots)
+        if self._repos is not None:
+            self._repos.settings = content_settings(config)
         if self._store is not None:
             self._store.commit_timeout_s = config.commit_timeout_s
         limits = self._limits()
