@@ -32,7 +32,7 @@ __all__ = ["REPORT_KIND", "Downloader", "Need"]
 REPORT_KIND: Final = {RPM: "rpm", DELTA: "delta_rpm", METADATA: "file", FILE: "tree_file"}
 
 
-@dataclass
+@dataclass(slots=True)
 class Need:
     """A file a new version needs and the pool lacks."""
 
@@ -46,7 +46,7 @@ class Need:
     sha256: str | None  # known before the download when the feed declares sha256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entered:
     """A file the download put in the pool."""
 
@@ -91,10 +91,17 @@ class Downloader:
         for need in needs:
             report.plan(REPORT_KIND[need.kind], need.size or 0)
         report.state(report.content, IN_PROGRESS)
-        limiter = anyio.CapacityLimiter(self.options.parallel_downloads)
+        # A fixed set of workers taking the next file, not a task per file: 50,000 waiting
+        # tasks would hold hundreds of megabytes for nothing.
+        pending = iter(needs)
+
+        async def work(scope: anyio.CancelScope) -> None:
+            for need in pending:
+                await self._obtain(need, scope)
+
         async with anyio.create_task_group() as tg:
-            for need in needs:
-                tg.start_soon(self._obtain, need, limiter, tg.cancel_scope)
+            for _ in range(min(self.options.parallel_downloads, len(needs))):
+                tg.start_soon(work, tg.cancel_scope)
         if self.errors:
             report.state(report.content, FAILED)
             first = self.errors[0]["error"]
@@ -105,9 +112,7 @@ class Downloader:
         report.state(report.content, FINISHED)
         return self.entered
 
-    async def _obtain(
-        self, need: Need, limiter: anyio.CapacityLimiter, scope: anyio.CancelScope
-    ) -> None:
+    async def _obtain(self, need: Need, scope: anyio.CancelScope) -> None:
         size = need.size
         checksum = (
             (need.checksum_type, need.checksum) if need.checksum_type and need.checksum else None
@@ -129,42 +134,41 @@ class Downloader:
             kind_node[counter] += sign * n
             touch()
 
-        async with limiter:
-            tmp = self.pool.tmp_file()
-            placed = False
-            try:
-                received = await self.fetcher.fetch(
-                    need.url,
-                    tmp,
-                    what=need.href,
-                    size=size,
-                    checksum=checksum,
-                    cap=self.limits.max_unsized_download,
-                    on_bytes=on_bytes,
-                    on_retry=self._retried,
-                    own_connection=True,
-                )
-                if need.sha256 is not None:
-                    sha256 = need.sha256
-                else:  # declared with another type, or not at all
-                    _size, sha256 = await anyio.to_thread.run_sync(hash_file, tmp, "sha256")
-                self.pool.enter(tmp, sha256)
-                placed = True
-                self.entered.append(
-                    Entered(need.unit_id, sha256, received, need.checksum_type, need.checksum)
-                )
-                self.downloaded += 1
-                self.bytes_downloaded += received
-                self.report.finished(kind, max((size or 0) - streamed, 0), None)
-            except (DownloadError, OSError) as exc:
-                message = str(exc) if isinstance(exc, DownloadError) else f"{need.href}: {exc}"
-                error = {"href": need.href, "kind": kind, "url": need.url, "error": message}
-                error = scrub(error, self.secrets)
-                self.errors.append(error)
-                self.report.finished(kind, max((size or 0) - streamed, 0), error)
-                if len(self.errors) >= self.limits.max_errors:
-                    scope.cancel()
-            finally:
-                if not placed:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
+        tmp = self.pool.tmp_file()
+        placed = False
+        try:
+            received = await self.fetcher.fetch(
+                need.url,
+                tmp,
+                what=need.href,
+                size=size,
+                checksum=checksum,
+                cap=self.limits.max_unsized_download,
+                on_bytes=on_bytes,
+                on_retry=self._retried,
+                own_connection=True,
+            )
+            if need.sha256 is not None:
+                sha256 = need.sha256
+            else:  # declared with another type, or not at all
+                _size, sha256 = await anyio.to_thread.run_sync(hash_file, tmp, "sha256")
+            self.pool.enter(tmp, sha256)
+            placed = True
+            self.entered.append(
+                Entered(need.unit_id, sha256, received, need.checksum_type, need.checksum)
+            )
+            self.downloaded += 1
+            self.bytes_downloaded += received
+            self.report.finished(kind, max((size or 0) - streamed, 0), None)
+        except (DownloadError, OSError) as exc:
+            message = str(exc) if isinstance(exc, DownloadError) else f"{need.href}: {exc}"
+            error = {"href": need.href, "kind": kind, "url": need.url, "error": message}
+            error = scrub(error, self.secrets)
+            self.errors.append(error)
+            self.report.finished(kind, max((size or 0) - streamed, 0), error)
+            if len(self.errors) >= self.limits.max_errors:
+                scope.cancel()
+        finally:
+            if not placed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
