@@ -80,14 +80,10 @@ def cr_package(record: Package) -> Any:
     pkg.size_installed = int(record.get("size_installed") or 0)
     pkg.size_archive = int(record.get("size_archive") or 0)
     pkg.location_href = record["href"]
-    for kind in DEPENDENCY_KINDS:
-        setattr(
-            pkg,
-            kind,
-            [(d[0], d[1], d[2], d[3], d[4], bool(d[5])) for d in record.get(kind) or []],
-        )
+    for kind in DEPENDENCY_KINDS:  # stored as [name, flags, epoch, ver, rel, pre (a bool)]
+        setattr(pkg, kind, list(map(tuple, record.get(kind) or ())))
     pkg.files = [(kind, *_split_path(path)) for kind, path in record.get("files") or []]
-    pkg.changelogs = [(a, int(d), t) for a, d, t in record.get("changelogs") or []]
+    pkg.changelogs = list(map(tuple, record.get("changelogs") or ()))  # [author, date, text]
     return pkg
 
 
@@ -258,8 +254,7 @@ def _package(rtype: str, row: sqlite3.Row) -> Any:
             files.append((kind, head + "/", tail))
         pkg.files = files
     else:
-        changelogs = json.loads(row["changelogs"]) if row["changelogs"] else []
-        pkg.changelogs = [(a, int(d), t) for a, d, t in changelogs]
+        pkg.changelogs = list(map(tuple, json.loads(row["changelogs"] or "[]")))
     return pkg
 
 
