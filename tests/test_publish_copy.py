@@ -373,3 +373,56 @@ async def test_forgetting_a_repository_leaves_orphans_and_its_neighbours(tmp_pat
     # The other publication keeps its hard links: still complete.
     packages, _, _ = read_published(keep)
     assert all((keep / p.location_href).is_file() for p in packages.values())
+
+
+@pytest.mark.skipif(DNF is None, reason="dnf is not installed")
+def test_dnf_installs_from_an_older_version_after_a_rollback(
+    tmp_path: Path,
+    make_daemon: Any,
+    real_rpms: list[Path],  # noqa: F811 - the fixture imported above
+) -> None:
+    """Through the daemon: version 1 has hello 1.0, version 2 only hello 1.1 (the feed
+    dropped 1.0); a rollback to version 1 makes version 3, which publishes hello 1.0 from
+    the pool without a download, and dnf installs it."""
+    hello_10 = [p for p in real_rpms if p.name.startswith("coordd-hello-1.0")]
+    hello_11 = [p for p in real_rpms if p.name.startswith("coordd-hello-1.1")]
+    first = build_rpm_feed(tmp_path / "feed1", hello_10)
+    second = build_rpm_feed(tmp_path / "feed2", hello_11)
+    daemon = make_daemon(name="rollback").start()
+
+    def done(answer: dict[str, Any]) -> dict[str, Any]:
+        task = daemon.call("task.wait", task_id=answer["task"]["id"], timeout=60)
+        assert task["state"] == "finished", task
+        return task["result"]
+
+    with FeedServer(first.root) as one, FeedServer(second.root) as two:
+        daemon.call("repo.create", repo_id="r", importer={"feed": one.url})
+        assert done(daemon.call("repo.sync", repo_id="r"))["version"] == 1
+        daemon.call("repo.update", repo_id="r", importer={"feed": two.url})
+        assert done(daemon.call("repo.sync", repo_id="r"))["version"] == 2
+        rolled = done(daemon.call("repo.rollback", repo_id="r", version=1))
+        assert rolled["version"] == 3
+        assert (rolled["added"]["rpm"], rolled["removed"]["rpm"]) == (1, 1)
+        assert one.count(".rpm") == 1  # fetched once, at the first sync
+    assert done(daemon.call("repo.publish", repo_id="r"))["version"] == 3
+    shown = daemon.call("repo.show", repo_id="r")
+    assert (shown["latest_version"], shown["published_version"]) == (3, 3)
+    pub = Path(shown["published_path"])
+    root = tmp_path / "installroot"
+    dnf = [
+        str(DNF),
+        "-q",
+        "-y",
+        "--setopt=reposdir=/nonexistent",
+        f"--repofrompath=t,{pub.as_uri()}",
+        "--repo=t",
+        "--setopt=t.gpgcheck=0",
+        f"--installroot={root}",
+        f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
+        "--releasever=1",
+    ]
+    result = subprocess.run(
+        [*dnf, "install", "coordd-hello"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert (root / "usr/share/coordd-hello/hello.txt").read_text() == "coordd-hello 1.0\n"
