@@ -5,10 +5,11 @@
     python man/generate.py --check  # exit 1 and name the files that are out of date
 
 Commands, options, their metavars and help come from ``coordctl.parser.build_parser()`` and
-``coordd.service.main.build_parser()``; exit statuses from ``coordctl.exitcodes.DESCRIPTIONS`` and
-``coordd.service.main.EXIT_*``; the configuration file's layout from ``coordd.service.config``'s docstring.
-The prose around them lives here. ``man/coordd-api.7`` is written by hand (it documents
-``coordd/api/methods.py``); ``tests/test_man.py`` checks that it names every method.
+``coordd.service.main.build_parser()``; exit statuses from ``coordctl.exitcodes.DESCRIPTIONS``
+and ``coordd.service.main.EXIT_*``; the configuration file's layout from
+``coordd.service.config``'s docstring. The prose around them lives here.
+``man/coordd-api.7`` is written by hand (it documents ``coordd/api/methods.py``);
+``tests/test_man.py`` checks that it names every method.
 
 The output is man(7) markup, checked by ``mandoc -Tlint``.
 """
@@ -26,8 +27,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from coordctl import exitcodes  # noqa: E402 - after the path is set
-from coordctl.parser import build_parser  # noqa: E402
 from coordctl.completion import bash_script, command_tree  # noqa: E402
+from coordctl.parser import build_parser  # noqa: E402
 from coordd import __version__  # noqa: E402
 
 # The date on the pages: that of the last change to this generator's prose.
@@ -500,10 +501,10 @@ def coordd_page() -> str:
         ),
         *para(
             "The daemon runs one child process, its database writer "
-            "(python3 -m coordd.store.writer), which commits what the daemon sends it, many requests to one "
-            "fsync. It ignores SIGINT and SIGTERM and exits when the daemon stops or goes "
-            "away; if it fails or dies, or leaves a commit unanswered for commit_timeout, "
-            "the daemon stops with status 70."
+            "(python3 -m coordd.store.writer), which commits what the daemon sends it, many "
+            "requests to one fsync. It ignores SIGINT and SIGTERM and exits when the daemon "
+            "stops or goes away; if it fails or dies, or leaves a commit unanswered for "
+            "commit_timeout, the daemon stops with status 70."
         ),
         *para(
             "Clients speak JSON-RPC 2.0 on a Unix socket, one message per line; see "
