@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -154,6 +154,7 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
     from coordctl.client import TimedOut
 
     what: str = args.what
+    hint = output.REPO_TASKS_HINT if args.command_name.startswith("repo ") else output.TASKS_HINT
     # A fresh request id: if coordd is too slow to answer, the request is sent once more
     # with it, and coordd answers with the task the first one made rather than a second.
     params = {**params, "request_id": _new_request_id()}
@@ -185,9 +186,9 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
         if not args.wait:
             detach(ctx, task["id"])
             client.close()
-            return ctx.show(answer, lambda output: output.submitted(what, answer))
+            return ctx.show(answer, lambda output: output.submitted(what, answer, hint))
         if not ctx.json and answer.get("verdict") == "postponed":
-            ctx.print(output.submitted(what, answer) + "\n")
+            ctx.print(output.submitted(what, answer, hint) + "\n")
         final = wait_for(ctx, client, task)
     except KeyboardInterrupt:
         client.close()
@@ -284,15 +285,29 @@ def cmd_repo_sync(ctx: Context, args: argparse.Namespace) -> int:
     return submit(ctx, args, "repo.sync", {"repo_id": args.repo_id})
 
 
+def _given(params: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """``params`` with those of ``optional`` that were given (not ``None``)."""
+    return {**params, **{key: value for key, value in optional.items() if value is not None}}
+
+
 def cmd_repo_publish(ctx: Context, args: argparse.Namespace) -> int:
-    return submit(ctx, args, "repo.publish", {"repo_id": args.repo_id})
+    params = _given({"repo_id": args.repo_id}, version=args.version)
+    return submit(ctx, args, "repo.publish", params)
 
 
 def cmd_repo_copy(ctx: Context, args: argparse.Namespace) -> int:
-    params = {"source": args.source, "target": args.target}
-    if args.name is not None:
-        params["name"] = args.name
+    params = _given(
+        {"source": args.source, "target": args.target}, name=args.name, version=args.version
+    )
     return submit(ctx, args, "repo.copy", params)
+
+
+def cmd_repo_rollback(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "repo.rollback", {"repo_id": args.repo_id, "version": args.version})
+
+
+def cmd_content_orphans_remove(ctx: Context, args: argparse.Namespace) -> int:
+    return submit(ctx, args, "content.orphans.remove", {})
 
 
 # -- queries -------------------------------------------------------------------------------
@@ -311,6 +326,130 @@ def cmd_repo_list(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_repo_show(ctx: Context, args: argparse.Namespace) -> int:
     answer = query(ctx, "repo.show", {"repo_id": args.repo_id})
     return ctx.show(answer, lambda output: output.repo_show(answer))
+
+
+def pages(
+    client: Client,
+    method: str,
+    params: dict[str, Any],
+    follow: Callable[[dict[str, Any]], dict[str, Any]],
+    limit: int | None,
+) -> Iterator[dict[str, Any]]:
+    """The answers of a paged ``method`` until ``limit`` items came (``None``: to the end)
+    or ``next`` is null; ``follow(answer)`` gives the parameters that ask for the page
+    after ``answer`` (its ``next`` as the cursor).
+
+    Each page asks for what is still wanted, at most ``names.MAX_PAGE``; the last answer's
+    ``next`` is where a later listing would go on.
+    """
+    left = limit
+    while True:
+        size = names.MAX_PAGE if left is None else min(left, names.MAX_PAGE)
+        answer: dict[str, Any] = client.call(method, {**params, "limit": size})
+        yield answer
+        if left is not None:
+            left -= size
+        if answer.get("next") is None or left == 0:
+            return
+        params = {**params, **follow(answer)}
+
+
+def cmd_repo_versions_list(ctx: Context, args: argparse.Namespace) -> int:
+    versions: list[dict[str, Any]] = []
+    answer: dict[str, Any] = {}
+    with ctx.connect() as client:
+        params = {"repo_id": args.repo_id}
+        older = pages(
+            client,
+            "repo.versions.list",
+            params,
+            lambda answer: {"before": answer["next"]},
+            args.limit,
+        )
+        for answer in older:
+            versions += answer["versions"]
+    merged = {**answer, "versions": versions}
+    return ctx.show(merged, lambda output: output.version_list(args.repo_id, merged))
+
+
+def cmd_repo_versions_show(ctx: Context, args: argparse.Namespace) -> int:
+    params = _given({"repo_id": args.repo_id}, version=args.version)
+    answer = query(ctx, "repo.versions.show", params)
+    return ctx.show(answer, lambda output: output.version_show(answer))
+
+
+def cmd_repo_versions_diff(ctx: Context, args: argparse.Namespace) -> int:
+    params = _given(
+        {"repo_id": args.repo_id, "limit": args.limit}, version=args.version, against=args.against
+    )
+    answer = query(ctx, "repo.versions.diff", params)
+    return ctx.show(answer, lambda output: output.version_diff(answer))
+
+
+def cmd_repo_content(ctx: Context, args: argparse.Namespace) -> int:
+    """Units a page at a time, printed as they come; all from one version, even across
+    pages: the first answer names it, and every further page asks for that one."""
+    from coordctl import output
+
+    params = _given(
+        {"repo_id": args.repo_id, "after": args.after},
+        version=args.version,
+        type=args.kind,
+        name=args.name,
+        arch=args.arch,
+    )
+    limit = None if args.all else args.limit
+    stream = ctx.json and args.all  # one JSON array, written as the pages come
+    units: list[dict[str, Any]] = []  # --json without --all: the answer, pages merged
+    shown = 0
+    last: dict[str, Any] = {}
+    with ctx.connect() as client:
+        try:
+            listing = pages(client, "repo.content", params, _after, limit)
+            for number, last in enumerate(listing):
+                if stream:
+                    ctx.print(output.json_items(last["units"], first=shown == 0))
+                elif ctx.json:
+                    units += last["units"]
+                else:
+                    if number == 0:
+                        ctx.print(output.content_head(last["repo_id"], last["version"]))
+                    ctx.print(output.unit_lines(last["units"]))
+                shown += len(last["units"])
+        except BaseException:
+            if stream and shown:
+                ctx.print("\n")  # the array stays open: nobody can take it for a whole one
+            raise
+    if stream:
+        ctx.print(output.json_items_end(shown))
+    elif ctx.json:
+        ctx.json_out({**last, "units": units})
+    else:
+        ctx.print(output.content_tail(shown, _next_page(args, last)))
+    return exitcodes.OK
+
+
+def _after(answer: dict[str, Any]) -> dict[str, Any]:
+    """The page of units after ``answer``, of the version it listed."""
+    return {"after": answer["next"], "version": answer["version"]}
+
+
+def _next_page(args: argparse.Namespace, last: dict[str, Any]) -> list[str] | None:
+    """The command that lists the page after ``last``, if the listing was cut short."""
+    if last.get("next") is None:
+        return None
+    words = [PROG, "repo", "content", "--repo-id", args.repo_id, "--version", str(last["version"])]
+    for option, value in (("--type", args.kind), ("--name", args.name), ("--arch", args.arch)):
+        if value is not None:
+            words += [option, value]
+    if args.limit != args.command_parser.get_default("limit"):
+        words += ["--limit", str(args.limit)]
+    return [*words, "--after", str(last["next"])]
+
+
+def cmd_content_orphans_list(ctx: Context, args: argparse.Namespace) -> int:
+    answer = query(ctx, "content.orphans.list", {"limit": args.limit})
+    return ctx.show(answer, lambda output: output.orphans(answer))
 
 
 def _list_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -413,14 +552,21 @@ COMMANDS: dict[str, Command] = {
     "repo sync": cmd_repo_sync,
     "repo publish": cmd_repo_publish,
     "repo copy": cmd_repo_copy,
+    "repo rollback": cmd_repo_rollback,
     "repo list": cmd_repo_list,
     "repo show": cmd_repo_show,
+    "repo content": cmd_repo_content,
+    "repo versions list": cmd_repo_versions_list,
+    "repo versions show": cmd_repo_versions_show,
+    "repo versions diff": cmd_repo_versions_diff,
     "repo tasks list": cmd_repo_tasks_list,
     "repo tasks details": cmd_task_details,
     "repo tasks cancel": cmd_task_cancel,
     "tasks list": cmd_tasks_list,
     "tasks details": cmd_task_details,
     "tasks cancel": cmd_task_cancel,
+    "content orphans list": cmd_content_orphans_list,
+    "content orphans remove": cmd_content_orphans_remove,
     "server status": cmd_server_status,
     "run": cmd_run,
 }

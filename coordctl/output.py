@@ -11,6 +11,7 @@ for or what to cancel.
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from coordd.api import names
 RULE = "+" + "-" * 70 + "+"
 WRAP = 80
 REPO_TASKS_HINT = 'Progress on this task can be viewed using the commands under "repo tasks".'
+TASKS_HINT = 'Progress on this task can be viewed using the commands under "tasks".'
 BUSY_TEXT = (
     "The server is busy: every slot for heavy operations (sync, publish) is in use. The task "
     "keeps its place in line and starts when a slot frees."
@@ -174,22 +176,42 @@ def resource_text(resource: Mapping[str, Any]) -> str:
     return f"{resource.get('type')} - {resource.get('id')}"
 
 
+# Operations whose method name does not say what they do in a word or two.
+SHORT_NAMES = {"content.orphans.remove": "remove orphans"}
+
+
+def short_name(operation: str) -> str:
+    """``repo.sync`` → ``sync``, ``content.orphans.remove`` → ``remove orphans``."""
+    return SHORT_NAMES.get(operation, operation.removeprefix("repo."))
+
+
 def operation_name(task: Mapping[str, Any]) -> str:
-    """``sync``, ``copy``, ``lock: sleep 30``: the operation as a person calls it."""
+    """``sync``, ``copy (version 3, name a*)``, ``lock: sleep 30``: the operation as a person
+    calls it."""
     operation = str(task.get("operation", ""))
-    name = operation.removeprefix("repo.")
+    name = short_name(operation)
     args = task.get("args") or {}
     if operation == "lock" and args.get("command"):
         return f"lock: {shlex.join(str(part) for part in args['command'])}"
-    if operation == "repo.copy" and args.get("name"):
-        return f"copy (name {args['name']})"
+    if operation == "repo.rollback" and args.get("version"):
+        return f"{name} (to version {args['version']})"
+    details = [f"{key} {args[key]}" for key in ("version", "name") if args.get(key)]
+    if operation in ("repo.copy", "repo.publish") and details:
+        return f"{name} ({', '.join(details)})"
     return name
 
 
 def task_title(task: Mapping[str, Any]) -> str:
-    """A short name for a task on one line: ``sync demo``, ``copy a -> b``, ``lock demo``."""
-    name = str(task.get("operation", "")).removeprefix("repo.")
-    ids = [str(claim.get("id")) for claim in task.get("resources") or []]
+    """A short name for a task on one line: ``sync demo``, ``copy a -> b``, ``lock demo``.
+
+    The content pool, which every operation that adds content reads, goes unnamed.
+    """
+    name = short_name(str(task.get("operation", "")))
+    ids = [
+        str(claim.get("id"))
+        for claim in task.get("resources") or []
+        if claim.get("type") != names.POOL_TYPE
+    ]
     return f"{name} {' -> '.join(ids)}".strip()
 
 
@@ -314,20 +336,19 @@ def canceled(task: Mapping[str, Any]) -> str:
 # -- submissions -------------------------------------------------------------------------
 
 
-def submitted(what: str, answer: Mapping[str, Any]) -> str:
-    """The answer to a task-creating request: accepted, or postponed with its blockers."""
+def submitted(what: str, answer: Mapping[str, Any], hint: str = REPO_TASKS_HINT) -> str:
+    """The answer to a task-creating request: accepted, or postponed with its blockers;
+    ``hint`` says where to follow it."""
     task = answer.get("task") or {}
     blockers = answer.get("waiting_for") or []
     if answer.get("verdict") != "postponed":
-        return wrap(f"{what} accepted and started. {REPO_TASKS_HINT}") + (
-            f"\n\nTask Id:   {task.get('id')}\n"
-        )
+        return wrap(f"{what} accepted and started. {hint}") + f"\n\nTask Id:   {task.get('id')}\n"
     conflicts = [b for b in blockers if b.get("resource") is not None]
     busy = len(conflicts) < len(blockers)
     if conflicts:
-        intro = f"{what} postponed due to another operation. {REPO_TASKS_HINT}"
+        intro = f"{what} postponed due to another operation. {hint}"
     else:
-        intro = f"{what} postponed because the server is busy. {REPO_TASKS_HINT}"
+        intro = f"{what} postponed because the server is busy. {hint}"
     out = wrap(intro) + "\n\n"
     for blocker in conflicts:
         out += block(blocker_record(blocker)) + "\n"
@@ -366,7 +387,7 @@ def outcome(what: str, task: Mapping[str, Any]) -> str:
         out = f"{what} finished.\n"
         result = task.get("result")
         if isinstance(result, Mapping) and result:
-            out += "\n" + block(tree(result, sort=False))
+            out += "\n" + block(tree(_counted(result), sort=False))
         return out
     if state == names.CANCELED:
         return f"{what} was canceled (task {task.get('id')}).\n"
@@ -378,6 +399,19 @@ def outcome(what: str, task: Mapping[str, Any]) -> str:
     elif detail:
         out += f"\n{detail}\n"
     return out + f"\nTask Id:   {task.get('id')}\n"
+
+
+def _counted(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A result whose counts per kind of unit (a rollback's ``added``, ``removed``) read
+    ``1 package, 2 errata``."""
+    return {
+        key: (
+            counts_text(value)
+            if isinstance(value, Mapping) and value and set(value) <= set(names.UNIT_KINDS)
+            else value
+        )
+        for key, value in result.items()
+    }
 
 
 def detached(task_id: str) -> str:
@@ -410,6 +444,8 @@ def repo_list(repos: Sequence[Mapping[str, Any]]) -> str:
                     ("Display Name", repo.get("display_name")),
                     ("Description", repo.get("description")),
                     ("Feed", importer.get("feed")),
+                    ("Latest Version", _or_none(repo.get("latest_version"))),
+                    ("Published Version", _published(repo.get("published_version"))),
                     ("Last Sync", _last(repo.get("last_sync"))),
                     ("Last Publish", _last(repo.get("last_publish"))),
                 ]
@@ -418,12 +454,18 @@ def repo_list(repos: Sequence[Mapping[str, Any]]) -> str:
     return out
 
 
+def _or_none(number: Any) -> Any:
+    return "None" if number is None else number
+
+
+def _published(number: Any) -> Any:
+    if number is None:
+        return "Not published"
+    return "0 (empty)" if number == 0 else number  # published before its first version
+
+
 def repo_show(repo: Mapping[str, Any]) -> str:
     importer = {key: value for key, value in (repo.get("importer") or {}).items()}
-    content = dict(repo.get("content") or {})
-    errata = content.pop("errata", [])
-    for key in ("synced_at", "feed"):
-        content.pop(key, None)
     fields: list[tuple[str, Any]] = [
         ("Id", repo.get("id")),
         ("Display Name", repo.get("display_name")),
@@ -432,10 +474,11 @@ def repo_show(repo: Mapping[str, Any]) -> str:
         ("Created", repo.get("created")),
         ("Updated", repo.get("updated")),
         ("Importer", importer or ""),
-        ("Content", content or ""),
+        ("Latest Version", _or_none(repo.get("latest_version"))),
+        ("Published Version", _published(repo.get("published_version"))),
+        ("Retain Versions", repo.get("retain_versions")),
+        ("Content", _content_summary(repo.get("content") or {})),
     ]
-    if errata:
-        fields.append(("Errata", "\n".join(_erratum(e) for e in errata)))
     for name, key in (("Last Sync", "last_sync"), ("Last Publish", "last_publish")):
         record = repo.get(key)
         fields.append((name, record if isinstance(record, Mapping) and record else "Never"))
@@ -448,18 +491,211 @@ def repo_show(repo: Mapping[str, Any]) -> str:
     return header("Repository") + "\n" + block(records(fields, sort=False))
 
 
-def _erratum(erratum: Mapping[str, Any]) -> str:
-    parts = [str(erratum.get("id"))]
-    kind = " ".join(str(erratum[k]) for k in ("type", "severity") if erratum.get(k))
-    if kind:
-        parts.append(f"({kind})")
-    if erratum.get("title"):
-        parts.append(str(erratum["title"]))
-    return " ".join(parts)
+def _content_summary(content: Mapping[str, Any]) -> Any:
+    """``repo show``'s content: the latest version's counts, size and what it synced."""
+    if content.get("version") is None:
+        return "None: sync the repository, or copy into it"
+    summary: dict[str, Any] = {"Version": content["version"]}
+    summary.update(kind_counts(content.get("counts") or {}))
+    summary["Size"] = human_size(content.get("size") or 0)
+    for name, key in (("Revision", "revision"), ("Synced From", "feed"), ("Synced", "last_sync")):
+        if content.get(key) is not None:
+            summary[name] = content[key]
+    return summary
 
 
 def _task_line(task: Mapping[str, Any]) -> str:
     return f"{operation_name(task)}: {state_text(task)}, task {task.get('id')}"
+
+
+# -- versions and content ----------------------------------------------------------------
+
+# The kinds of unit (``names.UNIT_KINDS``) as people count them: singular, plural.
+KIND_NAMES = {
+    "rpm": ("package", "packages"),
+    "erratum": ("erratum", "errata"),
+    "delta": ("delta RPM", "delta RPMs"),
+    "file": ("tree file", "tree files"),
+    "metadata": ("metadata file", "metadata files"),
+}
+UNIT_HEAD = f"{'Id':>8}  {'Type':<8}  {'Size':>10}  Unit\n"
+
+
+def _kinds(counts: Mapping[str, Any]) -> list[str]:
+    """The kinds of ``counts``: the known ones in their order, then any others."""
+    return [*names.UNIT_KINDS, *sorted(k for k in counts if k not in names.UNIT_KINDS)]
+
+
+def kind_counts(counts: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"rpm": 5, …}`` → ``{"Packages": 5, "Errata": 2, …}``, every known kind."""
+    out: dict[str, Any] = {}
+    for kind in _kinds(counts):
+        plural = KIND_NAMES.get(kind, (kind, kind))[1]
+        out[" ".join(word[:1].upper() + word[1:] for word in plural.split())] = counts.get(kind, 0)
+    return out
+
+
+def counts_text(counts: Mapping[str, Any], empty: str = "nothing") -> str:
+    """``5 packages, 2 errata``: the kinds with units, or ``empty``."""
+    parts = []
+    for kind in _kinds(counts):
+        n = counts.get(kind) or 0
+        if n:
+            singular, plural = KIND_NAMES.get(kind, (kind, kind))
+            parts.append(f"{n} {singular if n == 1 else plural}")
+    return ", ".join(parts) or empty
+
+
+def _version_fields(version: Mapping[str, Any], *, full: bool = False) -> list[tuple[str, Any]]:
+    """A version's record; ``full``: with its base, and its counts as a tree of every kind."""
+    counts = version.get("counts") or {}
+    return [
+        ("Version", version.get("number")),
+        ("Created", version.get("created")),
+        *([("Base", _or_none(version.get("base")))] if full else []),
+        ("Note", version.get("note")),
+        ("Content", kind_counts(counts) if full else counts_text(counts, "empty")),
+        ("Size", human_size(version.get("size") or 0)),
+        ("Added", counts_text(version.get("added") or {})),
+        ("Removed", counts_text(version.get("removed") or {})),
+        ("Published", "yes" if version.get("published") else "no"),
+        ("Task Id", version.get("task_id")),
+    ]
+
+
+def version_list(repo_id: str, answer: Mapping[str, Any]) -> str:
+    """``repo versions list``: newest first, one record each."""
+    out = header(f"Versions of {repo_id}")
+    versions = answer.get("versions") or []
+    if not versions:
+        return out + "\nThere are no versions yet. Sync the repository, or copy into it.\n"
+    for version in versions:
+        out += "\n" + block(records(_version_fields(version)))
+    if answer.get("next") is not None:
+        out += f"\nOlder versions follow version {answer['next']}: raise --limit to see them.\n"
+    return out
+
+
+def version_show(version: Mapping[str, Any]) -> str:
+    """``repo versions show``: one version, with its counts per kind."""
+    title = f"Version {version.get('number')} of {version.get('repo_id')}"
+    return header(title) + "\n" + block(records(_version_fields(version, full=True), sort=False))
+
+
+def version_diff(answer: Mapping[str, Any]) -> str:
+    """``repo versions diff``: what each side has that the other lacks, counts and units."""
+    old, new = answer.get("from"), answer.get("to")
+    against = f"version {old}" if old else "an empty repository"
+    title = f"Version {new} of {answer.get('repo_id')} against {against}"
+    added = answer.get("added") or {}
+    removed = answer.get("removed") or {}
+    totals = [
+        ("Added", counts_text(added.get("counts") or {})),
+        ("Removed", counts_text(removed.get("counts") or {})),
+    ]
+    out = header(title) + "\n" + block(records(totals))
+    for name, side in (("Units Added", added), ("Units Removed", removed)):
+        units = side.get("units") or []
+        if not units:
+            continue
+        out += f"\n{name}:\n" + UNIT_HEAD + unit_lines(units)
+        more = sum((side.get("counts") or {}).values()) - len(units)
+        if more > 0:
+            out += f"... and {more} more (raise --limit to list them)\n"
+    return out
+
+
+def unit_name(unit: Mapping[str, Any]) -> str:
+    """A package or delta as ``name-[epoch:]version-release.arch`` (as dnf writes it); any
+    other unit by its name: erratum id, tree file path, metadata type."""
+    name = str(unit.get("name"))
+    if unit.get("version") is None:
+        return name
+    epoch = unit.get("epoch")
+    evr = f"{unit['version']}-{unit.get('release')}"
+    if epoch not in (None, "", "0", 0):
+        evr = f"{epoch}:{evr}"
+    return f"{name}-{evr}.{unit.get('arch')}"
+
+
+def unit_lines(units: Iterable[Mapping[str, Any]]) -> str:
+    """One line per unit under ``UNIT_HEAD``: columns of a fixed width, so that pages
+    printed as they come line up."""
+    lines = []
+    for unit in units:
+        size = unit.get("size")
+        shown = "" if size is None else human_size(size)
+        lines.append(
+            f"{unit.get('id')!s:>8}  {unit.get('type')!s:<8}  {shown:>10}  {unit_name(unit)}"
+        )
+    return block(lines)
+
+
+def content_head(repo_id: str, version: Any) -> str:
+    return header(f"Content of {repo_id}, version {version}") + "\n" + UNIT_HEAD
+
+
+def content_tail(shown: int, next_page: Sequence[str] | None) -> str:
+    """What ends a listing: that it was empty, or the command for the next page."""
+    if shown == 0:
+        return "There are no units to show.\n"
+    if next_page is None:
+        return ""
+    return f"\nMore units follow; the next page:\n  {shlex.join(next_page)}\n"
+
+
+def json_items(items: Sequence[Any], *, first: bool) -> str:
+    """Items of a JSON array written as they come (``first``: the first ones); together with
+    ``json_items_end`` the same text as ``json.dumps(all_items, indent=2)``."""
+    if not items:
+        return ""
+    text = ",\n".join(
+        "  " + json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        for item in items
+    )
+    return ("[\n" if first else ",\n") + text
+
+
+def json_items_end(count: int) -> str:
+    return "\n]\n" if count else "[]\n"
+
+
+def orphans(answer: Mapping[str, Any]) -> str:
+    """``content orphans list``: the counts (``orphan_*``), then the first units and files.
+
+    The answer's ``files`` and ``units`` are lists of the first orphans; its ``bytes`` is
+    the whole pool's.
+    """
+    units = answer.get("units") or []
+    files = answer.get("files") if isinstance(answer.get("files"), list) else []
+    count_units = int(answer.get("orphan_units") or 0)
+    count_files = int(answer.get("orphan_files") or 0)
+    out = header("Orphaned Content") + "\n"
+    out += block(
+        records(
+            [
+                ("Orphaned Units", count_units),
+                ("Orphaned Files", count_files),
+                ("Orphaned Size", human_size(answer.get("orphan_bytes") or 0)),
+                ("Pool Size", human_size(answer.get("bytes") or 0)),
+            ]
+        )
+    )
+    if not count_units and not count_files:
+        return out + "\nThere is no orphaned content.\n"
+    if units:
+        # The units of a listing of orphans have no version: their file names say more.
+        named = [{**unit, "name": unit.get("href") or unit.get("name")} for unit in units]
+        out += "\nUnits:\n" + UNIT_HEAD + unit_lines(named)
+        if count_units > len(units):
+            out += f"... and {count_units - len(units)} more\n"
+    if files:
+        out += "\nFiles:\n" + block(
+            f"  sha256:{f.get('sha256')}  {human_size(f.get('size') or 0)}" for f in files
+        )
+        if count_files > len(files):
+            out += f"... and {count_files - len(files)} more\n"
+    return out + "\nRemove them with `coordctl content orphans remove`.\n"
 
 
 def server_status(status: Mapping[str, Any], socket: str) -> str:
@@ -477,6 +713,7 @@ def server_status(status: Mapping[str, Any], socket: str) -> str:
         ),
         ("Heavy Slots", f"{slots.get('in_use', 0)} of {slots.get('total', 0)} in use"),
         ("Repositories", status.get("repositories", 0)),
+        *_pool_line(status.get("content")),
         (
             "Your Access",
             f"{', '.join(caller.get('access') or ['none'])} (uid {caller.get('uid')})",
@@ -485,3 +722,19 @@ def server_status(status: Mapping[str, Any], socket: str) -> str:
     if status.get("stopping"):
         fields.append(("Stopping", "yes: coordd is shutting down and takes no new tasks"))
     return f"coordd {status.get('version', '?')} is running.\n\n" + block(records(fields))
+
+
+def _pool_line(content: Any) -> list[tuple[str, Any]]:
+    """``6 files, 24.0 KiB; orphaned: 6 units, 4 files, 16.0 KiB``, if the status has it."""
+    if not isinstance(content, Mapping):
+        return []
+    text = f"{content.get('files', 0)} files, {human_size(content.get('bytes') or 0)}"
+    if content.get("orphan_units") or content.get("orphan_files"):
+        text += (
+            f"; orphaned: {content.get('orphan_units', 0)} units, "
+            f"{content.get('orphan_files', 0)} files, "
+            f"{human_size(content.get('orphan_bytes') or 0)}"
+        )
+    else:
+        text += "; nothing orphaned"
+    return [("Content", text)]

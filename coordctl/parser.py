@@ -26,10 +26,10 @@ FALSE = ("false", "no", "off", "0")
 
 DESCRIPTION = (
     "coordctl is the client of coordd, the service that manages yum/dnf repositories for "
-    "concurrent users. Every change (create, update, delete, sync, publish, copy) becomes a "
-    "task that the daemon runs now, postpones until it is safe, or rejects when it could "
-    "never run; coordctl says which and why. With no command, and on a terminal, it starts "
-    "an interactive shell that takes the same commands."
+    "concurrent users. Every change (create, update, delete, sync, publish, copy, rollback, "
+    "orphan removal) becomes a task that the daemon runs now, postpones until it is safe, or "
+    "rejects when it could never run; coordctl says which and why. With no command, and on "
+    "a terminal, it starts an interactive shell that takes the same commands."
 )
 
 
@@ -66,6 +66,25 @@ def positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number of at least 0 (``--against 0``: the empty version before the first)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
+    return value
+
+
+def page_size(text: str) -> int:
+    """A number of items for a method that answers one page only (1 to ``MAX_PAGE``)."""
+    value = positive(text)
+    if value > names.MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"expected at most {names.MAX_PAGE}, got {value}")
     return value
 
 
@@ -298,12 +317,20 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     repo = tree.group(
         commands,
         ("repo",),
-        "create, configure, sync, publish, copy and delete repositories",
+        "create, configure, sync, publish, copy, roll back and delete repositories",
         "Repositories: each change is a task on the repository, run now, postponed or "
-        "rejected by the coordinator.",
+        "rejected by the coordinator. Each change of content makes a new version.",
     )
     if repo is not None:
         _repo_commands(tree, repo)
+    content = tree.group(
+        commands,
+        ("content",),
+        "the content pool shared by all repositories",
+        "The content pool: every file is stored once, whichever repositories hold it.",
+    )
+    if content is not None:
+        _content_commands(tree, content)
     tasks = tree.group(
         commands,
         ("tasks",),
@@ -364,6 +391,15 @@ def _config_options(sub: Parser) -> None:
         importer.add_argument(option, dest=key, type=convert, metavar=metavar, help=help_text)
 
 
+def _version(sub: Parser, help_text: str, *, required: bool = False) -> None:
+    sub.add_argument("--version", type=positive, required=required, metavar="N", help=help_text)
+
+
+def _publish_options(sub: Parser) -> None:
+    _repo_id(sub)
+    _version(sub, "the version to publish (default: the latest)")
+
+
 def _copy_options(sub: Parser) -> None:
     sub.add_argument(
         "--from", dest="source", required=True, metavar="REPO_ID", help="the source repository"
@@ -372,6 +408,85 @@ def _copy_options(sub: Parser) -> None:
         "--to", dest="target", required=True, metavar="REPO_ID", help="the target repository"
     )
     sub.add_argument("--name", metavar="GLOB", help="copy only packages whose name matches")
+    _version(sub, "the version of the source to copy from (default: its latest)")
+
+
+def _rollback_options(sub: Parser) -> None:
+    _repo_id(sub)
+    _version(sub, "the version whose content the new version holds", required=True)
+
+
+def _versions_list_options(sub: Parser) -> None:
+    _repo_id(sub)
+    sub.add_argument(
+        "--limit", type=positive, default=100, metavar="N", help="show at most N versions"
+    )
+
+
+def _versions_show_options(sub: Parser) -> None:
+    _repo_id(sub)
+    _version(sub, "the version to show (default: the latest)")
+
+
+def _versions_diff_options(sub: Parser) -> None:
+    _repo_id(sub)
+    _version(sub, "the version to compare (default: the latest)")
+    sub.add_argument(
+        "--against",
+        type=count,
+        metavar="M",
+        help="the version to compare it with (default: the one before it; 0: empty)",
+    )
+    sub.add_argument(
+        "--limit",
+        type=page_size,
+        default=100,
+        metavar="N",
+        help=f"list at most N units added and N removed (at most {names.MAX_PAGE}); the "
+        "counts are always complete",
+    )
+
+
+def _content_options(sub: Parser) -> None:
+    _repo_id(sub)
+    _version(sub, "the version to list (default: the latest)")
+    sub.add_argument(
+        "--type", dest="kind", choices=names.UNIT_KINDS, help="only units of this type"
+    )
+    sub.add_argument(
+        "--name",
+        metavar="GLOB",
+        help="only units whose name matches: a package's name, an erratum's id, a file's "
+        "path (a glob, case-sensitive)",
+    )
+    sub.add_argument("--arch", metavar="ARCH", help="only packages of this architecture")
+    sub.add_argument(
+        "--after",
+        type=count,
+        default=0,
+        metavar="ID",
+        help="start after the unit with this id (the cursor a listing cut short prints)",
+    )
+    amount = sub.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--limit", type=positive, default=100, metavar="N", help="show at most N units"
+    )
+    amount.add_argument(
+        "--all",
+        action="store_true",
+        help="show every unit, page after page, as they come (instead of --limit)",
+    )
+
+
+def _orphans_list_options(sub: Parser) -> None:
+    sub.add_argument(
+        "--limit",
+        type=page_size,
+        default=100,
+        metavar="N",
+        help=f"list at most N orphaned units and N files (at most {names.MAX_PAGE}); the "
+        "counts are always complete",
+    )
 
 
 def _repo_commands(tree: _Tree, repo: Any) -> None:
@@ -415,29 +530,86 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         repo,
         ("repo", "publish"),
         "publish a repository for dnf/yum",
-        "Write a tree dnf and yum can use as a baseurl. A heavy operation: it may wait for "
-        "a free slot.",
-        _repo_id,
+        "Write a tree dnf and yum can use as a baseurl from one version of the repository, "
+        "the latest unless --version names another. A heavy operation: it may wait for a "
+        "free slot.",
+        _publish_options,
         task="Repository publish",
     )
     tree.leaf(
         repo,
         ("repo", "copy"),
         "copy packages between repositories",
-        "Copy packages from one repository into another, optionally only those whose name "
-        "matches a glob. Reads the source and updates the target.",
+        "Copy packages from a version of one repository (its latest unless --version names "
+        "another) into a new version of another, optionally only those whose name matches "
+        "a glob. Reads the source and updates the target.",
         _copy_options,
         task="Repository copy",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "rollback"),
+        "make a new version with the content of an older one",
+        "Roll a repository back: make a new version that holds what version N held. The "
+        "versions in between stay, until retention drops them; publish the new version to "
+        "serve it.",
+        _rollback_options,
+        task="Repository rollback",
     )
     tree.leaf(repo, ("repo", "list"), "list repositories", "List the repositories.")
     tree.leaf(
         repo,
         ("repo", "show"),
         "show a repository",
-        "Show a repository: its configuration, content summary, errata, last sync and "
-        "publish, published path and queued tasks.",
+        "Show a repository: its configuration, its latest and published versions, a "
+        "summary of its content, last sync and publish, published path and queued tasks.",
         _repo_id,
     )
+    tree.leaf(
+        repo,
+        ("repo", "content"),
+        "list the units of a repository version",
+        "List the units (packages, errata, delta RPMs, tree files, metadata files) of a "
+        "version of the repository, the latest unless --version names another, in order of "
+        "their id, a page of --limit at a time. A listing cut short ends with the command "
+        "for the next page; --all lists every unit, page after page, all from the same "
+        "version.",
+        _content_options,
+    )
+    versions = tree.group(
+        repo,
+        ("repo", "versions"),
+        "list, show and compare a repository's versions",
+        "Versions: each change of a repository's content (sync, copy, rollback) makes a new "
+        "numbered version; the newest are kept, and the published one.",
+    )
+    if versions is not None:
+        tree.leaf(
+            versions,
+            ("repo", "versions", "list"),
+            "list a repository's versions",
+            "List the repository's versions, newest first: what each holds and what it "
+            "changed, and which one is published.",
+            _versions_list_options,
+        )
+        tree.leaf(
+            versions,
+            ("repo", "versions", "show"),
+            "show one version",
+            "Show one version of the repository, the latest unless --version names another: "
+            "when and by which task it was made, its counts per type of unit, and what it "
+            "added and removed.",
+            _versions_show_options,
+        )
+        tree.leaf(
+            versions,
+            ("repo", "versions", "diff"),
+            "compare two versions",
+            "Compare two versions of the repository: the units the version holds that the "
+            "other does not (added), and the reverse (removed). By default, the latest "
+            "version against the one before it.",
+            _versions_diff_options,
+        )
     repo_tasks = tree.group(
         repo,
         ("repo", "tasks"),
@@ -454,6 +626,33 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
             _repo_tasks_list_options,
         )
         _task_leaves(tree, repo_tasks, ("repo", "tasks"))
+
+
+def _content_commands(tree: _Tree, content: Any) -> None:
+    orphans = tree.group(
+        content,
+        ("content", "orphans"),
+        "list and remove content no repository holds",
+        "Orphans: units no version of any repository holds (a deleted repository's, those "
+        "retention dropped) and the files only they named.",
+    )
+    if orphans is None:
+        return
+    tree.leaf(
+        orphans,
+        ("content", "orphans", "list"),
+        "count and list orphaned content",
+        "Count the orphaned units and files and the bytes they take, and list the first of them.",
+        _orphans_list_options,
+    )
+    tree.leaf(
+        orphans,
+        ("content", "orphans", "remove"),
+        "remove orphaned content",
+        "Remove every orphaned unit and file from the pool. A heavy operation: it waits "
+        "until no sync, copy or rollback is adding to the pool, and those wait for it.",
+        task="Orphaned content removal",
+    )
 
 
 def _state_options(sub: Parser) -> None:

@@ -297,6 +297,42 @@ def coordctl_page() -> str:
             "progress report as a tree; sizes are shown in binary units."
         ),
         *para(
+            "Each change of a repository's content (sync, copy, rollback) makes a new "
+            "numbered version; repo versions list shows them newest first, with what each "
+            "holds and changed. Listings of units (repo content, repo versions diff, content "
+            "orphans list) print one line per unit: its id, type, size and name, a package as "
+            "name-[epoch:]version-release.arch:"
+        ),
+        *example(
+            [
+                "$ coordctl repo content --repo-id demo --limit 2",
+                "+" + "-" * 70 + "+",
+                "                       Content of demo, version 2",
+                "+" + "-" * 70 + "+",
+                "",
+                "      Id  Type            Size  Unit",
+                "       2  rpm          4.0 KiB  alpha-1.10-1.x86_64",
+                "       3  rpm          4.0 KiB  alpha-1.9-2.x86_64",
+                "",
+                "More units follow; the next page:",
+                "  coordctl repo content --repo-id demo --version 2 --limit 2 --after 3",
+            ]
+        ),
+        *para(
+            "repo content lists a page at a time; a listing cut short ends with the command "
+            "that lists the next page, of the same version. --limit may exceed the daemon's "
+            "page of 1000: coordctl asks for as many pages as it takes. --all lists every "
+            "unit, page after page, printed as they come and all from the version the first "
+            "page named, even if a sync makes a new one meanwhile."
+        ),
+        *para(
+            "With --json, repo content prints the daemon's answer, its pages merged; with "
+            "--all, one JSON array of the units, written as the pages come. Should an error "
+            "stop it midway, the array is left open and the error object follows it, so "
+            "that no parser takes a partial listing for a whole one; the exit status is the "
+            "error's."
+        ),
+        *para(
             "With --json, the answer is printed as the daemon sent it (see coordd-api(7)); "
             'an error prints {"error": {"code": ..., "message": ..., "data": ...}} on '
             "standard output, with the exit status below."
@@ -397,6 +433,38 @@ def coordctl_page() -> str:
                 "coordctl repo tasks list --repo-id demo",
                 "coordctl repo tasks details --task-id TASK_ID",
                 "coordctl repo tasks cancel --task-id TASK_ID",
+            ]
+        ),
+        *para(
+            "See what the last sync changed, roll back to the version before it and publish "
+            "that, or publish an older version as it is:"
+        ),
+        *example(
+            [
+                "coordctl repo versions list --repo-id demo",
+                "coordctl repo versions diff --repo-id demo",
+                "coordctl repo rollback --repo-id demo --version 4 --wait",
+                "coordctl repo publish --repo-id demo --wait",
+                "coordctl repo publish --repo-id demo --version 4 --wait",
+            ]
+        ),
+        *para("Every kernel package of demo, and the ids of its errata for a script:"),
+        *example(
+            [
+                "coordctl repo content --repo-id demo --type rpm --name 'kernel*' --all",
+                "coordctl --json repo content --repo-id demo --type erratum --all |",
+                "    jq -r '.[].name'",
+            ]
+        ),
+        *para(
+            "Free the space of a deleted repository: its units and files stay in the pool, "
+            "orphaned, until they are removed."
+        ),
+        *example(
+            [
+                "coordctl repo delete --repo-id old --wait",
+                "coordctl content orphans list",
+                "coordctl content orphans remove --wait",
             ]
         ),
         *para("Run a command while holding demo for reading, so no update changes it:"),
@@ -573,7 +641,9 @@ def coordd_page() -> str:
             "The system service's state (~/.local/state/coordd for a user): coordd.db "
             "(SQLite, WAL; written by one process of its own, which holds "
             "coordd.db-writer.lock), coordd.lock (one daemon per state directory), "
-            "repositories/ID (content) and published/ID (the tree to use as a baseurl).",
+            "content/ (the content pool: every file once, by its SHA-256), content.db "
+            "(SQLite: the units and the repositories' versions) and published/ID (the tree "
+            "to use as a baseurl).",
         ),
         *tagged(
             [".I /etc/coordd/coordd.toml"],

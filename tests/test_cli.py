@@ -8,9 +8,11 @@ demo postpone behind it, as in Pulp v2's "sync running" scenario.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,10 +23,12 @@ import pytest
 
 from coordctl import exitcodes, output
 from coordctl.bar import Rate, line
-from coordctl.commands import COMMANDS
+from coordctl.commands import COMMANDS, Context, execute
 from coordctl.parser import build_parser
+from coordd.api import names
+from coordd.api.errors import NotFound
 from tests.helpers.daemon import DaemonProcess, coordctl, create, held, wait_for
-from tests.helpers.feeds import build_feed, default_packages
+from tests.helpers.feeds import Pkg, build_feed, default_packages
 from tests.helpers.feedserver import STALL, FeedServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,6 +360,480 @@ def test_password_is_read_from_a_file_and_never_printed(daemon, tmp_path):
     assert "cannot read /nonexistent" in missing.stderr
 
 
+# -- versions, content and orphans -------------------------------------------------------------
+
+
+UNIT_LINE = re.compile(r"^ *(\d+)  (\S+) +(?:\d\S* \S+)?  (\S+)$", re.M)
+
+
+def units_of(text: str) -> list[str]:
+    """The unit names of a listing's lines (``Id  Type  Size  Unit``)."""
+    return [m.group(3) for m in UNIT_LINE.finditer(text)]
+
+
+def next_page(text: str) -> list[str] | None:
+    """The command a listing cut short prints for its next page, without ``coordctl``."""
+    match = re.search(r"^More units follow; the next page:\n  coordctl (.*)$", text, re.M)
+    return None if match is None else shlex.split(match.group(1))
+
+
+def ok(daemon: DaemonProcess, *args: str) -> str:
+    result = coordctl(daemon, *args)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
+def test_versions_content_rollback_and_publish_of_a_version(daemon, tmp_path):
+    feed = build_feed(tmp_path / "feed", default_packages(5))
+    with FeedServer(feed.root) as server:
+        create(daemon, "demo", "--feed", server.url)
+        first = ok(daemon, "repo", "sync", "--repo-id", "demo", "--wait")
+        assert field(first, "Version") == ["1"]
+        feed.add(Pkg("zulu", "1.0", "1", epoch="2"))
+        feed.drop("Packages/a/alpha-1.0-1.x86_64.rpm")
+        second = ok(daemon, "repo", "sync", "--repo-id", "demo", "--wait")
+        assert field(second, "Version") == ["2"]
+        assert field(second, "New Version") == ["true"]
+
+        listing = ok(daemon, "repo", "versions", "list", "--repo-id", "demo")
+        assert "                            Versions of demo\n" in listing
+        newest, oldest = records(listing)
+        assert (newest["Version"], oldest["Version"]) == ("2", "1")
+        assert newest["Added"] == newest["Removed"] == "1 package"
+        assert newest["Content"] == "5 packages, 2 errata"
+        assert oldest["Added"] == "5 packages, 2 errata"
+        assert oldest["Removed"] == "nothing"
+        assert newest["Note"] == "sync"
+        assert newest["Published"] == oldest["Published"] == "no"
+        assert ISO.match(newest["Created"])
+        short = ok(daemon, "repo", "versions", "list", "--repo-id", "demo", "--limit", "1")
+        assert [r["Version"] for r in records(short)] == ["2"]
+        assert "Older versions follow version 2: raise --limit to see them." in short
+        paged = json.loads(
+            ok(daemon, "--json", "repo", "versions", "list", "--repo-id", "demo", "--limit", "1")
+        )
+        assert [v["number"] for v in paged["versions"]] == [2]
+        assert paged["next"] == 2
+
+        shown = ok(daemon, "repo", "versions", "show", "--repo-id", "demo")
+        assert "Version 2 of demo" in shown
+        assert field(shown, "Base") == ["1"]
+        assert re.search(r"^  Packages:\s+5$", shown, re.M)
+        assert re.search(r"^  Errata:\s+2$", shown, re.M)
+        one = json.loads(
+            ok(daemon, "--json", "repo", "versions", "show", "--repo-id", "demo", "--version", "1")
+        )
+        assert one["repo_id"] == "demo"
+        assert one["number"] == 1
+        assert one["counts"]["rpm"] == 5
+
+        diff = ok(daemon, "repo", "versions", "diff", "--repo-id", "demo")
+        assert "Version 2 of demo against version 1" in diff
+        added = diff[diff.index("Units Added:") : diff.index("Units Removed:")]
+        removed = diff[diff.index("Units Removed:") :]
+        assert units_of(added) == ["zulu-2:1.0-1.x86_64"]
+        assert units_of(removed) == ["alpha-1.0-1.x86_64"]
+        from_empty = json.loads(
+            ok(daemon, "--json", "repo", "versions", "diff", "--repo-id", "demo", "--against", "0")
+        )
+        assert (from_empty["from"], from_empty["to"]) == (0, 2)
+        assert from_empty["added"]["counts"]["rpm"] == 5
+        assert from_empty["added"]["counts"]["erratum"] == 2
+        assert not any(from_empty["removed"]["counts"].values())
+        cut = ok(
+            daemon,
+            "repo",
+            "versions",
+            "diff",
+            "--repo-id",
+            "demo",
+            "--against",
+            "0",
+            "--limit",
+            "2",
+        )
+        assert len(units_of(cut)) == 2
+        assert "... and 5 more (raise --limit to list them)" in cut
+
+        # Paging with --name: each page ends with the command for the next, pinned to the
+        # version it lists, so a sync in between changes nothing.
+        page = ok(
+            daemon, "repo", "content", "--repo-id", "demo", "--name", "alpha*", "--limit", "1"
+        )
+        assert "Content of demo, version 2" in page
+        seen = units_of(page)
+        command = next_page(page)
+        assert command is not None
+        assert command[command.index("--version") + 1] == "2"
+        feed.add(Pkg("alpha", "3.0", "1"))
+        third = ok(daemon, "repo", "sync", "--repo-id", "demo", "--wait")
+        assert field(third, "Version") == ["3"]
+        while command is not None:
+            page = ok(daemon, *command)
+            seen += units_of(page)
+            command = next_page(page)
+        assert seen == ["alpha-1.10-1.x86_64", "alpha-1.9-2.x86_64"]
+        assert "There are no units" not in page
+
+    every = ok(daemon, "repo", "content", "--repo-id", "demo", "--all", "--version", "2")
+    assert next_page(every) is None
+    assert sorted(units_of(every)) == sorted(
+        [
+            "alpha-1.10-1.x86_64",
+            "alpha-1.9-2.x86_64",
+            "bravo-2.0-3.x86_64",
+            "charlie-2.0-3.x86_64",
+            "zulu-2:1.0-1.x86_64",
+            "COORDD-2024-0001",
+            "COORDD-2024-0002",
+        ]
+    )
+    latest = ok(daemon, "repo", "content", "--repo-id", "demo", "--name", "alpha*", "--all")
+    assert "Content of demo, version 3" in latest
+    assert "alpha-3.0-1.x86_64" in units_of(latest)
+    as_json = coordctl(
+        daemon,
+        "--json",
+        "repo",
+        "content",
+        "--repo-id",
+        "demo",
+        "--all",
+        "--version",
+        "2",
+        "--type",
+        "erratum",
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    errata = json.loads(as_json.stdout)  # one JSON array, whole
+    assert [u["name"] for u in errata] == ["COORDD-2024-0001", "COORDD-2024-0002"]
+    assert {u["type"] for u in errata} == {"erratum"}
+    answer = json.loads(
+        ok(
+            daemon,
+            "--json",
+            "repo",
+            "content",
+            "--repo-id",
+            "demo",
+            "--type",
+            "rpm",
+            "--arch",
+            "x86_64",
+            "--limit",
+            "2",
+        )
+    )
+    assert answer["version"] == 3
+    assert len(answer["units"]) == 2
+    assert answer["next"] == answer["units"][-1]["id"]
+    none = ok(daemon, "repo", "content", "--repo-id", "demo", "--arch", "noarch")
+    assert none.endswith("There are no units to show.\n")
+
+    # Roll back to version 1: a new version 4 with its content.
+    rollback = ok(daemon, "repo", "rollback", "--repo-id", "demo", "--version", "1", "--wait")
+    assert rollback.startswith("Repository rollback finished.\n")
+    assert field(rollback, "Version") == ["4"]
+    assert field(rollback, "From Version") == ["1"]
+    assert field(rollback, "Added") == ["1 package"]  # alpha-1.0 back
+    assert field(rollback, "Removed") == ["2 packages"]  # zulu and alpha-3.0 gone
+    same = ok(daemon, "repo", "versions", "diff", "--repo-id", "demo", "--against", "1")
+    assert "Version 4 of demo against version 1" in same
+    assert field(same, "Added") == field(same, "Removed") == ["nothing"]
+    assert records(ok(daemon, "repo", "versions", "list", "--repo-id", "demo"))[0]["Note"] == (
+        "rollback to version 1"
+    )
+
+    # Publish version 2 while version 4 is the latest.
+    publish = ok(daemon, "repo", "publish", "--repo-id", "demo", "--version", "2", "--wait")
+    assert field(publish, "Version") == ["2"]
+    [path] = field(publish, "Path")
+    assert (Path(path) / "Packages/z/zulu-1.0-1.x86_64.rpm").exists()
+    assert not (Path(path) / "Packages/a/alpha-1.0-1.x86_64.rpm").exists()
+    show = ok(daemon, "repo", "show", "--repo-id", "demo")
+    assert field(show, "Latest Version") == ["4"]
+    assert field(show, "Published Version") == ["2"]
+    assert field(show, "Retain Versions") == ["10"]
+    assert re.search(r"^  Version:\s+4$", show, re.M)
+    assert re.search(r"^  Packages:\s+5$", show, re.M)
+    assert re.search(r"^  Revision:\s+\d+$", show, re.M)
+    published = {
+        r["Version"]: r["Published"]
+        for r in records(ok(daemon, "repo", "versions", "list", "--repo-id", "demo"))
+    }
+    assert published == {"4": "no", "3": "no", "2": "yes", "1": "no"}
+    repo = records(ok(daemon, "repo", "list"))[0]
+    assert (repo["Latest Version"], repo["Published Version"]) == ("4", "2")
+    history = records(ok(daemon, "repo", "tasks", "list", "--repo-id", "demo", "--all"))
+    operations = [r["Operations"] for r in history]
+    assert "publish (version 2)" in operations
+    assert "rollback (to version 1)" in operations
+
+    # A version that does not exist: the query says so; a task fails with the reason.
+    missing = coordctl(daemon, "repo", "versions", "show", "--repo-id", "demo", "--version", "9")
+    assert missing.returncode == exitcodes.NOT_FOUND
+    assert missing.stderr == "coordctl: repository demo has no version 9\n"
+    failed = coordctl(daemon, "repo", "rollback", "--repo-id", "demo", "--version", "9", "--wait")
+    assert failed.returncode == exitcodes.TASK_FAILED
+    assert "Repository rollback failed: repository demo has no version 9" in flat(failed.stdout)
+
+
+def test_copy_of_a_version(daemon, tmp_path):
+    feed = build_feed(tmp_path / "feed", default_packages(5))
+    with FeedServer(feed.root) as server:
+        create(daemon, "src", "--feed", server.url)
+        create(daemon, "dst")
+        ok(daemon, "repo", "sync", "--repo-id", "src", "--wait")
+        feed.drop("Packages/a/alpha-1.0-1.x86_64.rpm")
+        ok(daemon, "repo", "sync", "--repo-id", "src", "--wait")
+    copy = ok(
+        daemon,
+        "repo",
+        "copy",
+        "--from",
+        "src",
+        "--to",
+        "dst",
+        "--version",
+        "1",
+        "--name",
+        "alpha*",
+        "--wait",
+    )
+    assert field(copy, "From Version") == ["1"]
+    assert field(copy, "Version") == ["1"]
+    assert field(copy, "Copied") == ["3"]  # version 1 still had alpha-1.0
+    assert field(copy, "Already Present") == ["0"]
+    assert "alpha-1.0-1.x86_64" in units_of(ok(daemon, "repo", "content", "--repo-id", "dst"))
+    again = ok(daemon, "repo", "copy", "--from", "src", "--to", "dst", "--name", "alpha*", "--wait")
+    assert field(again, "From Version") == ["2"]  # the latest, by default
+    assert field(again, "Copied") == ["0"]
+    assert field(again, "Already Present") == ["2"]
+    assert field(again, "Version") == [""]  # nothing changed: no new version
+    listing = records(ok(daemon, "repo", "versions", "list", "--repo-id", "dst"))
+    assert [r["Note"] for r in listing] == ["copy from src version 1"]
+    history = records(ok(daemon, "tasks", "list", "--state", "finished"))
+    assert "copy (version 1, name alpha*)" in [r["Operations"] for r in history]
+
+
+def test_orphans_of_a_deleted_repository_are_listed_then_removed(daemon, tmp_path):
+    kept_feed = build_feed(
+        tmp_path / "kept", [Pkg("kilo", "1.0", "1"), Pkg("lima", "1.0", "1")], errata=False, seed=1
+    )  # other bytes than the other feed's: the pool would keep a file both name only once
+    gone_feed = build_feed(tmp_path / "gone", default_packages(5))
+    with FeedServer(kept_feed.root) as kept, FeedServer(gone_feed.root) as gone:
+        create(daemon, "kept", "--feed", kept.url)
+        create(daemon, "gone", "--feed", gone.url)
+        ok(daemon, "repo", "sync", "--repo-id", "kept", "--wait")
+        ok(daemon, "repo", "sync", "--repo-id", "gone", "--wait")
+    before = ok(daemon, "repo", "content", "--repo-id", "kept", "--all")
+    nothing = ok(daemon, "content", "orphans", "list")
+    assert nothing.endswith("There is no orphaned content.\n")
+    assert field(ok(daemon, "server", "status"), "Content") == [
+        "7 files, " + output.human_size(2 * 4096 + 20497) + "; nothing orphaned"
+    ]
+
+    ok(daemon, "repo", "delete", "--repo-id", "gone", "--wait")
+    status = field(ok(daemon, "server", "status"), "Content")
+    assert status == [
+        f"7 files, {output.human_size(28689)}; orphaned: 7 units, 5 files, "
+        f"{output.human_size(20497)}"
+    ]
+    orphans = ok(daemon, "content", "orphans", "list", "--limit", "2")
+    assert field(orphans, "Orphaned Units") == ["7"]
+    assert field(orphans, "Orphaned Files") == ["5"]
+    assert field(orphans, "Orphaned Size") == [output.human_size(20497)]
+    assert units_of(orphans) == [
+        "Packages/a/alpha-1.0-1.x86_64.rpm",
+        "Packages/a/alpha-1.10-1.x86_64.rpm",
+    ]
+    assert "... and 5 more\n" in orphans
+    assert len(re.findall(r"^  sha256:[0-9a-f]{64}  ", orphans, re.M)) == 2
+    assert "... and 3 more\n" in orphans
+    as_json = json.loads(ok(daemon, "--json", "content", "orphans", "list"))
+    assert (as_json["orphan_units"], as_json["orphan_files"]) == (7, 5)
+    assert len(as_json["units"]) == 7
+    assert len(as_json["files"]) == 5
+
+    # Removal updates the pool: it waits for what reads it, as a sync does.
+    with held(daemon, "pool", "read", rtype="content") as lock_id:
+        postponed = ok(daemon, "content", "orphans", "remove")
+        assert flat(
+            "Orphaned content removal postponed due to another operation. Progress on this "
+            'task can be viewed using the commands under "tasks".'
+        ) in flat(postponed)
+        assert "Resource:  content - pool\nOperation: read\n" in postponed
+        assert f"Held By:   task {lock_id}" in postponed
+        task_id = task_id_of(postponed)
+        waiting = records(ok(daemon, "tasks", "list", "--state", "waiting"))
+        assert [r["Operations"] for r in waiting] == ["remove orphans"]
+    follow = ok(daemon, "tasks", "details", "--task-id", task_id, "--wait")
+    assert re.search(r"^Result:\s+Success$", follow, re.M)
+    assert re.search(r"^  Units:\s+7$", follow, re.M)
+    assert re.search(r"^  Files:\s+5$", follow, re.M)
+    assert ok(daemon, "content", "orphans", "list").endswith("There is no orphaned content.\n")
+    assert field(ok(daemon, "server", "status"), "Content") == [
+        f"2 files, {output.human_size(2 * 4096)}; nothing orphaned"
+    ]
+    assert ok(daemon, "repo", "content", "--repo-id", "kept", "--all") == before
+    again = ok(daemon, "content", "orphans", "remove", "--wait")
+    assert again.startswith("Orphaned content removal finished.\n")
+    assert field(again, "Units") == ["0"]
+    assert field(again, "Bytes") == ["0 B"]
+
+
+def test_a_repository_without_versions(daemon):
+    create(daemon, "empty")
+    listing = ok(daemon, "repo", "versions", "list", "--repo-id", "empty")
+    assert "There are no versions yet." in listing
+    show = ok(daemon, "repo", "show", "--repo-id", "empty")
+    assert field(show, "Latest Version") == ["None"]
+    assert field(show, "Published Version") == ["Not published"]
+    assert field(show, "Content") == ["None: sync the repository, or copy into it"]
+    for args in (
+        ["repo", "versions", "show"],
+        ["repo", "versions", "diff"],
+        ["repo", "content"],
+    ):
+        result = coordctl(daemon, *args, "--repo-id", "empty")
+        assert result.returncode == exitcodes.NOT_FOUND, args
+        assert result.stderr == "coordctl: repository empty has no version yet\n"
+    # Published before its first version: an empty tree, "version 0".
+    publish = ok(daemon, "repo", "publish", "--repo-id", "empty", "--wait")
+    assert field(publish, "Version") == ["0"]
+    show = ok(daemon, "repo", "show", "--repo-id", "empty")
+    assert field(show, "Published Version") == ["0 (empty)"]
+    rollback = json.loads(
+        ok(daemon, "--json", "repo", "rollback", "--repo-id", "empty", "--version", "1")
+    )
+    assert rollback["task"]["operation"] == "repo.rollback"
+    assert rollback["task"]["args"] == {"repo_id": "empty", "version": 1}
+    task_id = rollback["task"]["id"]
+    wait_for(lambda: states(daemon)[task_id] == "error", what="the rollback to fail")
+    gone = coordctl(daemon, "--json", "repo", "content", "--repo-id", "nope", "--all")
+    assert gone.returncode == exitcodes.NOT_FOUND
+    assert json.loads(gone.stdout)["error"]["code"] == -32002
+
+
+class PagedClient:
+    """Answers ``repo.content`` with ``pages`` in turn (an exception is raised), recording
+    the parameters of each call."""
+
+    def __init__(self, pages: list[Any]) -> None:
+        self.pages = pages
+        self.calls: list[dict[str, Any]] = []
+
+    def __enter__(self) -> PagedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        assert method == "repo.content"
+        self.calls.append(params)
+        page = self.pages.pop(0)
+        if isinstance(page, Exception):
+            raise page
+        return page
+
+
+def _unit(unit_id: int) -> dict[str, Any]:
+    return {
+        "id": unit_id,
+        "type": "rpm",
+        "name": f"p{unit_id}",
+        "epoch": "0",
+        "version": "1",
+        "release": "1",
+        "arch": "noarch",
+        "href": f"p{unit_id}.rpm",
+        "size": 10,
+    }
+
+
+def _paged(pages: list[Any], *args: str) -> tuple[int, str, PagedClient]:
+    client = PagedClient(pages)
+    argv = ["repo", "content", "--repo-id", "demo", *args]
+    out = io.StringIO()
+    ctx = Context(json_output="--json" in argv, out=out, err=io.StringIO())
+    ctx.connect = lambda timeout=None: client
+    status = execute(ctx, build_parser(argv).parse_args(argv))
+    return status, out.getvalue(), client
+
+
+def test_all_follows_next_from_one_version_and_streams_one_array():
+    first = {"repo_id": "demo", "version": 7, "units": [_unit(1), _unit(2)], "next": 2}
+    second = {"repo_id": "demo", "version": 7, "units": [_unit(5)], "next": None}
+    status, text, client = _paged([first, second], "--json", "--all")
+    assert status == exitcodes.OK
+    assert text == json.dumps([_unit(1), _unit(2), _unit(5)], indent=2) + "\n"
+    assert client.calls == [
+        {"repo_id": "demo", "after": 0, "limit": names.MAX_PAGE},
+        {"repo_id": "demo", "after": 2, "limit": names.MAX_PAGE, "version": 7},
+    ]
+    # Stopped midway by an error: the array stays open, so no parser takes it for a
+    # whole listing, and the error object follows it.
+    gone = NotFound("repository demo has no version 7", {"repo_id": "demo", "version": 7})
+    status, text, _ = _paged([dict(first), gone], "--json", "--all")
+    assert status == exitcodes.NOT_FOUND
+    listed, error = text.rsplit("\n{", 1)
+    assert listed.startswith("[\n  {")
+    assert not listed.rstrip().endswith("]")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert json.loads("{" + error)["error"]["code"] == -32002
+    # Empty: still one array.
+    status, text, _ = _paged(
+        [{"repo_id": "demo", "version": 7, "units": [], "next": None}], "--json", "--all"
+    )
+    assert text == "[]\n"
+
+
+def test_limit_beyond_a_page_merges_pages_and_names_the_next():
+    full = {"repo_id": "demo", "version": 3, "units": [_unit(i) for i in range(1, 4)], "next": 3}
+    rest = {"repo_id": "demo", "version": 3, "units": [_unit(9)], "next": 9}
+    status, text, client = _paged([full, rest], "--json", "--limit", str(names.MAX_PAGE + 1))
+    assert status == exitcodes.OK
+    answer = json.loads(text)
+    assert [u["id"] for u in answer["units"]] == [1, 2, 3, 9]
+    assert answer["next"] == 9
+    assert [c["limit"] for c in client.calls] == [names.MAX_PAGE, 1]
+    status, text, _ = _paged([dict(full)], "--name", "p*", "--limit", "3")
+    assert text.endswith(
+        "More units follow; the next page:\n"
+        "  coordctl repo content --repo-id demo --version 3 --name 'p*' --limit 3 --after 3\n"
+    )
+
+
+def test_the_client_spells_the_daemons_kinds_and_page():
+    from coordd.content import units, versions
+
+    assert names.UNIT_KINDS == units.KINDS
+    assert names.MAX_PAGE == versions.MAX_PAGE
+    assert set(output.KIND_NAMES) == set(names.UNIT_KINDS)
+
+
+def test_unit_names_and_counts_read_as_people_write_them():
+    rpm = {
+        "id": 1,
+        "type": "rpm",
+        "name": "bash",
+        "epoch": "1",
+        "version": "5.2",
+        "release": "3",
+        "arch": "x86_64",
+        "size": 1536,
+    }
+    assert output.unit_name(rpm) == "bash-1:5.2-3.x86_64"
+    assert output.unit_name({**rpm, "epoch": "0"}) == "bash-5.2-3.x86_64"
+    assert output.unit_name({"id": 2, "type": "erratum", "name": "RHSA-1"}) == "RHSA-1"
+    assert output.unit_lines([rpm]) == "       1  rpm          1.5 KiB  bash-1:5.2-3.x86_64\n"
+    assert output.counts_text({"rpm": 1, "erratum": 2, "delta": 0}) == "1 package, 2 errata"
+    assert output.counts_text({"rpm": 0}) == "nothing"
+    assert output.kind_counts({"rpm": 3})["Delta RPMs"] == 0
+
+
 # -- --json, errors and exit statuses ---------------------------------------------------------
 
 
@@ -488,6 +966,15 @@ def test_unreachable_names_the_socket_and_how_to_start(tmp_path):
         ["run", "--resource", "repository-demo", "--", "true"],
         ["run", "--resource", "repository:demo=write", "--", "true"],
         ["run", "--resource", "repository:demo=read"],
+        ["repo", "rollback", "--repo-id", "x"],
+        ["repo", "publish", "--repo-id", "x", "--version", "0"],
+        ["repo", "content", "--repo-id", "x", "--all", "--limit", "5"],
+        ["repo", "content", "--repo-id", "x", "--type", "srpm"],
+        ["repo", "versions", "diff", "--repo-id", "x", "--against", "-1"],
+        ["repo", "versions", "diff", "--repo-id", "x", "--limit", str(names.MAX_PAGE + 1)],
+        ["content", "orphans", "list", "--limit", "0"],
+        ["content", "orphans"],
+        ["repo", "versions"],
         ["repo"],
         [],
     ],

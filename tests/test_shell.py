@@ -144,6 +144,22 @@ def test_a_notice_is_printed_above_the_prompt_when_a_task_ends(daemon, shell):
     assert sh.close() == 0
 
 
+def test_versions_and_orphans_in_the_shell(daemon, shell):
+    create(daemon)
+    sh = shell()
+    sh.run("repo versions list --repo-id demo", "There are no versions yet")
+    sh.run("repo content --repo-id demo", "repository demo has no version yet")
+    sh.run("content orphans list", "There is no orphaned content")
+    with held(daemon, "pool", "read", rtype="content"):
+        out = sh.run("content orphans remove", r"Task Id:\s+\w+")
+        assert "Orphaned content removal postponed" in " ".join(out.split())
+        task_id = re.findall(r"Task Id:\s+(\w+)", out)[-1]
+    # Named as people call it, and without the content pool every such task claims.
+    sh.expect(rf"Task {task_id} \(remove orphans\) finished\.")
+    sh.expect(PROMPT)
+    assert sh.close() == 0
+
+
 def test_errors_do_not_end_the_session(daemon, shell):
     sh = shell()
     sh.run("repo bogus", "invalid choice: 'bogus'")
@@ -244,6 +260,23 @@ def test_candidates_follow_the_parser():
     assert candidates(tree, ["help", "repo"], "sh") == ["show"]
     assert candidates(tree, ["run", "--resource", "a:b=read", "--"], "") == []
     assert candidates(tree, ["--socket", "/x", "server"], "") == ["status"]
+    # Versions, content and orphans come from the same tree.
+    assert candidates(tree, ["repo"], "v") == ["versions"]
+    assert candidates(tree, ["repo", "versions"], "") == ["list", "show", "diff"]
+    assert candidates(tree, ["repo", "versions", "diff", "--repo-id"], "o", ids) == ["other"]
+    assert "--against" in candidates(tree, ["repo", "versions", "diff"], "--")
+    assert candidates(tree, ["repo", "content", "--type"], "") == [
+        "rpm",
+        "erratum",
+        "delta",
+        "file",
+        "metadata",
+    ]
+    assert candidates(tree, ["repo", "content"], "--a") == ["--arch", "--after", "--all"]
+    assert "--version" in candidates(tree, ["repo", "rollback"], "--")
+    assert candidates(tree, [], "con") == ["content"]
+    assert candidates(tree, ["content", "orphans"], "") == ["list", "remove"]
+    assert "--wait" in candidates(tree, ["content", "orphans", "remove"], "--")
 
 
 def _bash_complete(line: str) -> list[str]:
@@ -276,3 +309,8 @@ def test_bash_completion_script():
     assert _bash_complete("coordctl tasks list --state w") == ["waiting"]
     assert _bash_complete("coordctl repo create --only-newest t") == ["true"]
     assert _bash_complete("coordctl run --resource a:b=read -- ls") == []
+    assert _bash_complete("coordctl repo versions ") == ["list", "show", "diff"]
+    assert _bash_complete("coordctl repo content --type e") == ["erratum"]
+    assert "--all" in _bash_complete("coordctl repo content --repo-id demo --")
+    assert _bash_complete("coordctl content orphans r") == ["remove"]
+    assert _bash_complete("coordctl repo rollback --version 3 --w") == ["--wait"]

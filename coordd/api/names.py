@@ -38,6 +38,18 @@ KINDS: "tuple[Literal['create'], Literal['read'], Literal['update'], Literal['de
     "delete",
 )
 
+# -- content (coordd-api(7), "Versions and content") ------------------------------------------
+
+#: The kinds of content unit, as ``repo.content`` filters them and version counts name them
+#: (``coordd.content.units.KINDS``).
+UNIT_KINDS = ("rpm", "erratum", "delta", "file", "metadata")
+#: The most a page of ``repo.versions.list``, ``repo.versions.diff``, ``repo.content`` or
+#: ``content.orphans.list`` holds (``coordd.content.versions.MAX_PAGE``).
+MAX_PAGE = 1000
+#: The resource every operation that adds content reads and orphan removal updates.
+POOL_TYPE = "content"
+POOL_ID = "pool"
+
 # -- states of a step in a progress report (docs/design.md §6) --------------------------------
 
 STEP_NOT_STARTED = "NOT_STARTED"

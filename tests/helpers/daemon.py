@@ -189,13 +189,16 @@ def coordctl(
 
 
 @contextlib.contextmanager
-def held(daemon: DaemonProcess, repo_id: str = "demo", kind: str = "update") -> Iterator[str]:
-    """Hold ``repository repo_id`` with an external lock until the block ends."""
+def held(
+    daemon: DaemonProcess, repo_id: str = "demo", kind: str = "update", rtype: str = "repository"
+) -> Iterator[str]:
+    """Hold ``repository repo_id`` (or another ``rtype``: ``content pool``) with an external
+    lock until the block ends."""
     client = daemon.client(timeout=30)
     answer = client.call(
         "lock.acquire",
         {
-            "resources": [{"type": "repository", "id": repo_id, "kind": kind}],
+            "resources": [{"type": rtype, "id": repo_id, "kind": kind}],
             "command": ["long-update"],
         },
     )
