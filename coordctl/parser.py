@@ -69,6 +69,11 @@ def positive(text: str) -> int:
     return value
 
 
+def optional_positive(text: str) -> int | str:
+    """``positive``, or ``""`` (clear the value)."""
+    return "" if text == "" else positive(text)
+
+
 def count(text: str) -> int:
     """A whole number of at least 0 (``--against 0``: the empty version before the first)."""
     try:
@@ -384,6 +389,13 @@ def _config_options(sub: Parser) -> None:
     sub.add_argument("--display-name", metavar="TEXT", help="a name for people")
     sub.add_argument("--description", metavar="TEXT", help="a description")
     sub.add_argument("--note", "--notes", dest="notes", metavar="TEXT", help="free notes")
+    sub.add_argument(
+        "--retain-versions",
+        type=optional_positive,
+        metavar="N",
+        help="how many of its newest versions the repository keeps (the published one is "
+        "kept too); an empty value restores the configured default ([content] retain_versions)",
+    )
     importer = sub.add_argument_group(
         "importer options", "How the repository syncs; an empty value clears an option."
     )

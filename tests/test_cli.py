@@ -569,6 +569,12 @@ def test_versions_content_rollback_and_publish_of_a_version(daemon, tmp_path):
     assert "publish (version 2)" in operations
     assert "rollback (to version 1)" in operations
 
+    # Keep one version (and the published one): the next change drops the others.
+    ok(daemon, "repo", "update", "--repo-id", "demo", "--retain-versions", "1", "--wait")
+    ok(daemon, "repo", "rollback", "--repo-id", "demo", "--version", "2", "--wait")
+    kept = records(ok(daemon, "repo", "versions", "list", "--repo-id", "demo"))
+    assert [(r["Version"], r["Published"]) for r in kept] == [("5", "no"), ("2", "yes")]
+
     # A version that does not exist: the query says so; a task fails with the reason.
     missing = coordctl(daemon, "repo", "versions", "show", "--repo-id", "demo", "--version", "9")
     assert missing.returncode == exitcodes.NOT_FOUND
@@ -683,13 +689,17 @@ def test_orphans_of_a_deleted_repository_are_listed_then_removed(daemon, tmp_pat
 
 
 def test_a_repository_without_versions(daemon):
-    create(daemon, "empty")
+    create(daemon, "empty", "--retain-versions", "3")
     listing = ok(daemon, "repo", "versions", "list", "--repo-id", "empty")
     assert "There are no versions yet." in listing
     show = ok(daemon, "repo", "show", "--repo-id", "empty")
     assert field(show, "Latest Version") == ["None"]
     assert field(show, "Published Version") == ["Not published"]
+    assert field(show, "Retain Versions") == ["3"]
     assert field(show, "Content") == ["None: sync the repository, or copy into it"]
+    ok(daemon, "repo", "update", "--repo-id", "empty", "--retain-versions", "", "--wait")
+    shown = json.loads(ok(daemon, "--json", "repo", "show", "--repo-id", "empty"))
+    assert shown["retain_versions"] == 10  # the daemon's default again
     for args in (
         ["repo", "versions", "show"],
         ["repo", "versions", "diff"],
