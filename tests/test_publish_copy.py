@@ -215,6 +215,23 @@ def test_publish_empty_repository(tmp_path: Path) -> None:
 DNF = shutil.which("dnf")
 
 
+def dnf_command(tmp_path: Path, pub: Path, root: Path) -> list[str]:
+    """dnf on the publication ``pub`` alone, installing into ``root``."""
+    return [
+        str(DNF),
+        "-q",
+        "-y",
+        "--setopt=reposdir=/nonexistent",
+        f"--repofrompath=t,{pub.as_uri()}",
+        "--repo=t",
+        "--setopt=t.gpgcheck=0",
+        f"--installroot={root}",
+        f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
+        "--releasever=1",
+        "--setopt=install_weak_deps=0",
+    ]
+
+
 @pytest.mark.anyio
 @pytest.mark.skipif(DNF is None, reason="dnf is not installed")
 async def test_dnf_installs_from_a_publication(
@@ -228,19 +245,7 @@ async def test_dnf_installs_from_a_publication(
     pub = tmp_path / "published" / "repo"
     publish(repo, pub)
     root = tmp_path / "installroot"
-    dnf = [
-        str(DNF),
-        "-q",
-        "-y",
-        "--setopt=reposdir=/nonexistent",
-        f"--repofrompath=t,{pub.as_uri()}",
-        "--repo=t",
-        "--setopt=t.gpgcheck=0",
-        f"--installroot={root}",
-        f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
-        "--releasever=1",
-        "--setopt=install_weak_deps=0",
-    ]
+    dnf = dnf_command(tmp_path, pub, root)
 
     def run(*args: str) -> str:
         result = subprocess.run([*dnf, *args], capture_output=True, text=True, timeout=60)
@@ -409,18 +414,7 @@ def test_dnf_installs_from_an_older_version_after_a_rollback(
     assert (shown["latest_version"], shown["published_version"]) == (3, 3)
     pub = Path(shown["published_path"])
     root = tmp_path / "installroot"
-    dnf = [
-        str(DNF),
-        "-q",
-        "-y",
-        "--setopt=reposdir=/nonexistent",
-        f"--repofrompath=t,{pub.as_uri()}",
-        "--repo=t",
-        "--setopt=t.gpgcheck=0",
-        f"--installroot={root}",
-        f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
-        "--releasever=1",
-    ]
+    dnf = dnf_command(tmp_path, pub, root)
     result = subprocess.run(
         [*dnf, "install", "coordd-hello"], capture_output=True, text=True, timeout=60
     )

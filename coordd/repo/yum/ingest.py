@@ -1,7 +1,7 @@
 """Stream a feed's metadata into units: the parsing half of a sync, run in worker processes.
 
 Two jobs, run at once in two processes (``python -m coordd.repo.yum.ingest``) or, for
-small metadata, in a thread of the daemon:
+small metadata, one after the other in a thread of the daemon:
 
 ``packages``
     primary.xml → rpm units, in batches of ``BATCH`` per transaction, each staged for the

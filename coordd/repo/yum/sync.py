@@ -292,37 +292,21 @@ class _Sync:
             {**common, "job": "lists", "filelists": part("filelists"), "other": part("other")},
         ]
         size = sum(f.path.stat().st_size for f in fetched.values())
-        inline = size < self.limits.inline_metadata
-        results: list[dict[str, Any]] = [{}, {}]
         metadata = self.report.metadata
 
         def progress(values: dict[str, Any]) -> None:
             metadata.update(values)
             self.report.progress.touch()
 
-        failures: list[Exception] = []
-
-        async def run(n: int, scope: anyio.CancelScope) -> None:
-            try:
-                if inline:
-                    results[n] = await anyio.to_thread.run_sync(ingest.run_job, jobs[n], progress)
-                else:
-                    results[n] = await worker.run("coordd.repo.yum.ingest", jobs[n], progress)
-            except worker.WorkerError as exc:
-                if exc.kind == worker.METADATA:
-                    failures.append(MetadataError(exc.message))
-                else:
-                    failures.append(OperationFailed(f"cannot read the metadata: {exc.message}"))
-                scope.cancel()
-            except (MetadataError, OperationFailed, OSError, sqlite3.Error) as exc:
-                failures.append(exc)
-                scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            for n in range(len(jobs)):
-                tg.start_soon(run, n, tg.cancel_scope)
-        if failures:
-            raise failures[0]
+        if size < self.limits.inline_metadata:  # small: one after the other, in a thread
+            results = [await anyio.to_thread.run_sync(ingest.run_job, j, progress) for j in jobs]
+            return results[0]
+        try:
+            results = await worker.run_all("coordd.repo.yum.ingest", jobs, progress)
+        except worker.WorkerError as exc:
+            if exc.kind == worker.METADATA:
+                raise MetadataError(exc.message) from None
+            raise OperationFailed(f"cannot read the metadata: {exc.message}") from None
         return results[0]
 
     async def stage_files(self, records: dict[str, RepomdRecord], treeinfo: bytes | None) -> None:
