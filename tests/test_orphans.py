@@ -7,10 +7,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.checks import check_publications, check_versions, settle
 from tests.helpers.daemon import DaemonProcess, wait_for
 from tests.helpers.feeds import Pkg, build_feed, default_packages
 from tests.helpers.feedserver import FeedServer
-from tests.test_content_crash import check_publications, check_versions, settle
 
 
 def finished(daemon: DaemonProcess, answer: dict[str, Any]) -> dict[str, Any]:
