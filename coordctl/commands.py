@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from coordctl import exitcodes
-from coordctl.parser import IMPORTER_OPTIONS, PROG, UsageError
+from coordctl.arguments import IMPORTER_OPTIONS
+from coordctl.parser import PROG, UsageError
 from coordd.api import names
 from coordd.api.address import client_socket_path
 
@@ -90,10 +91,17 @@ class Context:
 
         self.print(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
-    def show(self, answer: Any, render: Callable[[ModuleType], str]) -> int:
-        """Print the daemon's ``answer`` as JSON, or as ``render(coordctl.output)`` gives it."""
+    def show(
+        self, answer: Any, render: Callable[[ModuleType], str], *, repository: bool = False
+    ) -> int:
+        """Print the daemon's ``answer`` as JSON, or as ``render(coordctl.output)`` gives it;
+        with ``repository``, ``render(coordctl.repo_output)``."""
         if self.json:
             self.json_out(answer)
+        elif repository:
+            from coordctl import repo_output
+
+            self.print(render(repo_output))
         else:
             from coordctl import output
 
@@ -322,12 +330,12 @@ def query(ctx: Context, method: str, params: dict[str, Any] | None = None) -> An
 
 def cmd_repo_list(ctx: Context, args: argparse.Namespace) -> int:
     answer = query(ctx, "repo.list")
-    return ctx.show(answer, lambda output: output.repo_list(answer["repositories"]))
+    return ctx.show(answer, lambda views: views.repo_list(answer["repositories"]), repository=True)
 
 
 def cmd_repo_show(ctx: Context, args: argparse.Namespace) -> int:
     answer = query(ctx, "repo.show", {"repo_id": args.repo_id})
-    return ctx.show(answer, lambda output: output.repo_show(answer))
+    return ctx.show(answer, lambda views: views.repo_show(answer), repository=True)
 
 
 def pages(
@@ -371,13 +379,13 @@ def cmd_repo_versions_list(ctx: Context, args: argparse.Namespace) -> int:
         for answer in older:
             versions += answer["versions"]
     merged = {**answer, "versions": versions}
-    return ctx.show(merged, lambda output: output.version_list(args.repo_id, merged))
+    return ctx.show(merged, lambda views: views.version_list(args.repo_id, merged), repository=True)
 
 
 def cmd_repo_versions_show(ctx: Context, args: argparse.Namespace) -> int:
     params = _given({"repo_id": args.repo_id}, version=args.version)
     answer = query(ctx, "repo.versions.show", params)
-    return ctx.show(answer, lambda output: output.version_show(answer))
+    return ctx.show(answer, lambda views: views.version_show(answer), repository=True)
 
 
 def cmd_repo_versions_diff(ctx: Context, args: argparse.Namespace) -> int:
@@ -385,13 +393,13 @@ def cmd_repo_versions_diff(ctx: Context, args: argparse.Namespace) -> int:
         {"repo_id": args.repo_id, "limit": args.limit}, version=args.version, against=args.against
     )
     answer = query(ctx, "repo.versions.diff", params)
-    return ctx.show(answer, lambda output: output.version_diff(answer))
+    return ctx.show(answer, lambda views: views.version_diff(answer), repository=True)
 
 
 def cmd_repo_content(ctx: Context, args: argparse.Namespace) -> int:
     """Units a page at a time, printed as they come; all from one version, even across
     pages: the first answer names it, and every further page asks for that one."""
-    from coordctl import output
+    from coordctl import repo_output
 
     params = _given(
         {"repo_id": args.repo_id, "after": args.after},
@@ -410,24 +418,24 @@ def cmd_repo_content(ctx: Context, args: argparse.Namespace) -> int:
             listing = pages(client, "repo.content", params, _after, limit)
             for number, last in enumerate(listing):
                 if stream:
-                    ctx.print(output.json_items(last["units"], first=shown == 0))
+                    ctx.print(repo_output.json_items(last["units"], first=shown == 0))
                 elif ctx.json:
                     units += last["units"]
                 else:
                     if number == 0:
-                        ctx.print(output.content_head(last["repo_id"], last["version"]))
-                    ctx.print(output.unit_lines(last["units"]))
+                        ctx.print(repo_output.content_head(last["repo_id"], last["version"]))
+                    ctx.print(repo_output.unit_lines(last["units"]))
                 shown += len(last["units"])
         except BaseException:
             if stream and shown:
                 ctx.print("\n")  # the array stays open: nobody can take it for a whole one
             raise
     if stream:
-        ctx.print(output.json_items_end(shown))
+        ctx.print(repo_output.json_items_end(shown))
     elif ctx.json:
         ctx.json_out({**last, "units": units})
     else:
-        ctx.print(output.content_tail(shown, _next_page(args, last)))
+        ctx.print(repo_output.content_tail(shown, _next_page(args, last)))
     return exitcodes.OK
 
 
@@ -451,7 +459,7 @@ def _next_page(args: argparse.Namespace, last: dict[str, Any]) -> list[str] | No
 
 def cmd_content_orphans_list(ctx: Context, args: argparse.Namespace) -> int:
     answer = query(ctx, "content.orphans.list", {"limit": args.limit})
-    return ctx.show(answer, lambda output: output.orphans(answer))
+    return ctx.show(answer, lambda views: views.orphans(answer), repository=True)
 
 
 def _list_params(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""coordctl's command line: one argparse tree, with the argument tables it is built from.
+"""coordctl's command line: one argparse tree, built from the argument tables of
+``coordctl.arguments``.
 
 The one-shot command (``coordctl.cli``), the shell (``coordctl.shell``), the man pages and
 completion (``man/generate.py``) all take their commands from ``build_parser``. The tree only
@@ -6,23 +7,20 @@ describes: each command sets ``command_name`` (``"repo tasks list"``), and
 ``coordctl.commands.COMMANDS`` holds the function that runs it.
 
 Start-up time matters here: every script pays it on every call. This module imports only
-``argparse``, ``pathlib`` and the names leaf ``coordd.api.names``.
+``argparse``, ``pathlib``, ``coordctl.arguments`` and the names leaf ``coordd.api.names``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from coordctl import arguments
 from coordd.api import names
 
 PROG = "coordctl"
-STATES = (*names.STATES, names.ALL_STATES)
-TRUE = ("true", "yes", "on", "1")
-FALSE = ("false", "no", "off", "0")
 
 DESCRIPTION = (
     "coordctl is the client of coordd, the service that manages yum/dnf repositories for "
@@ -48,171 +46,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(self, message)
-
-
-def boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value in TRUE:
-        return True
-    if value in FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
-
-
-def optional_positive(text: str) -> int | str:
-    """``positive``, or ``""`` (clear the value)."""
-    return "" if text == "" else positive(text)
-
-
-def count(text: str) -> int:
-    """A whole number of at least 0 (``--against 0``: the empty version before the first)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
-    return value
-
-
-def page_size(text: str) -> int:
-    """A number of items for a method that answers one page only (1 to ``MAX_PAGE``)."""
-    value = positive(text)
-    if value > names.MAX_PAGE:
-        raise argparse.ArgumentTypeError(f"expected at most {names.MAX_PAGE}, got {value}")
-    return value
-
-
-def resource_spec(text: str) -> dict[str, str]:
-    """``TYPE:ID=KIND`` → ``{"type", "id", "kind"}`` (the id may itself contain ``:``)."""
-    target, sep, kind = text.rpartition("=")
-    rtype, colon, rid = target.partition(":")
-    if not sep or not colon or not rtype or not rid:
-        raise argparse.ArgumentTypeError(
-            f"expected TYPE:ID=KIND such as repository:demo=update, got {text!r}"
-        )
-    if kind not in names.KINDS:
-        raise argparse.ArgumentTypeError(
-            f"KIND must be one of {', '.join(names.KINDS)}, got {kind!r}"
-        )
-    return {"type": rtype, "id": rid, "kind": kind}
-
-
-def resource_filter(text: str) -> dict[str, str]:
-    rtype, colon, rid = text.partition(":")
-    if not colon or not rtype or not rid:
-        raise argparse.ArgumentTypeError(f"expected TYPE:ID such as repository:demo, got {text!r}")
-    return {"type": rtype, "id": rid}
-
-
-def read_secret(path: str) -> str:
-    """The first line of ``path`` (``-``: standard input), for secrets kept off argv."""
-    try:
-        if path == "-":
-            line = sys.stdin.readline()
-        else:
-            with open(path, encoding="utf-8") as f:
-                line = f.readline()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc}") from None
-    return line.rstrip("\r\n")
-
-
-# (option, importer key, type, metavar, help): the yum importer's options, sent in the
-# ``importer`` object of repo.create and repo.update.
-IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
-    ("--feed", "feed", str, "URL", "the URL of the yum repository to sync from"),
-    (
-        "--metalink",
-        "metalink",
-        str,
-        "URL",
-        "instead of --feed: a metalink naming the feed's mirrors (as Fedora and EPEL publish)",
-    ),
-    (
-        "--mirrorlist",
-        "mirrorlist",
-        str,
-        "URL",
-        "instead of --feed: a list of the feed's mirrors, one base URL a line",
-    ),
-    (
-        "--only-newest",
-        "only_newest",
-        boolean,
-        "true|false",
-        "sync only the newest version of each package name and architecture",
-    ),
-    (
-        "--verify-checksum",
-        "verify_checksum",
-        boolean,
-        "true|false",
-        "kept for compatibility: every file entering the shared pool is verified",
-    ),
-    (
-        "--parallel-downloads",
-        "parallel_downloads",
-        positive,
-        "N",
-        "how many files to download at once",
-    ),
-    (
-        "--tls-verify",
-        "tls_verify",
-        boolean,
-        "true|false",
-        "verify the feed's TLS certificate",
-    ),
-    (
-        "--ca-file",
-        "ca_file",
-        str,
-        "FILE",
-        "a PEM file of CA certificates to verify the feed's certificate with",
-    ),
-    (
-        "--client-cert",
-        "client_cert",
-        str,
-        "FILE",
-        "a PEM client certificate to present to the feed (entitlement CDNs)",
-    ),
-    ("--client-key", "client_key", str, "FILE", "the PEM key of --client-cert; never shown"),
-    ("--username", "username", str, "NAME", "the user name for the feed's basic authentication"),
-    (
-        "--password-file",
-        "password",
-        read_secret,
-        "FILE",
-        "a file (or - for standard input) whose first line is the password for the feed's "
-        "basic authentication; never shown, never on the command line",
-    ),
-    (
-        "--proxy",
-        "proxy",
-        str,
-        "URL",
-        "an HTTP proxy to fetch the feed through (credentials as userinfo; never shown)",
-    ),
-    (
-        "--allow-weak-checksums",
-        "allow_weak_checksums",
-        boolean,
-        "true|false",
-        "accept packages whose metadata has only MD5 or SHA-1 checksums",
-    ),
-)
 
 
 def command_path(argv: list[str]) -> list[str]:
@@ -349,7 +182,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
             "list tasks",
             "List incomplete tasks on all resources: the running ones first, then the "
             "waiting ones in the order they will run. --state or --all include ended tasks.",
-            _tasks_list_options,
+            arguments.tasks_list_options,
         )
         _task_leaves(tree, tasks, ("tasks",))
     server = tree.group(commands, ("server",), "the daemon itself", "The daemon itself.")
@@ -367,7 +200,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
         "Run a command while holding resources, as a task the coordinator orders like any "
         "other: 'coordctl run --resource repository:demo=read -- rsync ...' waits for "
         "running updates of demo, and updates wait for it. Exits with the command's status.",
-        _run_options,
+        arguments.run_options,
     )
     tree.leaf(
         commands,
@@ -380,127 +213,6 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     return parser
 
 
-def _repo_id(sub: Parser) -> None:
-    sub.add_argument("--repo-id", required=True, metavar="REPO_ID", help="the repository")
-
-
-def _config_options(sub: Parser) -> None:
-    _repo_id(sub)
-    sub.add_argument("--display-name", metavar="TEXT", help="a name for people")
-    sub.add_argument("--description", metavar="TEXT", help="a description")
-    sub.add_argument("--note", "--notes", dest="notes", metavar="TEXT", help="free notes")
-    sub.add_argument(
-        "--retain-versions",
-        type=optional_positive,
-        metavar="N",
-        help="how many of its newest versions the repository keeps (the published one is "
-        "kept too); an empty value restores the configured default ([content] retain_versions)",
-    )
-    importer = sub.add_argument_group(
-        "importer options", "How the repository syncs; an empty value clears an option."
-    )
-    for option, key, convert, metavar, help_text in IMPORTER_OPTIONS:
-        importer.add_argument(option, dest=key, type=convert, metavar=metavar, help=help_text)
-
-
-def _version(sub: Parser, help_text: str, *, required: bool = False) -> None:
-    sub.add_argument("--version", type=positive, required=required, metavar="N", help=help_text)
-
-
-def _publish_options(sub: Parser) -> None:
-    _repo_id(sub)
-    _version(sub, "the version to publish (default: the latest)")
-
-
-def _copy_options(sub: Parser) -> None:
-    sub.add_argument(
-        "--from", dest="source", required=True, metavar="REPO_ID", help="the source repository"
-    )
-    sub.add_argument(
-        "--to", dest="target", required=True, metavar="REPO_ID", help="the target repository"
-    )
-    sub.add_argument("--name", metavar="GLOB", help="copy only packages whose name matches")
-    _version(sub, "the version of the source to copy from (default: its latest)")
-
-
-def _rollback_options(sub: Parser) -> None:
-    _repo_id(sub)
-    _version(sub, "the version whose content the new version holds", required=True)
-
-
-def _versions_list_options(sub: Parser) -> None:
-    _repo_id(sub)
-    sub.add_argument(
-        "--limit", type=positive, default=100, metavar="N", help="show at most N versions"
-    )
-
-
-def _versions_show_options(sub: Parser) -> None:
-    _repo_id(sub)
-    _version(sub, "the version to show (default: the latest)")
-
-
-def _versions_diff_options(sub: Parser) -> None:
-    _repo_id(sub)
-    _version(sub, "the version to compare (default: the latest)")
-    sub.add_argument(
-        "--against",
-        type=count,
-        metavar="M",
-        help="the version to compare it with (default: the one before it; 0: empty)",
-    )
-    sub.add_argument(
-        "--limit",
-        type=page_size,
-        default=100,
-        metavar="N",
-        help=f"list at most N units added and N removed (at most {names.MAX_PAGE}); the "
-        "counts are always complete",
-    )
-
-
-def _content_options(sub: Parser) -> None:
-    _repo_id(sub)
-    _version(sub, "the version to list (default: the latest)")
-    sub.add_argument(
-        "--type", dest="kind", choices=names.UNIT_KINDS, help="only units of this type"
-    )
-    sub.add_argument(
-        "--name",
-        metavar="GLOB",
-        help="only units whose name matches: a package's name, an erratum's id, a file's "
-        "path (a glob, case-sensitive)",
-    )
-    sub.add_argument("--arch", metavar="ARCH", help="only packages of this architecture")
-    sub.add_argument(
-        "--after",
-        type=count,
-        default=0,
-        metavar="ID",
-        help="start after the unit with this id (the cursor a listing cut short prints)",
-    )
-    amount = sub.add_mutually_exclusive_group()
-    amount.add_argument(
-        "--limit", type=positive, default=100, metavar="N", help="show at most N units"
-    )
-    amount.add_argument(
-        "--all",
-        action="store_true",
-        help="show every unit, page after page, as they come (instead of --limit)",
-    )
-
-
-def _orphans_list_options(sub: Parser) -> None:
-    sub.add_argument(
-        "--limit",
-        type=page_size,
-        default=100,
-        metavar="N",
-        help=f"list at most N orphaned units and N files (at most {names.MAX_PAGE}); the "
-        "counts are always complete",
-    )
-
-
 def _repo_commands(tree: _Tree, repo: Any) -> None:
     tree.leaf(
         repo,
@@ -508,7 +220,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "create a repository",
         "Create a repository. Its configuration (names, notes, importer options) can be "
         "changed later with 'repo update'.",
-        _config_options,
+        arguments.config_options,
         task="Repository create",
     )
     tree.leaf(
@@ -517,7 +229,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "change a repository's configuration",
         "Change a repository's configuration; only the options given change. Postponed "
         "while another operation changes the repository.",
-        _config_options,
+        arguments.config_options,
         task="Repository update",
     )
     tree.leaf(
@@ -526,7 +238,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "delete a repository and its content",
         "Delete a repository: its configuration, its content and its published tree. "
         "Requests queued behind a delete are rejected.",
-        _repo_id,
+        arguments.repo_id,
         task="Repository delete",
     )
     tree.leaf(
@@ -535,7 +247,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "sync a repository from its feed",
         "Download the repository's feed: metadata, packages, errata, delta RPMs and "
         "distribution tree files. A heavy operation: it may wait for a free slot.",
-        _repo_id,
+        arguments.repo_id,
         task="Repository sync",
     )
     tree.leaf(
@@ -545,7 +257,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "Write a tree dnf and yum can use as a baseurl from one version of the repository, "
         "the latest unless --version names another. A heavy operation: it may wait for a "
         "free slot.",
-        _publish_options,
+        arguments.publish_options,
         task="Repository publish",
     )
     tree.leaf(
@@ -555,7 +267,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "Copy packages from a version of one repository (its latest unless --version names "
         "another) into a new version of another, optionally only those whose name matches "
         "a glob. Reads the source and updates the target.",
-        _copy_options,
+        arguments.copy_options,
         task="Repository copy",
     )
     tree.leaf(
@@ -565,7 +277,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "Roll a repository back: make a new version that holds what version N held. The "
         "versions in between stay, until retention drops them; publish the new version to "
         "serve it.",
-        _rollback_options,
+        arguments.rollback_options,
         task="Repository rollback",
     )
     tree.leaf(repo, ("repo", "list"), "list repositories", "List the repositories.")
@@ -575,7 +287,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "show a repository",
         "Show a repository: its configuration, its latest and published versions, a "
         "summary of its content, last sync and publish, published path and queued tasks.",
-        _repo_id,
+        arguments.repo_id,
     )
     tree.leaf(
         repo,
@@ -586,7 +298,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "their id, a page of --limit at a time. A listing cut short ends with the command "
         "for the next page; --all lists every unit, page after page, all from the same "
         "version.",
-        _content_options,
+        arguments.content_options,
     )
     versions = tree.group(
         repo,
@@ -602,7 +314,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
             "list a repository's versions",
             "List the repository's versions, newest first: what each holds and what it "
             "changed, and which one is published.",
-            _versions_list_options,
+            arguments.versions_list_options,
         )
         tree.leaf(
             versions,
@@ -611,7 +323,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
             "Show one version of the repository, the latest unless --version names another: "
             "when and by which task it was made, its counts per type of unit, and what it "
             "added and removed.",
-            _versions_show_options,
+            arguments.versions_show_options,
         )
         tree.leaf(
             versions,
@@ -620,7 +332,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
             "Compare two versions of the repository: the units the version holds that the "
             "other does not (added), and the reverse (removed). By default, the latest "
             "version against the one before it.",
-            _versions_diff_options,
+            arguments.versions_diff_options,
         )
     repo_tasks = tree.group(
         repo,
@@ -635,7 +347,7 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
             "list a repository's tasks",
             "List the repository's incomplete tasks: the running ones first, then the "
             "waiting ones in the order they will run.",
-            _repo_tasks_list_options,
+            arguments.repo_tasks_list_options,
         )
         _task_leaves(tree, repo_tasks, ("repo", "tasks"))
 
@@ -655,7 +367,7 @@ def _content_commands(tree: _Tree, content: Any) -> None:
         ("content", "orphans", "list"),
         "count and list orphaned content",
         "Count the orphaned units and files and the bytes they take, and list the first of them.",
-        _orphans_list_options,
+        arguments.orphans_list_options,
     )
     tree.leaf(
         orphans,
@@ -667,51 +379,13 @@ def _content_commands(tree: _Tree, content: Any) -> None:
     )
 
 
-def _state_options(sub: Parser) -> None:
-    sub.add_argument(
-        "--state",
-        action="append",
-        choices=STATES,
-        help="only tasks in this state (repeat for several); the default is waiting and running",
-    )
-    sub.add_argument("--all", action="store_true", help="include ended tasks from the history")
-    sub.add_argument(
-        "--limit", type=positive, default=1000, metavar="N", help="show at most N tasks"
-    )
-
-
-def _repo_tasks_list_options(sub: Parser) -> None:
-    _repo_id(sub)
-    _state_options(sub)
-
-
-def _tasks_list_options(sub: Parser) -> None:
-    sub.add_argument(
-        "--resource",
-        type=resource_filter,
-        metavar="TYPE:ID",
-        help="only tasks on this resource, e.g. repository:demo",
-    )
-    _state_options(sub)
-
-
-def _details_options(sub: Parser) -> None:
-    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
-    sub.add_argument("--wait", action="store_true", help="follow the task to its end, then show it")
-
-
-def _cancel_options(sub: Parser) -> None:
-    sub.add_argument("--task-id", required=True, metavar="TASK_ID", help="the task")
-    sub.add_argument("--wait", action="store_true", help="wait until the task has ended")
-
-
 def _task_leaves(tree: _Tree, parent: Any, prefix: tuple[str, ...]) -> None:
     tree.leaf(
         parent,
         (*prefix, "details"),
         "show a task with its progress report",
         "Show a task: its state, what it waits for, times, result, and its progress report.",
-        _details_options,
+        arguments.details_options,
     )
     tree.leaf(
         parent,
@@ -719,28 +393,5 @@ def _task_leaves(tree: _Tree, parent: Any, prefix: tuple[str, ...]) -> None:
         "cancel a task",
         "Cancel a task. A waiting task is canceled at once; a running one is asked to stop, "
         "given a grace period, then stopped.",
-        _cancel_options,
-    )
-
-
-def _run_options(sub: Parser) -> None:
-    sub.add_argument(
-        "--resource",
-        dest="resources",
-        action="append",
-        type=resource_spec,
-        required=True,
-        metavar="TYPE:ID=KIND",
-        help="a resource and the kind of operation (create, read, update, delete); repeat "
-        "for several",
-    )
-    sub.add_argument(
-        "--wait",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="wait until the resources are free (the default), or exit at once with status "
-        "75 if they are busy",
-    )
-    sub.add_argument(
-        "command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run"
+        arguments.cancel_options,
     )

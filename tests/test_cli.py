@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from coordctl import exitcodes, output
+from coordctl import exitcodes, output, repo_output
 from coordctl.bar import Rate, line
 from coordctl.commands import COMMANDS, Context, execute
 from coordctl.parser import build_parser
@@ -835,10 +835,10 @@ def test_unit_names_and_counts_read_as_people_write_them():
         "arch": "x86_64",
         "size": 1536,
     }
-    assert output.unit_name(rpm) == "bash-1:5.2-3.x86_64"
-    assert output.unit_name({**rpm, "epoch": "0"}) == "bash-5.2-3.x86_64"
-    assert output.unit_name({"id": 2, "type": "erratum", "name": "RHSA-1"}) == "RHSA-1"
-    assert output.unit_lines([rpm]) == "       1  rpm          1.5 KiB  bash-1:5.2-3.x86_64\n"
+    assert repo_output.unit_name(rpm) == "bash-1:5.2-3.x86_64"
+    assert repo_output.unit_name({**rpm, "epoch": "0"}) == "bash-5.2-3.x86_64"
+    assert repo_output.unit_name({"id": 2, "type": "erratum", "name": "RHSA-1"}) == "RHSA-1"
+    assert repo_output.unit_lines([rpm]) == "       1  rpm          1.5 KiB  bash-1:5.2-3.x86_64\n"
     assert output.counts_text({"rpm": 1, "erratum": 2, "delta": 0}) == "1 package, 2 errata"
     assert output.counts_text({"rpm": 0}) == "nothing"
     assert output.kind_counts({"rpm": 3})["Delta RPMs"] == 0
