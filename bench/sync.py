@@ -44,9 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import anyio
 
 from bench import nginx
+from coordd.content.store import ContentStore
 from coordd.engine.progress import Progress
+from coordd.repo.yum import sync as importer
 from coordd.repo.yum.options import ImporterOptions
-from coordd.repo.yum.sync import sync
 from tests.helpers.daemon import DaemonProcess, wait_for
 from tests.helpers.feeds import Pkg, build_feed
 
@@ -73,6 +74,14 @@ class CountingProgress(Progress):
     def touch(self) -> None:
         self.writes += 1
         super().touch()
+
+
+async def sync(state: Path, options: ImporterOptions, progress: Progress) -> dict[str, Any]:
+    """A sync into the content store at ``state`` (its own pool: removing the directory
+    makes the next sync a full one)."""
+    store = ContentStore(state)
+    store.open()
+    return await importer.sync(store, "bench", options, progress)
 
 
 def update_cost() -> float:
