@@ -39,6 +39,7 @@ from coordd.content.units import (
     erratum_row,
     file_row,
     insert_units,
+    listed_files,
     metadata_row,
     package_row,
 )
@@ -143,7 +144,9 @@ def _migrate_one(
 
     for package in packages:
         add(package_row(package), package, package.get("origin", "feed"))
-        lists.append((package["checksum"], dumps(package["files"]), dumps(package["changelogs"])))
+        lists.append(
+            (package["checksum"], listed_files(package["files"]), dumps(package["changelogs"]))
+        )
     for erratum in index.get("errata", []):
         add(erratum_row(erratum))
     for delta in index.get("deltas", []):

@@ -38,6 +38,9 @@ DEPENDENCY_KINDS: Final[tuple[DependencyKind, ...]] = (
 Dependency = list[str | bool | None]
 #: ``[type, path]`` of one file a package installs (type "" for a plain file).
 FileEntry = list[str]
+#: ``[type, directory, name]``: a file as the content database keeps a whole file list,
+#: split the way filelists.xml's writer takes it (the directory with its trailing "/").
+ListedFile = list[str]
 #: ``[author, date, text]`` of one changelog entry (date in seconds since the epoch).
 Changelog = list[str | int]
 
@@ -189,6 +192,7 @@ __all__ = [
     "ErratumCollection",
     "ErratumPackage",
     "FileEntry",
+    "ListedFile",
     "MetadataFile",
     "Origin",
     "Package",

@@ -29,6 +29,7 @@ from coordd.content.records import (
     Delta,
     Erratum,
     FileEntry,
+    ListedFile,
     MetadataFile,
     Origin,
     Package,
@@ -47,6 +48,7 @@ __all__ = [
     "erratum_row",
     "file_row",
     "insert_units",
+    "listed_files",
     "metadata_row",
     "package_from",
     "package_row",
@@ -114,7 +116,7 @@ def package_from(
     """The whole record again, from its row's ``data`` and its file list and changelog."""
     record = json.loads(data)
     if files:
-        record["files"] = cast(list[FileEntry], json.loads(files))
+        record["files"] = [[kind, directory + name] for kind, directory, name in json.loads(files)]
     record["changelogs"] = cast(list[Changelog], json.loads(changelogs)) if changelogs else []
     record["origin"] = origin
     return cast(Package, record)
@@ -180,6 +182,15 @@ def metadata_row(record: MetadataFile) -> Row:
         None,
         dumps(record),
     )
+
+
+def listed_files(files: list[FileEntry]) -> str:
+    """A package's whole file list as ``rpm_files`` keeps it: ``ListedFile`` entries."""
+    listed: list[ListedFile] = []
+    for kind, path in files:
+        head, _, tail = path.rpartition("/")
+        listed.append([kind, head + "/", tail])
+    return dumps(listed)
 
 
 def insert_units(db: sqlite3.Connection, rows: Sequence[Row]) -> list[int]:

@@ -247,12 +247,8 @@ def _package(rtype: str, row: sqlite3.Row) -> Any:
     pkg.pkgId = row["pkgid"]
     pkg.name, pkg.arch = row["name"], row["arch"]
     pkg.epoch, pkg.version, pkg.release = row["epoch"] or "0", row["version"], row["release"]
-    if rtype == "filelists":
-        files = []
-        for kind, path in json.loads(row["files"]) if row["files"] else ():
-            head, _, tail = path.rpartition("/")  # inline: this runs for every file
-            files.append((kind, head + "/", tail))
-        pkg.files = files
+    if rtype == "filelists":  # stored split, as the writer takes them (ListedFile)
+        pkg.files = list(map(tuple, json.loads(row["files"] or "[]")))
     else:
         pkg.changelogs = list(map(tuple, json.loads(row["changelogs"] or "[]")))
     return pkg

@@ -28,7 +28,13 @@ from typing import Any, Final
 from coordd.api.errors import OperationFailed
 from coordd.content.database import connect, dumps
 from coordd.content.paths import RESERVED_TOP, UnsafePath, check_href
-from coordd.content.units import delta_row, erratum_row, insert_units, package_row
+from coordd.content.units import (
+    delta_row,
+    erratum_row,
+    insert_units,
+    listed_files,
+    package_row,
+)
 from coordd.content.worker import FAILED, METADATA, Emit, serve
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.prestodelta import read_deltas
@@ -173,7 +179,7 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
             row = package_row(package)
             batch.append((row, location.base))
             if with_files:
-                batch_files.append((row, dumps(package["files"])))
+                batch_files.append((row, listed_files(package["files"])))
             count += 1
             if len(batch) >= BATCH:
                 flush()
@@ -241,7 +247,8 @@ def _stage(db: sqlite3.Connection, repo_id: str, rows: list[Any]) -> None:
 
 
 def _file_entry(child: Any, what: str) -> list[Any]:
-    return [child.get("type") or "", child.text or ""]
+    head, _, tail = (child.text or "").rpartition("/")  # stored split: see ListedFile
+    return [child.get("type") or "", head + "/", tail]
 
 
 def _changelog(child: Any, what: str) -> list[Any]:

@@ -6,13 +6,11 @@ and other add its files and changelogs, matched by package checksum (``pkgid``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from coordd.content.records import (
     DEPENDENCY_KINDS,
-    Changelog,
     Dependency,
     DependencyKind,
     FileEntry,
@@ -20,7 +18,6 @@ from coordd.content.records import (
 )
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.options import checked_type
-from coordd.repo.yum.repomd import FetchedMetadata
 from coordd.repo.yum.safexml import XML_BASE, int_field
 
 NS_COMMON: Final = "{http://linux.duke.edu/metadata/common}"
@@ -196,80 +193,11 @@ def parse_primary_package(
     return package, Location(href, base)
 
 
-def _per_package(
-    metadata: FetchedMetadata,
-    ns: str,
-    root_tag: str,
-    child_tag: str,
-    entry: Callable[[Any], _T],
-) -> dict[str, list[_T]]:
-    out: dict[str, list[_T]] = {}
-    for element in metadata.elements(ns + "package", ns + root_tag):
-        pkgid = (element.get("pkgid") or "").lower()
-        entries = [entry(child) for child in element if child.tag == ns + child_tag]
-        out.setdefault(pkgid, []).extend(entries)
-    return out
-
-
-def parse_filelists(metadata: FetchedMetadata) -> dict[str, list[FileEntry]]:
-    """filelists.xml → {pkgid: [[type, path], …]}."""
-
-    def entry(child: Any) -> FileEntry:
-        return [child.get("type") or "", child.text or ""]
-
-    return _per_package(metadata, NS_FILELISTS, "filelists", "file", entry)
-
-
-def parse_changelogs(metadata: FetchedMetadata) -> dict[str, list[Changelog]]:
-    """other.xml → {pkgid: [[author, date, text], …]}."""
-    what = metadata.record.what()
-
-    def entry(child: Any) -> Changelog:
-        date = int_field(child.get("date"), what, "changelog date")
-        return [child.get("author") or "", date, child.text or ""]
-
-    return _per_package(metadata, NS_OTHER, "otherdata", "changelog", entry)
-
-
-def read_packages(
-    primary: FetchedMetadata,
-    filelists: FetchedMetadata | None,
-    other: FetchedMetadata | None,
-    *,
-    allow_weak: bool,
-) -> tuple[list[Package], list[Location]]:
-    """Every rpm package of the feed, with its files and changelogs, and where it is."""
-    what = primary.record.what()
-    packages: list[Package] = []
-    locations: list[Location] = []
-    for element in primary.elements(NS_COMMON + "package", NS_COMMON + "metadata"):
-        parsed = parse_primary_package(element, what, allow_weak)
-        if parsed is not None:
-            packages.append(parsed[0])
-            locations.append(parsed[1])
-    if filelists is not None:
-        files = parse_filelists(filelists)
-        for package in packages:
-            found = files.get(package["checksum"])
-            if found is not None:
-                package["files"] = found
-    if other is not None:
-        changelogs = parse_changelogs(other)
-        for package in packages:
-            entries = changelogs.get(package["checksum"])
-            if entries is not None:
-                package["changelogs"] = entries
-    return packages, locations
-
-
 __all__ = [
     "NS_COMMON",
     "NS_FILELISTS",
     "NS_OTHER",
     "NS_RPM",
     "Location",
-    "parse_changelogs",
-    "parse_filelists",
     "parse_primary_package",
-    "read_packages",
 ]
