@@ -1,4 +1,4 @@
-"""The Unix socket server: connections, framing, limits, credentials, events.
+"""The Unix socket server: connections, framing, limits, events.
 
 Each connection is served by its own task group with a catch-all around it: nothing a client
 does (hanging up mid-reply, sending garbage, never reading) can escape and take the daemon
@@ -19,7 +19,8 @@ down. Per connection:
   place;
 - an idle connection (no request in flight, no subscription, no lock) is closed after
   ``idle_timeout_s``;
-- the peer's uid/gid/pid come from ``SO_PEERCRED`` once, at accept, and decide its access.
+- the peer's uid/gid/pid come from ``SO_PEERCRED`` once, at accept, and decide its access
+  (``coordd.api.access``).
 
 Admission, at accept: at most ``max_connections`` in all, at most
 ``max_connections_per_user`` for any one uid (subscribed and lock-holding connections
@@ -38,23 +39,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import grp
 import logging
 import math
 import os
-import pwd
-import socket
-import struct
-import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketListener, SocketStream, TaskGroup
 
 from coordd.api import framing
+from coordd.api.access import AccessPolicy, Peer, peer_credentials
 from coordd.api.errors import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from coordd.api.methods import Api, Caller
 
@@ -64,7 +61,6 @@ MAX_IN_FLIGHT = 16
 WRITE_TIMEOUT_S = 10.0
 EVENT_QUEUE = 1000  # notifications queued for one slow subscriber before it is dropped
 READ_CHUNK = 65536
-ACCESS_CACHE_S = 60.0
 ACCEPT_BACKOFF_S = 0.1
 ACCEPT_BACKOFF_MAX_S = 1.0
 UNAVAILABLE = -32004
@@ -99,70 +95,6 @@ class Limits:
     @property
     def frame_timeout_s(self) -> float:
         return min(self.request_timeout_s, self.idle_timeout_s)
-
-
-@dataclass(frozen=True)
-class Peer:
-    uid: int
-    gid: int
-    pid: int
-
-
-def peer_credentials(stream: SocketStream) -> Peer:
-    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 - anyio, not Django
-    creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", creds)
-    return Peer(uid=uid, gid=gid, pid=pid)
-
-
-@dataclass
-class AccessPolicy:
-    """Root, the daemon's own user and the admin group may mutate; the read group may read."""
-
-    admin_group: str | None = None
-    read_group: str | None = None
-    # Group lookups go through NSS (possibly LDAP): cache them, but briefly, so that
-    # removing someone from a group takes effect within a minute, not at the next reload.
-    _cache: dict[tuple[int, int], tuple[float, frozenset[str]]] = field(default_factory=dict)
-
-    def access_of(self, peer: Peer) -> frozenset[str]:
-        """The access levels of a peer, decided once per connection."""
-        key = (peer.uid, peer.gid)
-        now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached is None or now - cached[0] > ACCESS_CACHE_S:
-            cached = self._cache[key] = (now, self._compute(peer))
-        return cached[1]
-
-    def _compute(self, peer: Peer) -> frozenset[str]:
-        if peer.uid in (0, os.geteuid()):
-            return frozenset({"read", "admin"})
-        groups = _groups_of(peer)
-        if self.admin_group and self.admin_group in groups:
-            return frozenset({"read", "admin"})
-        if self.read_group and self.read_group in groups:
-            return frozenset({"read"})
-        return frozenset()
-
-    def reset(self, admin_group: str | None, read_group: str | None) -> None:
-        self.admin_group, self.read_group = admin_group, read_group
-        self._cache.clear()
-
-
-def _groups_of(peer: Peer) -> set[str]:
-    gids = {peer.gid}
-    try:
-        name = pwd.getpwuid(peer.uid).pw_name
-        gids.update(os.getgrouplist(name, peer.gid))
-    except KeyError:
-        pass
-    names: set[str] = set()
-    for gid in gids:
-        try:
-            names.add(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            continue
-    return names
 
 
 class Connection:
