@@ -28,20 +28,16 @@ count too), and the last ``admin_reserved_connections`` only for root and the ad
 so that an administrator can still get in when other users have taken every other place.
 A connection refused gets an error reply and is closed.
 
-Accepting: when ``accept()`` fails for want of descriptors (EMFILE, ENFILE) or kernel
-memory, the server backs off (from ``ACCEPT_BACKOFF_S`` doubling to
-``ACCEPT_BACKOFF_MAX_S``), logs once per episode and accepts again when it can; the
-connections already open are served meanwhile.
+How the server accepts connections when it runs out of descriptors is in
+``coordd.api.accepting``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import logging
 import math
-import os
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +47,7 @@ import anyio
 from anyio.abc import SocketListener, SocketStream, TaskGroup
 
 from coordd.api import framing
+from coordd.api.accepting import Acceptor
 from coordd.api.access import AccessPolicy, Peer, peer_credentials
 from coordd.api.errors import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from coordd.api.methods import Api, Caller
@@ -61,13 +58,7 @@ MAX_IN_FLIGHT = 16
 WRITE_TIMEOUT_S = 10.0
 EVENT_QUEUE = 1000  # notifications queued for one slow subscriber before it is dropped
 READ_CHUNK = 65536
-ACCEPT_BACKOFF_S = 0.1
-ACCEPT_BACKOFF_MAX_S = 1.0
 UNAVAILABLE = -32004
-#: accept() failures that mean "not now": out of descriptors or kernel memory.
-ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: accept() failures that concern one connection only (it went away while queued).
-ACCEPT_SKIPPED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 #: Once this much was queued at once, memory is handed back to the system when it drains.
 TRIM_AFTER_BYTES = 8 << 20
 
@@ -399,6 +390,7 @@ class Server:
         self.queued = 0  # bytes queued for all connections
         self.waiting: set[Connection] = set()  # readers waiting for their queue to shrink
         self._queued_peak = 0
+        self.acceptor = Acceptor(lambda: len(self.connections))
 
     # -- accepting -----------------------------------------------------------------------
 
@@ -407,37 +399,16 @@ class Server:
     ) -> None:
         if ready is not None:
             ready()
-        async with anyio.create_task_group() as tg:
-            for listener in listeners:
-                tg.start_soon(self._accept_loop, listener, tg)
+        try:
+            async with anyio.create_task_group() as tg:
 
-    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
-        async with listener:
-            backoff = 0.0
-            while True:
-                try:
-                    stream = await listener.accept()
-                except anyio.BrokenResourceError as exc:
-                    cause = exc.__cause__
-                    code = cause.errno if isinstance(cause, OSError) else None
-                    if code in ACCEPT_SKIPPED:
-                        continue
-                    if code not in ACCEPT_EXHAUSTED:
-                        raise
-                    if not backoff:
-                        log.warning(
-                            "cannot accept connections: %s (%d open); retrying until "
-                            "descriptors are free",
-                            os.strerror(code),
-                            len(self.connections),
-                        )
-                    backoff = min(ACCEPT_BACKOFF_MAX_S, backoff * 2 or ACCEPT_BACKOFF_S)
-                    await anyio.sleep(backoff)
-                    continue
-                if backoff:
-                    log.warning("accepting connections again (%d open)", len(self.connections))
-                    backoff = 0.0
-                tg.start_soon(self._handle, stream)
+                def start(stream: SocketStream) -> None:
+                    tg.start_soon(self._handle, stream)
+
+                for listener in listeners:
+                    tg.start_soon(self.acceptor.loop, listener, start)
+        finally:
+            self.acceptor.close()
 
     def refusal(self, peer: Peer, admin: bool) -> str | None:
         """Why a new connection of ``peer`` is refused, or None to admit it."""
@@ -494,6 +465,8 @@ class Server:
                     del self.per_uid[peer.uid]
         except Exception:
             log.exception("connection handler failed; the connection is closed")
+        finally:
+            self.acceptor.freed()
 
     def close_all(self) -> None:
         for connection in list(self.connections):
