@@ -28,8 +28,10 @@ count too), and the last ``admin_reserved_connections`` only for root and the ad
 so that an administrator can still get in when other users have taken every other place.
 A connection refused gets an error reply and is closed.
 
-How the server accepts connections when it runs out of descriptors is in
-``coordd.api.accepting``.
+The loop is shared fairly: a large request (a large frame, or a method whose replies are
+large) waits for its turn (``coordd.api.turns``), so that clients asking for many large
+replies cannot make everyone else wait behind them. How the server accepts connections
+when it runs out of descriptors is in ``coordd.api.accepting``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from coordd.api.accepting import Acceptor
 from coordd.api.access import AccessPolicy, Peer, peer_credentials
 from coordd.api.errors import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from coordd.api.methods import Api, Caller
+from coordd.api.turns import LARGE_BYTES, Turns
 
 log = logging.getLogger("coordd.server")
 
@@ -61,6 +64,10 @@ READ_CHUNK = 65536
 UNAVAILABLE = -32004
 #: Once this much was queued at once, memory is handed back to the system when it drains.
 TRIM_AFTER_BYTES = 8 << 20
+
+
+#: A frame's requests (whether it is a batch, its members), or the encoded error reply.
+Parsed = tuple[bool, list[Any]] | bytes
 
 
 @dataclass
@@ -212,17 +219,66 @@ class Connection:
                 # request waits unread too.
                 if not await self._wait_until_served():
                     return
-                await self._in_flight.acquire()
+                # No pass of the loop per frame while there is room: a client's pipelined
+                # requests are not held to one a pass when the loop is busy.
+                try:
+                    self._in_flight.acquire_nowait()
+                except anyio.WouldBlock:
+                    await self._in_flight.acquire()
+                parsed = await self._parse(frame)
+                if parsed is None:
+                    self._in_flight.release()
+                    return
                 self._busy += 1
-                tg.start_soon(self._handle_frame, frame)
+                tg.start_soon(self._handle_frame, parsed)
             if frames or not continued:
                 frame_started = anyio.current_time()  # after any wait for a request slot
 
     # -- requests ------------------------------------------------------------------------
 
-    async def _handle_frame(self, frame: bytes) -> None:
+    async def _parse(self, frame: bytes) -> Parsed | None:
+        """A frame decoded, after its turn if it is large (``coordd.api.turns``); None if
+        the connection is closing.
+
+        The reader waits for the turn, not a task of the request's: the client's later
+        requests wait behind its large one, and no task is held for each of them.
+        """
+        large = len(frame) >= LARGE_BYTES
+        if large and not await self._take_turn():
+            return None
         try:
-            reply = await self._respond(frame)
+            value = framing.decode(frame)
+            is_batch, members = framing.split_batch(value, self.server.limits.max_batch)
+        except framing.BadMessage as exc:
+            return framing.encode(exc.response())
+        # A batch's members take their turns one by one, as they run.
+        call_turn = not (large or is_batch) and self._large_call(members[0])
+        if call_turn and not await self._take_turn():
+            return None
+        return is_batch, members
+
+    def _large_call(self, member: Any) -> bool:
+        method = member.get("method") if isinstance(member, dict) else None
+        return (
+            isinstance(method, str)
+            and method in self.server.api.table
+            and self.server.turns.large_method(method)
+        )
+
+    async def _take_turn(self) -> bool:
+        """Wait for a turn, and then until this client has room for another reply (the
+        requests in flight while it waited do not add to its queue past its bounds);
+        False if the connection is closing, and the request is not to run."""
+        while not self._closing:
+            await self.server.turns.take(self)
+            if self.may_read():
+                return not self._closing
+            await self._wait_until_served()
+        return False
+
+    async def _handle_frame(self, parsed: Parsed) -> None:
+        try:
+            reply = await self._respond(parsed)
             if reply is not None:
                 self._enqueue(reply)
         finally:
@@ -237,56 +293,65 @@ class Connection:
         if scope is not None and self.idle and scope.deadline == math.inf:
             scope.deadline = anyio.current_time() + self.server.limits.idle_timeout_s
 
-    async def _respond(self, frame: bytes) -> bytes | None:
+    async def _respond(self, parsed: Parsed) -> bytes | None:
         """The encoded reply to one frame, or None (notifications only).
 
         A batch's replies go out as one line, so they are bounded here: once they pass
         ``max_send_queue_bytes``, the remaining requests of the batch are not run and each
         gets an error saying so (notifications, which add nothing, still run).
         """
-        limits = self.server.limits
-        try:
-            value = framing.decode(frame)
-            is_batch, members = framing.split_batch(value, limits.max_batch)
-        except framing.BadMessage as exc:
-            return framing.encode(exc.response())
+        if isinstance(parsed, bytes):
+            return parsed  # the frame's error
+        is_batch, members = parsed
         if not is_batch:
-            reply = await self._respond_one(members[0])
-            return None if reply is None else framing.encode(reply)
+            return await self._respond_one(members[0])
+        limits = self.server.limits
         parts: list[bytes] = []
         size = 0
         for member in members:
             if size > limits.max_send_queue_bytes and _has_id(member):
-                reply = framing.error_response(
-                    member["id"] if _valid_id(member["id"]) else None,
-                    UNAVAILABLE,
-                    f"not run: the replies to this batch passed {limits.max_send_queue_bytes} "
-                    "bytes; send this request again",
+                reply: bytes | None = framing.encode(
+                    framing.error_response(
+                        member["id"] if _valid_id(member["id"]) else None,
+                        UNAVAILABLE,
+                        f"not run: the replies to this batch passed "
+                        f"{limits.max_send_queue_bytes} bytes; send this request again",
+                    )
                 )
+            elif self._large_call(member) and not await self._take_turn():
+                return None
             else:
                 reply = await self._respond_one(member)
             if reply is not None:
-                part = framing.encode(reply)[:-1]
-                parts.append(part)
-                size += len(part) + 1
+                parts.append(reply[:-1])
+                size += len(reply)
         return b"[" + b",".join(parts) + b"]\n" if parts else None
 
-    async def _respond_one(self, member: Any) -> dict[str, Any] | None:
+    async def _respond_one(self, member: Any) -> bytes | None:
+        """The encoded reply to one request object (which had its turn, if it needed one)."""
         try:
             request = framing.check_request(member)
         except framing.BadMessage as exc:
-            return exc.response()
-        if request["method"] not in self.server.api.table:
+            return framing.encode(exc.response())
+        method = request["method"]
+        if method not in self.server.api.table:
             if framing.is_notification(request):
                 return None
-            return framing.error_response(request.get("id"), METHOD_NOT_FOUND, "method not found")
+            return framing.encode(
+                framing.error_response(request.get("id"), METHOD_NOT_FOUND, "method not found")
+            )
         try:
-            return await self.server.api.dispatch(request, self.caller)
+            reply = await self.server.api.dispatch(request, self.caller)
         except Exception:
-            log.exception("dispatch failed for %s", request["method"])
+            log.exception("dispatch failed for %s", method)
             if framing.is_notification(request):
                 return None
-            return framing.error_response(request.get("id"), INTERNAL_ERROR, "internal error")
+            reply = framing.error_response(request.get("id"), INTERNAL_ERROR, "internal error")
+        if reply is None:
+            return None
+        data = framing.encode(reply)
+        self.server.turns.replied(method, len(data))
+        return data
 
     # -- writing -------------------------------------------------------------------------
 
@@ -390,6 +455,7 @@ class Server:
         self.queued = 0  # bytes queued for all connections
         self.waiting: set[Connection] = set()  # readers waiting for their queue to shrink
         self._queued_peak = 0
+        self.turns = Turns()
         self.acceptor = Acceptor(lambda: len(self.connections))
 
     # -- accepting -----------------------------------------------------------------------
@@ -401,6 +467,7 @@ class Server:
             ready()
         try:
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.turns.run)
 
                 def start(stream: SocketStream) -> None:
                     tg.start_soon(self._handle, stream)
