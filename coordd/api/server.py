@@ -1,4 +1,4 @@
-"""The Unix socket server: connections, framing, limits, credentials, events.
+"""The Unix socket server: connections, framing, limits, events.
 
 Each connection is served by its own task group with a catch-all around it: nothing a client
 does (hanging up mid-reply, sending garbage, never reading) can escape and take the daemon
@@ -19,7 +19,8 @@ down. Per connection:
   place;
 - an idle connection (no request in flight, no subscription, no lock) is closed after
   ``idle_timeout_s``;
-- the peer's uid/gid/pid come from ``SO_PEERCRED`` once, at accept, and decide its access.
+- the peer's uid/gid/pid come from ``SO_PEERCRED`` once, at accept, and decide its access
+  (``coordd.api.access``).
 
 Admission, at accept: at most ``max_connections`` in all, at most
 ``max_connections_per_user`` for any one uid (subscribed and lock-holding connections
@@ -27,36 +28,32 @@ count too), and the last ``admin_reserved_connections`` only for root and the ad
 so that an administrator can still get in when other users have taken every other place.
 A connection refused gets an error reply and is closed.
 
-Accepting: when ``accept()`` fails for want of descriptors (EMFILE, ENFILE) or kernel
-memory, the server backs off (from ``ACCEPT_BACKOFF_S`` doubling to
-``ACCEPT_BACKOFF_MAX_S``), logs once per episode and accepts again when it can; the
-connections already open are served meanwhile.
+The loop is shared fairly: a large request (a large frame, or a method whose replies are
+large) waits for its turn (``coordd.api.turns``), so that clients asking for many large
+replies cannot make everyone else wait behind them. How the server accepts connections
+when it runs out of descriptors is in ``coordd.api.accepting``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
-import grp
 import logging
 import math
-import os
-import pwd
-import socket
-import struct
-import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketListener, SocketStream, TaskGroup
 
 from coordd.api import framing
+from coordd.api.accepting import Acceptor
+from coordd.api.access import AccessPolicy, Peer, peer_credentials
 from coordd.api.errors import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from coordd.api.methods import Api, Caller
+from coordd.api.turns import LARGE_BYTES, Turns
 
 log = logging.getLogger("coordd.server")
 
@@ -64,16 +61,13 @@ MAX_IN_FLIGHT = 16
 WRITE_TIMEOUT_S = 10.0
 EVENT_QUEUE = 1000  # notifications queued for one slow subscriber before it is dropped
 READ_CHUNK = 65536
-ACCESS_CACHE_S = 60.0
-ACCEPT_BACKOFF_S = 0.1
-ACCEPT_BACKOFF_MAX_S = 1.0
 UNAVAILABLE = -32004
-#: accept() failures that mean "not now": out of descriptors or kernel memory.
-ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: accept() failures that concern one connection only (it went away while queued).
-ACCEPT_SKIPPED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 #: Once this much was queued at once, memory is handed back to the system when it drains.
 TRIM_AFTER_BYTES = 8 << 20
+
+
+#: A frame's requests (whether it is a batch, its members), or the encoded error reply.
+Parsed = tuple[bool, list[Any]] | bytes
 
 
 @dataclass
@@ -99,70 +93,6 @@ class Limits:
     @property
     def frame_timeout_s(self) -> float:
         return min(self.request_timeout_s, self.idle_timeout_s)
-
-
-@dataclass(frozen=True)
-class Peer:
-    uid: int
-    gid: int
-    pid: int
-
-
-def peer_credentials(stream: SocketStream) -> Peer:
-    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 - anyio, not Django
-    creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", creds)
-    return Peer(uid=uid, gid=gid, pid=pid)
-
-
-@dataclass
-class AccessPolicy:
-    """Root, the daemon's own user and the admin group may mutate; the read group may read."""
-
-    admin_group: str | None = None
-    read_group: str | None = None
-    # Group lookups go through NSS (possibly LDAP): cache them, but briefly, so that
-    # removing someone from a group takes effect within a minute, not at the next reload.
-    _cache: dict[tuple[int, int], tuple[float, frozenset[str]]] = field(default_factory=dict)
-
-    def access_of(self, peer: Peer) -> frozenset[str]:
-        """The access levels of a peer, decided once per connection."""
-        key = (peer.uid, peer.gid)
-        now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached is None or now - cached[0] > ACCESS_CACHE_S:
-            cached = self._cache[key] = (now, self._compute(peer))
-        return cached[1]
-
-    def _compute(self, peer: Peer) -> frozenset[str]:
-        if peer.uid in (0, os.geteuid()):
-            return frozenset({"read", "admin"})
-        groups = _groups_of(peer)
-        if self.admin_group and self.admin_group in groups:
-            return frozenset({"read", "admin"})
-        if self.read_group and self.read_group in groups:
-            return frozenset({"read"})
-        return frozenset()
-
-    def reset(self, admin_group: str | None, read_group: str | None) -> None:
-        self.admin_group, self.read_group = admin_group, read_group
-        self._cache.clear()
-
-
-def _groups_of(peer: Peer) -> set[str]:
-    gids = {peer.gid}
-    try:
-        name = pwd.getpwuid(peer.uid).pw_name
-        gids.update(os.getgrouplist(name, peer.gid))
-    except KeyError:
-        pass
-    names: set[str] = set()
-    for gid in gids:
-        try:
-            names.add(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            continue
-    return names
 
 
 class Connection:
@@ -289,17 +219,66 @@ class Connection:
                 # request waits unread too.
                 if not await self._wait_until_served():
                     return
-                await self._in_flight.acquire()
+                # No pass of the loop per frame while there is room: a client's pipelined
+                # requests are not held to one a pass when the loop is busy.
+                try:
+                    self._in_flight.acquire_nowait()
+                except anyio.WouldBlock:
+                    await self._in_flight.acquire()
+                parsed = await self._parse(frame)
+                if parsed is None:
+                    self._in_flight.release()
+                    return
                 self._busy += 1
-                tg.start_soon(self._handle_frame, frame)
+                tg.start_soon(self._handle_frame, parsed)
             if frames or not continued:
                 frame_started = anyio.current_time()  # after any wait for a request slot
 
     # -- requests ------------------------------------------------------------------------
 
-    async def _handle_frame(self, frame: bytes) -> None:
+    async def _parse(self, frame: bytes) -> Parsed | None:
+        """A frame decoded, after its turn if it is large (``coordd.api.turns``); None if
+        the connection is closing.
+
+        The reader waits for the turn, not a task of the request's: the client's later
+        requests wait behind its large one, and no task is held for each of them.
+        """
+        large = len(frame) >= LARGE_BYTES
+        if large and not await self._take_turn():
+            return None
         try:
-            reply = await self._respond(frame)
+            value = framing.decode(frame)
+            is_batch, members = framing.split_batch(value, self.server.limits.max_batch)
+        except framing.BadMessage as exc:
+            return framing.encode(exc.response())
+        # A batch's members take their turns one by one, as they run.
+        call_turn = not (large or is_batch) and self._large_call(members[0])
+        if call_turn and not await self._take_turn():
+            return None
+        return is_batch, members
+
+    def _large_call(self, member: Any) -> bool:
+        method = member.get("method") if isinstance(member, dict) else None
+        return (
+            isinstance(method, str)
+            and method in self.server.api.table
+            and self.server.turns.large_method(method)
+        )
+
+    async def _take_turn(self) -> bool:
+        """Wait for a turn, and then until this client has room for another reply (the
+        requests in flight while it waited do not add to its queue past its bounds);
+        False if the connection is closing, and the request is not to run."""
+        while not self._closing:
+            await self.server.turns.take(self)
+            if self.may_read():
+                return not self._closing
+            await self._wait_until_served()
+        return False
+
+    async def _handle_frame(self, parsed: Parsed) -> None:
+        try:
+            reply = await self._respond(parsed)
             if reply is not None:
                 self._enqueue(reply)
         finally:
@@ -314,56 +293,65 @@ class Connection:
         if scope is not None and self.idle and scope.deadline == math.inf:
             scope.deadline = anyio.current_time() + self.server.limits.idle_timeout_s
 
-    async def _respond(self, frame: bytes) -> bytes | None:
+    async def _respond(self, parsed: Parsed) -> bytes | None:
         """The encoded reply to one frame, or None (notifications only).
 
         A batch's replies go out as one line, so they are bounded here: once they pass
         ``max_send_queue_bytes``, the remaining requests of the batch are not run and each
         gets an error saying so (notifications, which add nothing, still run).
         """
-        limits = self.server.limits
-        try:
-            value = framing.decode(frame)
-            is_batch, members = framing.split_batch(value, limits.max_batch)
-        except framing.BadMessage as exc:
-            return framing.encode(exc.response())
+        if isinstance(parsed, bytes):
+            return parsed  # the frame's error
+        is_batch, members = parsed
         if not is_batch:
-            reply = await self._respond_one(members[0])
-            return None if reply is None else framing.encode(reply)
+            return await self._respond_one(members[0])
+        limits = self.server.limits
         parts: list[bytes] = []
         size = 0
         for member in members:
             if size > limits.max_send_queue_bytes and _has_id(member):
-                reply = framing.error_response(
-                    member["id"] if _valid_id(member["id"]) else None,
-                    UNAVAILABLE,
-                    f"not run: the replies to this batch passed {limits.max_send_queue_bytes} "
-                    "bytes; send this request again",
+                reply: bytes | None = framing.encode(
+                    framing.error_response(
+                        member["id"] if _valid_id(member["id"]) else None,
+                        UNAVAILABLE,
+                        f"not run: the replies to this batch passed "
+                        f"{limits.max_send_queue_bytes} bytes; send this request again",
+                    )
                 )
+            elif self._large_call(member) and not await self._take_turn():
+                return None
             else:
                 reply = await self._respond_one(member)
             if reply is not None:
-                part = framing.encode(reply)[:-1]
-                parts.append(part)
-                size += len(part) + 1
+                parts.append(reply[:-1])
+                size += len(reply)
         return b"[" + b",".join(parts) + b"]\n" if parts else None
 
-    async def _respond_one(self, member: Any) -> dict[str, Any] | None:
+    async def _respond_one(self, member: Any) -> bytes | None:
+        """The encoded reply to one request object (which had its turn, if it needed one)."""
         try:
             request = framing.check_request(member)
         except framing.BadMessage as exc:
-            return exc.response()
-        if request["method"] not in self.server.api.table:
+            return framing.encode(exc.response())
+        method = request["method"]
+        if method not in self.server.api.table:
             if framing.is_notification(request):
                 return None
-            return framing.error_response(request.get("id"), METHOD_NOT_FOUND, "method not found")
+            return framing.encode(
+                framing.error_response(request.get("id"), METHOD_NOT_FOUND, "method not found")
+            )
         try:
-            return await self.server.api.dispatch(request, self.caller)
+            reply = await self.server.api.dispatch(request, self.caller)
         except Exception:
-            log.exception("dispatch failed for %s", request["method"])
+            log.exception("dispatch failed for %s", method)
             if framing.is_notification(request):
                 return None
-            return framing.error_response(request.get("id"), INTERNAL_ERROR, "internal error")
+            reply = framing.error_response(request.get("id"), INTERNAL_ERROR, "internal error")
+        if reply is None:
+            return None
+        data = framing.encode(reply)
+        self.server.turns.replied(method, len(data))
+        return data
 
     # -- writing -------------------------------------------------------------------------
 
@@ -467,6 +455,8 @@ class Server:
         self.queued = 0  # bytes queued for all connections
         self.waiting: set[Connection] = set()  # readers waiting for their queue to shrink
         self._queued_peak = 0
+        self.turns = Turns()
+        self.acceptor = Acceptor(lambda: len(self.connections))
 
     # -- accepting -----------------------------------------------------------------------
 
@@ -475,37 +465,17 @@ class Server:
     ) -> None:
         if ready is not None:
             ready()
-        async with anyio.create_task_group() as tg:
-            for listener in listeners:
-                tg.start_soon(self._accept_loop, listener, tg)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.turns.run)
 
-    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
-        async with listener:
-            backoff = 0.0
-            while True:
-                try:
-                    stream = await listener.accept()
-                except anyio.BrokenResourceError as exc:
-                    cause = exc.__cause__
-                    code = cause.errno if isinstance(cause, OSError) else None
-                    if code in ACCEPT_SKIPPED:
-                        continue
-                    if code not in ACCEPT_EXHAUSTED:
-                        raise
-                    if not backoff:
-                        log.warning(
-                            "cannot accept connections: %s (%d open); retrying until "
-                            "descriptors are free",
-                            os.strerror(code),
-                            len(self.connections),
-                        )
-                    backoff = min(ACCEPT_BACKOFF_MAX_S, backoff * 2 or ACCEPT_BACKOFF_S)
-                    await anyio.sleep(backoff)
-                    continue
-                if backoff:
-                    log.warning("accepting connections again (%d open)", len(self.connections))
-                    backoff = 0.0
-                tg.start_soon(self._handle, stream)
+                def start(stream: SocketStream) -> None:
+                    tg.start_soon(self._handle, stream)
+
+                for listener in listeners:
+                    tg.start_soon(self.acceptor.loop, listener, start)
+        finally:
+            self.acceptor.close()
 
     def refusal(self, peer: Peer, admin: bool) -> str | None:
         """Why a new connection of ``peer`` is refused, or None to admit it."""
@@ -562,6 +532,8 @@ class Server:
                     del self.per_uid[peer.uid]
         except Exception:
             log.exception("connection handler failed; the connection is closed")
+        finally:
+            self.acceptor.freed()
 
     def close_all(self) -> None:
         for connection in list(self.connections):

@@ -16,7 +16,8 @@ import resource
 from dataclasses import dataclass
 
 #: Descriptors kept for the daemon itself: standard streams, log, lock file, database,
-#: writer, listeners, the event loop's own.
+#: writer, listeners, the event loop's own, and the spare the server keeps to refuse
+#: clients when the rest run out (``coordd.api.accepting``).
 RESERVE_BASE = 64
 #: Descriptors kept per heavy slot: a sync's downloads (socket and temporary file) and
 #: metadata files.

@@ -34,9 +34,10 @@ import anyio
 from anyio.abc import SocketListener
 
 from coordd import __version__
+from coordd.api.access import AccessPolicy
 from coordd.api.errors import CoorddError, Unavailable
 from coordd.api.methods import Api
-from coordd.api.server import AccessPolicy, Limits, Server
+from coordd.api.server import Limits, Server
 from coordd.engine.runtime import Runtime
 from coordd.repo.leftovers import clear_leftovers
 from coordd.repo.repositories import ORPHANS, POOL, REPOSITORY, Repositories
