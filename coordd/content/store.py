@@ -318,9 +318,6 @@ class ContentStore:
 
         self.db.write_sync(write)
 
-    def prune(self, repo_id: str, retain: int) -> list[int]:
-        return self.db.write_sync(lambda db: versions.prune(db, repo_id, retain))
-
     # -- orphans ---------------------------------------------------------------------------
 
     def orphans(self, limit: int) -> dict[str, Any]:
