@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import Any
 from coordd.content import versions
 from coordd.content.database import dumps
 from coordd.content.paths import UnsafePath, resolve_in
-from coordd.content.pool import link_or_copy
+from coordd.content.pool import hash_file, link_or_copy
 from coordd.content.records import Package
 from coordd.content.store import ContentStore
 from coordd.content.units import (
@@ -102,23 +101,13 @@ def _enter(store: ContentStore, content: Path, record: dict[str, Any]) -> tuple[
     if record.get("checksum_type") == "sha256" and record.get("checksum"):
         sha256 = str(record["checksum"])
     else:
-        size, sha256 = _hash(source)
+        size, sha256 = hash_file(source)
     if not store.pool.present(sha256, size):
         # Linked (or copied) beside the pool, then renamed in: never a partial pool file.
         tmp = store.pool.tmp_file("migrate")
         link_or_copy(source, tmp)
         store.pool.enter(tmp, sha256)
     return sha256, size
-
-
-def _hash(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _migrate_one(

@@ -10,13 +10,9 @@ component-wise with ``Path.is_relative_to`` rather than as a string prefix.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-import uuid
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 __all__ = [
@@ -25,7 +21,6 @@ __all__ = [
     "check_href",
     "fsync_dir",
     "resolve_in",
-    "write_json_atomic",
 ]
 
 # Top-level directory of a publication that the publisher generates; no stored file may
@@ -108,22 +103,6 @@ def resolve_in(root: Path, href: str) -> Path:
     if target == base or not target.is_relative_to(base):
         raise UnsafePath(f"{href!r}: resolves outside {base}")
     return target
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path``: temporary file, fsync, ``os.replace``, dir fsync."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            # dumps then one write: json.dump streams through pure-Python chunks, 5x slower.
-            f.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -26,15 +26,28 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import itertools
 import os
 import re
 import shutil
 from pathlib import Path
 
-__all__ = ["Pool", "link_or_copy"]
+__all__ = ["Pool", "hash_file", "link_or_copy"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_READ_CHUNK = 1 << 20
+
+
+def hash_file(path: Path, algo: str = "sha256") -> tuple[int, str]:
+    """The size and ``algo`` hex digest of the file at ``path``."""
+    h = hashlib.new(algo)
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
 class Pool:

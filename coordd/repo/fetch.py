@@ -85,17 +85,6 @@ class Transport:
     retry_delay: float = 0.5  # seconds before the first retry, doubled for each next one
 
 
-def hash_file(path: Path, algo: str) -> tuple[int, str]:
-    """The size and ``algo`` hex digest of the file at ``path``."""
-    h = hashlib.new(algo)
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_READ_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
 class Sink:
     """Where a body goes: the file, the digest and the progress callback, up to a limit."""
 
@@ -468,5 +457,4 @@ __all__ = [
     "Sink",
     "Transport",
     "fetcher_for",
-    "hash_file",
 ]

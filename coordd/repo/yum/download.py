@@ -19,10 +19,10 @@ import anyio
 import anyio.to_thread
 
 from coordd.api.errors import OperationFailed
-from coordd.content.pool import Pool
+from coordd.content.pool import Pool, hash_file
 from coordd.content.units import DELTA, FILE, METADATA, RPM
 from coordd.engine.progress import FAILED, FINISHED, IN_PROGRESS
-from coordd.repo.fetch import DownloadError, Fetcher, hash_file
+from coordd.repo.fetch import DownloadError, Fetcher
 from coordd.repo.yum.options import ImporterOptions, Limits, scrub
 from coordd.repo.yum.report import Report
 
