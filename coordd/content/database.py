@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-__all__ = ["SCHEMA", "ContentDB", "connect", "dumps"]
+__all__ = ["SCHEMA", "ContentDB", "connect", "dumps", "transaction"]
 
 _T = TypeVar("_T")
 
@@ -180,6 +180,19 @@ def connect(path: Path, *, durable: bool = True) -> sqlite3.Connection:
     return db
 
 
+def transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run ``fn`` inside one ``BEGIN IMMEDIATE`` transaction of ``db``: committed if it
+    returns, rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
 def create(path: Path) -> None:
     """Create (or check) the schema of the database at ``path``."""
     db = connect(path)
@@ -220,14 +233,7 @@ class ContentDB:
     def write_sync(self, fn: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
         db = connect(self.path, durable=durable)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
+            return transaction(db, fn)
         finally:
             db.close()
 

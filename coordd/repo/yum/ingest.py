@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from coordd.api.errors import OperationFailed
-from coordd.content.database import connect, dumps
+from coordd.content.database import connect, dumps, transaction
 from coordd.content.paths import RESERVED_TOP, UnsafePath, check_href
 from coordd.content.units import (
     delta_row,
@@ -98,14 +98,7 @@ class _Batches:
         self.db = connect(Path(path), durable=False)
 
     def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(self.db)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-        return result
+        return transaction(self.db, fn)
 
     def close(self) -> None:
         self.db.close()
