@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -154,18 +154,29 @@ class ContentStore:
         revision: str | None,
         feed: str | None,
         entered: Iterable[tuple[str, int]],
+        resolved: Sequence[tuple[int, str, str | None, str | None]] = (),
         retain: int,
     ) -> Version | None:
         """The sync's commit: the staged units become the repository's feed content.
 
         Units the latest version holds from the feed and the staged set lacks go; staged
-        units it lacks come in; copies and uploads stay. The pool files the sync entered
-        are recorded in the same transaction, and so is what the sync saw: the
-        ``fingerprint``, and the staged set under ``metadata`` (``feed_units``).
+        units it lacks come in; copies and uploads stay. Recorded in the same
+        transaction: the pool files the sync ``entered`` (sha256, size); the sha256 each
+        unit declared with another checksum was found to have (``resolved``: unit id,
+        sha256, declared type and checksum), with that checksum as an alias; and what the
+        sync saw: the ``fingerprint``, and the staged set under ``metadata``
+        (``feed_units``).
         """
 
         def write(db: sqlite3.Connection) -> Version | None:
             db.executemany("INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)", entered)
+            db.executemany(
+                "UPDATE units SET sha256 = ? WHERE id = ?", [(s, u) for u, s, _t, _c in resolved]
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO aliases (checksum_type, checksum, sha256) VALUES (?, ?, ?)",
+                [(t, c, s) for _u, s, t, c in resolved if t is not None and c is not None],
+            )
             number = versions.latest_number(db, repo_id) + 1
             db.execute(
                 "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"

@@ -443,22 +443,7 @@ class _Sync:
     def commit(
         self, *, fingerprint: dict[str, Any], metadata: str, revision: str | None
     ) -> Version | None:
-        """Record what was resolved and entered, and commit the staged units as a version."""
-        resolved = self.resolved
-        if resolved:
-
-            def write(db: sqlite3.Connection) -> None:
-                db.executemany(
-                    "UPDATE units SET sha256 = ? WHERE id = ?",
-                    [(s, u) for u, s, _t, _c in resolved],
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO aliases (checksum_type, checksum, sha256)"
-                    " VALUES (?, ?, ?)",
-                    [(t, c, s) for _u, s, t, c in resolved if t is not None and c is not None],
-                )
-
-            self.store.db.write_sync(write)
+        """Commit the staged units as a version, with what was resolved and entered."""
         return self.store.commit_staged(
             self.repo_id,
             task_id=self.task_id,
@@ -467,6 +452,7 @@ class _Sync:
             revision=revision,
             feed=self.feed.base,
             entered=self.entered,
+            resolved=self.resolved,
             retain=self.retain,
         )
 
