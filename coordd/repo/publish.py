@@ -103,8 +103,9 @@ def prepare(args: dict[str, Any]) -> str:
     publish_dir = Path(args["publish_dir"])
     parent, name = publish_dir.parent, publish_dir.name
     parent.mkdir(parents=True, exist_ok=True)
+    pattern = _leftovers(name)
     for entry in os.listdir(parent):
-        match = _leftovers(name).match(entry)
+        match = pattern.match(entry)
         if match and match.group(1) in ("tmp", "link"):
             _remove(parent / entry)
     build = parent / f".{name}.tmp-{uuid.uuid4().hex}"

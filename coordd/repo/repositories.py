@@ -237,13 +237,14 @@ class Repositories:
         value = repo.config.get("retain_versions")
         return int(value) if isinstance(value, int) else self.settings.retain_versions
 
-    async def _refresh(self, repo_id: str | None) -> None:
-        """Show queries the repository's new state and the pool's new counts; give the
-        memory a large operation freed back to the system."""
+    async def _refresh(self, repo_id: str | None, *, pool: bool = True) -> None:
+        """Show queries the repository's new state and (unless ``pool`` is false: nothing
+        entered or left it) the pool's new counts; give the memory a large operation freed
+        back to the system."""
         await anyio.to_thread.run_sync(_return_memory)
         if repo_id is not None:
             self.states[repo_id] = await anyio.to_thread.run_sync(self.content.state, repo_id)
-        if self.on_change is not None:
+        if pool and self.on_change is not None:
             await self.on_change()
 
     def _save(self, ctx: TaskContext, repo: Repository) -> None:
@@ -386,7 +387,7 @@ class Repositories:
             progress.touch()
             raise
         finally:
-            await self._refresh(repo.id)
+            await self._refresh(repo.id, pool=False)  # links only: the pool is as it was
         report["state"] = FINISHED
         progress.touch()
         last = {"finished": iso(time.time()), "task_id": ctx.task.id, **summary}
