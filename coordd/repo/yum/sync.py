@@ -158,7 +158,7 @@ class _Sync:
                 for fetched_file in fetched.values():
                     fetched_file.path.unlink(missing_ok=True)
             await self.stage_files(records, treeinfo)
-        needs = await anyio.to_thread.run_sync(self.needs, state)  # checks every location
+        needs = await anyio.to_thread.run_sync(self.needs)  # checks every location
         report.state(report.metadata, FINISHED)
         entered = await self.downloader.download(needs)
         for item in entered:
@@ -384,7 +384,7 @@ class _Sync:
             self.fetched.add(sha256)
         return sha256
 
-    def needs(self, state: RepoState) -> list[Need]:
+    def needs(self) -> list[Need]:
         """The staged files the pool lacks (a stat each); counts the ones it has."""
         pool = self.store.pool
 
