@@ -534,8 +534,11 @@ def test_journal_stream_gets_priorities_and_task_changes(tmp_path, connect):
         holder = connect(daemon)
         resources = [{"type": "log-test", "id": "r", "kind": "update"}]
         held = holder.call("lock.acquire", resources=resources)["task"]["id"]
-        canceled = daemon.call("lock.acquire", resources=resources)["task"]["id"]
-        daemon.call("task.cancel", task_id=canceled)
+        # The waiter keeps its connection: a lock task ends when its connection closes.
+        waiter = connect(daemon)
+        canceled = waiter.call("lock.acquire", resources=resources)["task"]["id"]
+        waiter.call("task.cancel", task_id=canceled)
+        waiter.close()
         holder.call("lock.release", task_id=held, exit_status=0)
         holder.close()
         assert daemon.stop() == 0
