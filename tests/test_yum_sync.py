@@ -392,7 +392,9 @@ def _sync_in_subprocess(repo: Path, url: str) -> subprocess.Popen[bytes]:
 
 @pytest.mark.anyio
 async def test_kill_9_mid_sync_then_rerun(tmp_path: Path) -> None:
-    packages = [Pkg(f"pkg{i}", "1", "1", size=100_000) for i in range(8)]
+    # Large enough that the verified files are entered into the pool while the slow one
+    # trickles (small ones wait to be entered in batches).
+    packages = [Pkg(f"pkg{i}", "1", "1", size=1_500_000) for i in range(8)]
     feed = build_feed(tmp_path / "feed", packages, errata=False)
     repo = tmp_path / "repo"
     pool = tmp_path / "state" / "content"

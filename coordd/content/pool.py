@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import IO
 
 __all__ = ["Pool", "hash_file", "link_or_copy"]
 
@@ -82,6 +83,12 @@ class Pool:
         """A fresh temporary path in the pool's filesystem (pid-qualified: several
         processes of one daemon write temporaries at once)."""
         return self.tmp / f"{os.getpid()}-{next(self._serial)}.{tag}"
+
+    def create_tmp(self, tag: str = "part") -> tuple[Path, IO[bytes]]:
+        """A new temporary file (``tmp_file``), created and open for writing."""
+        path = self.tmp_file(tag)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        return path, os.fdopen(fd, "wb")
 
     def path(self, sha256: str) -> Path:
         if not _SHA256.match(sha256):

@@ -45,6 +45,8 @@ import anyio.to_thread
 from coordd.api.errors import OperationFailed
 
 _READ_CHUNK = 1 << 20
+#: How ``fetch`` creates its file: new, never over an existing one.
+_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 log = logging.getLogger("coordd.fetch")
 
@@ -86,15 +88,21 @@ class Transport:
 
 
 class Sink:
-    """Where a body goes: the file, the digest and the progress callback, up to a limit."""
+    """Where a body goes: the file, the digests and the progress callback, up to a limit."""
 
-    __slots__ = ("_hash", "_on_bytes", "_write", "limit", "received")
+    __slots__ = ("_hash", "_on_bytes", "_sha256", "_write", "limit", "received")
 
     def __init__(
-        self, out: IO[bytes], hasher: Any, limit: int, on_bytes: Callable[[int], None] | None
+        self,
+        out: IO[bytes],
+        hasher: Any,
+        limit: int,
+        on_bytes: Callable[[int], None] | None,
+        sha256: Any = None,
     ) -> None:
         self._write = out.write
         self._hash = hasher.update if hasher is not None else None
+        self._sha256 = sha256.update if sha256 is not None else None
         self._on_bytes = on_bytes
         self.limit = limit
         self.received = 0
@@ -107,6 +115,8 @@ class Sink:
         self._write(chunk)
         if self._hash is not None:
             self._hash(chunk)
+        if self._sha256 is not None:
+            self._sha256(chunk)
         if self._on_bytes is not None:
             self._on_bytes(len(chunk))
         return True
@@ -132,35 +142,69 @@ class Fetcher:
         own_connection: bool = False,
         retries: int | None = None,
     ) -> int:
-        """Write the body at ``url`` into the new file ``dest``; verify size and checksum.
+        """Write the body at ``url`` into the new file ``dest`` (see ``fetch_into``); return
+        the bytes received."""
+        # In a worker thread: creating a file can take a millisecond or more (measured on
+        # ext4 under load), which would hold the event loop.
+        fd = await anyio.to_thread.run_sync(os.open, dest, _CREATE, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            received, _sha256 = await self.fetch_into(
+                url,
+                out,
+                what=what,
+                size=size,
+                checksum=checksum,
+                cap=cap,
+                on_bytes=on_bytes,
+                on_retry=on_retry,
+                own_connection=own_connection,
+                retries=retries,
+            )
+        return received
+
+    async def fetch_into(
+        self,
+        url: str,
+        out: IO[bytes],
+        *,
+        what: str,
+        size: int | None,
+        checksum: tuple[str, str] | None,
+        cap: int,
+        on_bytes: Callable[[int], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        own_connection: bool = False,
+        retries: int | None = None,
+        sha256: bool = False,
+    ) -> tuple[int, str | None]:
+        """Write the body at ``url`` into the empty file ``out``; verify size and checksum.
 
         ``size`` (when known) is also the cap, else ``cap``; ``checksum`` is
         ``(hashlib name, hex digest)``. ``own_connection`` asks for a connection no other
         transfer uses meanwhile (parallel content downloads). A failure another attempt may
         cure (``DownloadError.retryable``) is retried up to ``retries`` (by default
-        ``transport.retries``) times after a growing, jittered delay; ``on_retry`` hears of
-        each retry, and ``on_bytes`` is given back (negative) what the failed attempt
-        reported. Returns the bytes received; raises ``DownloadError``.
+        ``transport.retries``) times after a growing, jittered delay, into ``out`` emptied;
+        ``on_retry`` hears of each retry, and ``on_bytes`` is given back (negative) what the
+        failed attempt reported. Returns the bytes received and, with ``sha256``, the body's
+        sha256 (computed while it streams, beside the checksum the caller declared); raises
+        ``DownloadError``.
         """
         limit = size if size is not None else cap
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         attempt = 0
         retries = self.transport.retries if retries is None else retries
+        both = sha256 and (checksum is None or checksum[0] != "sha256")
         while True:
             hasher = hashlib.new(checksum[0]) if checksum else None
-            # In a worker thread: creating a file can take a millisecond or more (measured
-            # on ext4 under load), which would hold the event loop once per download.
-            fd = await anyio.to_thread.run_sync(os.open, dest, flags, 0o644)
-            with os.fdopen(fd, "wb") as out:
-                sink = Sink(out, hasher, limit, on_bytes)
-                try:
-                    received = await self._transfer(url, sink, size, what, own_connection)
-                    break
-                except DownloadError as exc:
-                    if not exc.retryable or attempt >= retries:
-                        raise
-                    error = exc
-            # Start again from nothing: take back the bytes reported, wait, truncate.
+            extra = hashlib.sha256() if both else None
+            sink = Sink(out, hasher, limit, on_bytes, extra)
+            try:
+                received = await self._transfer(url, sink, size, what, own_connection)
+                break
+            except DownloadError as exc:
+                if not exc.retryable or attempt >= retries:
+                    raise
+                error = exc
+            # Start again from nothing: take back the bytes reported, wait, empty the file.
             if on_bytes is not None and sink.received:
                 on_bytes(-min(sink.received, limit))
             delay = self.transport.retry_delay * 2**attempt
@@ -168,16 +212,18 @@ class Fetcher:
             if on_retry is not None:
                 on_retry(str(error))
             await anyio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not secrets
-            flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC
+            out.seek(0)
+            out.truncate()
         if size is not None and received != size:
             raise DownloadError(f"{what}: got {received} bytes, metadata says {size}")
-        if hasher is not None and checksum is not None:
-            digest = hasher.hexdigest()
-            if digest != checksum[1]:
-                raise DownloadError(
-                    f"{what}: checksum mismatch: expected {checksum[0]} {checksum[1]}, got {digest}"
-                )
-        return received
+        digest = hasher.hexdigest() if hasher is not None else None
+        if checksum is not None and digest != checksum[1]:
+            raise DownloadError(
+                f"{what}: checksum mismatch: expected {checksum[0]} {checksum[1]}, got {digest}"
+            )
+        if not sha256:
+            return received, None
+        return received, extra.hexdigest() if extra is not None else digest
 
     async def _transfer(
         self, url: str, sink: Sink, size: int | None, what: str, own_connection: bool

@@ -2,10 +2,16 @@
 
 Each file streams into the pool's ``.tmp`` and reaches its pool path (``Pool.enter``) only
 when complete and verified: its size, the checksum the feed declared, and its sha256 (the
-pool's key; the same digest when the feed declares sha256, computed from the file when it
-declares another type). A file the pool already holds is never fetched. Downloads run in
-parallel, bounded by ``parallel_downloads``; after ``max_errors`` failures the rest are
-abandoned.
+pool's key; the same digest when the feed declares sha256, computed beside it while the
+bytes stream when it declares another type). A file the pool already holds is never
+fetched. Downloads run in parallel, bounded by ``parallel_downloads``; after ``max_errors``
+failures the rest are abandoned.
+
+Creating a file and renaming one cost the event loop a millisecond or more each on ext4
+under load, and a trip to a worker thread per file costs about as much as the rest of a
+small file's handling; so ``_Files`` opens temporary files ahead and enters verified ones
+into the pool in batches, one worker-thread call for many files. Every file verified is in
+the pool when ``download`` returns, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any, Final
+from pathlib import Path
+from typing import IO, Any, Final
 
 import anyio
 import anyio.to_thread
 
 from coordd.api.errors import OperationFailed
-from coordd.content.pool import Pool, hash_file
+from coordd.content.pool import Pool
 from coordd.content.units import DELTA, FILE, METADATA, RPM
 from coordd.engine.progress import FAILED, FINISHED, IN_PROGRESS
 from coordd.repo.fetch import DownloadError, Fetcher
@@ -57,6 +64,92 @@ class Entered:
     checksum: str | None
 
 
+#: Temporary files opened per worker-thread call; verified files are entered once this many,
+#: or ``_BATCH_BYTES`` of them, wait (what a killed sync can lose: the pool keeps the rest).
+_BATCH: Final = 32
+_BATCH_BYTES: Final = 4 << 20
+
+
+class _Files:
+    """Temporary files opened ahead, and verified files entered into the pool, in batches."""
+
+    def __init__(self, pool: Pool, files: int) -> None:
+        self.pool = pool
+        self._wanted = files  # files still to be taken: no more are opened
+        self._stock: list[tuple[Path, IO[bytes]]] = []
+        self._verified: list[tuple[Path, Need, Entered]] = []
+        self._verified_bytes = 0
+        self._lock = anyio.Lock()
+        self.entered: list[Entered] = []
+        self.failed: list[tuple[Need, OSError]] = []
+
+    async def take(self) -> tuple[Path, IO[bytes]]:
+        """An empty temporary file, open for writing."""
+        async with self._lock:
+            if not self._stock:
+                await self._run(min(_BATCH, self._wanted))
+            self._wanted -= 1
+            return self._stock.pop()
+
+    async def verified(self, tmp: Path, need: Need, entered: Entered) -> None:
+        """Enter ``tmp`` (closed), the file of ``need``, with the next batch."""
+        self._verified.append((tmp, need, entered))
+        self._verified_bytes += entered.size
+        if len(self._verified) >= _BATCH or self._verified_bytes >= _BATCH_BYTES:
+            async with self._lock:
+                await self._run(0)
+
+    async def flush(self) -> None:
+        """Enter every verified file; close and remove the unused temporary files."""
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                await self._run(0)
+                stock, self._stock = self._stock, []
+                await anyio.to_thread.run_sync(_discard, stock)
+
+    async def _run(self, opening: int) -> None:
+        verified, self._verified = self._verified, []
+        self._verified_bytes = 0
+        opened, entered, failed, error = await anyio.to_thread.run_sync(
+            self._batch, verified, opening
+        )
+        self._stock.extend(opened)
+        self.entered.extend(entered)
+        self.failed.extend(failed)
+        if error is not None and not self._stock:
+            raise error
+
+    def _batch(
+        self, verified: list[tuple[Path, Need, Entered]], opening: int
+    ) -> tuple[
+        list[tuple[Path, IO[bytes]]], list[Entered], list[tuple[Need, OSError]], OSError | None
+    ]:
+        entered: list[Entered] = []
+        failed: list[tuple[Need, OSError]] = []
+        for tmp, need, record in verified:
+            try:
+                self.pool.enter(tmp, record.sha256)
+                entered.append(record)
+            except OSError as exc:
+                failed.append((need, exc))
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        opened: list[tuple[Path, IO[bytes]]] = []
+        try:
+            for _ in range(opening):
+                opened.append(self.pool.create_tmp())
+        except OSError as exc:  # a full disk, out of descriptors: the caller decides
+            return opened, entered, failed, exc
+        return opened, entered, failed, None
+
+
+def _discard(files: list[tuple[Path, IO[bytes]]]) -> None:
+    for tmp, out in files:
+        out.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 class Downloader:
     """Downloads for one sync, with the counts its summary reports."""
 
@@ -78,6 +171,7 @@ class Downloader:
         self.entered: list[Entered] = []
         self.errors: list[dict[str, Any]] = []
         self.secrets = options.secrets()
+        self._files = _Files(pool, 0)
 
     def _retried(self, _error: str) -> None:
         self.report.retried(self.report.content)
@@ -91,6 +185,7 @@ class Downloader:
         for need in needs:
             report.plan(REPORT_KIND[need.kind], need.size or 0)
         report.state(report.content, IN_PROGRESS)
+        self._files = _Files(self.pool, len(needs))
         # A fixed set of workers taking the next file, not a task per file: 50,000 waiting
         # tasks would hold hundreds of megabytes for nothing.
         pending = iter(needs)
@@ -99,9 +194,15 @@ class Downloader:
             for need in pending:
                 await self._obtain(need, scope)
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(self.options.parallel_downloads, len(needs))):
-                tg.start_soon(work, tg.cancel_scope)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(self.options.parallel_downloads, len(needs))):
+                    tg.start_soon(work, tg.cancel_scope)
+        finally:
+            await self._files.flush()
+        self.entered = self._files.entered
+        for need, exc in self._files.failed:
+            self._failed(need, f"{need.href}: cannot enter it into the pool: {exc}")
         if self.errors:
             report.state(report.content, FAILED)
             first = self.errors[0]["error"]
@@ -134,41 +235,43 @@ class Downloader:
             kind_node[counter] += sign * n
             touch()
 
-        tmp = self.pool.tmp_file()
-        placed = False
+        tmp, out = await self._files.take()
+        verified = False
         try:
-            received = await self.fetcher.fetch(
-                need.url,
-                tmp,
-                what=need.href,
-                size=size,
-                checksum=checksum,
-                cap=self.limits.max_unsized_download,
-                on_bytes=on_bytes,
-                on_retry=self._retried,
-                own_connection=True,
-            )
-            if need.sha256 is not None:
-                sha256 = need.sha256
-            else:  # declared with another type, or not at all
-                _size, sha256 = await anyio.to_thread.run_sync(hash_file, tmp, "sha256")
-            self.pool.enter(tmp, sha256)
-            placed = True
-            self.entered.append(
-                Entered(need.unit_id, sha256, received, need.checksum_type, need.checksum)
-            )
+            with out:
+                received, sha256 = await self.fetcher.fetch_into(
+                    need.url,
+                    out,
+                    what=need.href,
+                    size=size,
+                    checksum=checksum,
+                    cap=self.limits.max_unsized_download,
+                    on_bytes=on_bytes,
+                    on_retry=self._retried,
+                    own_connection=True,
+                    sha256=need.sha256 is None,  # declared with another type, or not at all
+                )
+            digest = need.sha256 if need.sha256 is not None else sha256
+            assert digest is not None  # computed while streaming when asked for
+            entered = Entered(need.unit_id, digest, received, need.checksum_type, need.checksum)
+            verified = True
+            await self._files.verified(tmp, need, entered)
             self.downloaded += 1
             self.bytes_downloaded += received
             self.report.finished(kind, max((size or 0) - streamed, 0), None)
         except (DownloadError, OSError) as exc:
             message = str(exc) if isinstance(exc, DownloadError) else f"{need.href}: {exc}"
-            error = {"href": need.href, "kind": kind, "url": need.url, "error": message}
-            error = scrub(error, self.secrets)
-            self.errors.append(error)
+            error = self._failed(need, message)
             self.report.finished(kind, max((size or 0) - streamed, 0), error)
             if len(self.errors) >= self.limits.max_errors:
                 scope.cancel()
         finally:
-            if not placed:
+            if not verified:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+
+    def _failed(self, need: Need, message: str) -> dict[str, Any]:
+        error = {"href": need.href, "kind": REPORT_KIND[need.kind], "url": need.url}
+        scrubbed: dict[str, Any] = scrub({**error, "error": message}, self.secrets)
+        self.errors.append(scrubbed)
+        return scrubbed
