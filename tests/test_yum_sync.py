@@ -303,6 +303,27 @@ async def test_weak_checksums_need_the_option(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_files_declared_with_another_checksum_are_keyed_by_their_sha256(
+    tmp_path: Path,
+) -> None:
+    feed = build_feed(tmp_path / "feed", errata=False)
+    for pkg in feed.packages:
+        pkg.checksum_type = "sha512"
+        pkg.pkgId = hashlib.sha512((feed.root / pkg.location_href).read_bytes()).hexdigest()
+    from tests.helpers.feeds import package_docs
+
+    feed.write_metadata(docs=package_docs(feed.packages))
+    summary = await run(tmp_path / "repo", feed.url)
+    assert summary["packages"] == len(feed.packages)
+    pool = tmp_path / "state" / "content" / "sha256"
+    stored = {p.parent.name + p.name: p for p in pool.rglob("*") if p.is_file()}
+    for pkg in feed.packages:
+        digest = hashlib.sha256((feed.root / pkg.location_href).read_bytes()).hexdigest()
+        assert stored[digest].read_bytes() == (feed.root / pkg.location_href).read_bytes()
+    assert_consistent(tmp_path / "repo")
+
+
+@pytest.mark.anyio
 async def test_sync_without_feed(tmp_path: Path) -> None:
     progress = Progress()
     with pytest.raises(OperationFailed, match="no feed"):
