@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import sqlite3
 import subprocess
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import createrepo_c as cr
 import pytest
+from lxml import etree
 
 from coordd.api.errors import OperationFailed
 from coordd.engine.progress import Progress
@@ -23,6 +25,7 @@ from tests.helpers.feeds import (  # noqa: F401 - fixture
     build_feed,
     build_rpm_feed,
     content_store,
+    package_docs,
     real_rpms,
     sync,
 )
@@ -114,6 +117,55 @@ async def test_publish_reproduces_the_feed(tmp_path: Path) -> None:
     view = View(repo)
     for href in [*feed.hrefs, *(d["href"] for d in feed.deltas), *feed.tree_files, ".treeinfo"]:
         assert inode(pub / href) == inode(view.path(href)), href
+
+
+def _published_elements(pub: Path, rtype: str) -> dict[str, Any]:
+    """The ``<package>`` elements of the published ``rtype`` file, by pkgid."""
+    repomd = cr.Repomd(str(pub / "repodata" / "repomd.xml"))
+    record = next(r for r in repomd.records if r.type == rtype)
+    root = etree.fromstring(gzip.decompress((pub / record.location_href).read_bytes()))
+    return {_pkgid(element): element for element in root}
+
+
+def _pkgid(element: Any) -> str:
+    checksum = element.find(f"{{{COMMON_NS}}}checksum")
+    return str(checksum.text if checksum is not None else element.get("pkgid"))
+
+
+COMMON_NS = "http://linux.duke.edu/metadata/common"
+
+
+@pytest.mark.anyio
+async def test_publish_writes_each_package_as_its_feed_did(tmp_path: Path) -> None:
+    feed = build_feed(tmp_path / "feed", errata=False)
+    listed_under_base = feed.packages[0]
+    listed_under_base.location_base = feed.url  # where the feed's files are, spelt out
+    listed_under_base.description = "Crème brûlée: <b>&amp;</b> 日本語"
+    feed.write_metadata(docs=package_docs(feed.packages))
+    repo = tmp_path / "repo"
+    await sync(repo, ImporterOptions(feed=feed.url), Progress())
+    pub = tmp_path / "published" / "repo"
+    publish(repo, pub)
+    with sqlite3.connect(View(repo).store.db.path) as db:  # written from the feed's entries
+        (kept,) = db.execute("SELECT count(*) FROM rpm_xml").fetchone()
+    assert kept == 3 * len(feed.packages)
+
+    for rtype in ("primary", "filelists", "other"):
+        root = etree.fromstring(feed.docs[rtype])
+        fed = {_pkgid(element): element for element in root}
+        published = _published_elements(pub, rtype)
+        assert published.keys() == fed.keys()
+        for pkgid, element in published.items():
+            original = fed[pkgid]
+            if rtype == "primary":  # the location is the publication's own
+                location = element.find(f"{{{COMMON_NS}}}location")
+                assert location.attrib == {
+                    "href": original.find(f"{{{COMMON_NS}}}location").get("href")
+                }
+                for each in (element, original):
+                    each.remove(each.find(f"{{{COMMON_NS}}}location"))
+            assert etree.tostring(element, method="c14n") == etree.tostring(original, method="c14n")
+    assert f'xml:base="{feed.url}"' in feed.docs["primary"].decode()  # the case was there
 
 
 @pytest.mark.anyio

@@ -22,6 +22,10 @@ Tables (see ``SCHEMA``):
 ``rpm_files``, ``rpm_changelogs``
     A package's file list and changelog, by ``pkgid`` (its checksum in primary.xml): the bulk
     of filelists.xml and other.xml, read only by publish.
+``rpm_xml``
+    A package's entries in primary, filelists and other.xml as its feed wrote them, by
+    ``pkgid`` and file type (``coordd.content.fragments``): what publish writes, when a
+    package has them.
 ``repo_content``
     Which units a repository's versions hold, as ranges: a row is in version N when
     ``added <= N`` and ``removed`` is null or greater than N. The latest version is the
@@ -99,6 +103,12 @@ CREATE TABLE IF NOT EXISTS rpm_changelogs (
     pkgid TEXT PRIMARY KEY,
     changelogs TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rpm_xml (
+    pkgid TEXT NOT NULL,
+    type TEXT NOT NULL,
+    xml BLOB NOT NULL,
+    PRIMARY KEY (pkgid, type)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS repo_content (
     repo_id TEXT NOT NULL,
     unit_id INTEGER NOT NULL,

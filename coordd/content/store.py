@@ -361,7 +361,7 @@ class ContentStore:
                 "DELETE FROM feed_units WHERE metadata IN (SELECT metadata FROM feed_units"
                 " WHERE unit_id NOT IN (SELECT id FROM units))"
             )
-            for table in ("rpm_files", "rpm_changelogs"):
+            for table in ("rpm_files", "rpm_changelogs", "rpm_xml"):
                 db.execute(
                     f"DELETE FROM {table} WHERE pkgid NOT IN"
                     " (SELECT pkgid FROM units WHERE pkgid IS NOT NULL)"

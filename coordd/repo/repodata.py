@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 from lxml import etree
 
 from coordd.api.errors import OperationFailed
+from coordd.content.fragments import Fragments
 from coordd.content.paths import fsync_dir
 from coordd.content.pool import Pool, link_or_copy
 from coordd.content.records import DEPENDENCY_KINDS, Delta, Erratum, Package
@@ -263,7 +264,11 @@ def write_package_file(
     check_cancelled: Callable[[], None],
 ) -> dict[str, Any]:
     """Write primary, filelists or other (``rtype``) of version ``number`` into ``repodata``,
-    streaming the packages by href; return its repomd record (``record_from``)."""
+    streaming the packages by href; return its repomd record (``record_from``).
+
+    A package's entry is its feed's own (``coordd.content.fragments``) when the sync kept
+    it, else one createrepo_c makes from the stored record.
+    """
     cls, columns = _PACKAGE_FILES[rtype]
     count = db.execute(
         "SELECT count(*) FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
@@ -275,17 +280,25 @@ def write_package_file(
     writer = cls(str(path), cr.GZ_COMPRESSION, stat)  # gz: every yum and dnf reads it
     writer.set_num_of_pkgs(count)
     rows = db.execute(
-        f"SELECT u.pkgid, u.name, u.epoch, u.version, u.release, u.arch, {columns}"
+        "SELECT u.pkgid, u.href, x.xml, u.name, u.epoch, u.version, u.release, u.arch,"
+        # Not read at all for a package written from its fragment.
+        f" CASE WHEN x.xml IS NULL THEN {columns} END AS {columns.partition('.')[2]}"
         " FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+        " LEFT JOIN rpm_xml x ON x.pkgid = u.pkgid AND x.type = ?"
         " LEFT JOIN rpm_files f ON f.pkgid = u.pkgid"
         " LEFT JOIN rpm_changelogs c ON c.pkgid = u.pkgid"
         f" WHERE {IN_VERSION} AND u.kind = ? ORDER BY u.href",
-        (repo_id, number, number, RPM),
+        (rtype, repo_id, number, number, RPM),
     )
+    fragments = Fragments()
+    primary = rtype == "primary"
     for n, row in enumerate(rows):
         if n % 256 == 0:
             check_cancelled()
-        writer.add_pkg(_package(rtype, row))
+        if row["xml"] is not None:
+            writer.add_chunk(fragments.text(row["xml"], row["href"] if primary else None))
+        else:
+            writer.add_pkg(_package(rtype, row))
     writer.close()
     rec = cr.RepomdRecord(rtype, str(path))
     rec.load_contentstat(stat)

@@ -14,6 +14,9 @@ small metadata, one after the other in a thread of the daemon:
     packages the database already has (a second repository of the same feed parses but
     writes nothing).
 
+Both keep each package's elements as the feed wrote them (``rpm_xml``,
+``coordd.content.fragments``), which is what a publication writes.
+
 Neither holds more than a batch of records (and one small tuple per package) in memory.
 """
 
@@ -27,6 +30,7 @@ from typing import Any, Final
 
 from coordd.api.errors import OperationFailed
 from coordd.content.database import connect, dumps, transaction
+from coordd.content.fragments import Fragments
 from coordd.content.paths import RESERVED_TOP, UnsafePath, check_href
 from coordd.content.units import (
     delta_row,
@@ -52,6 +56,7 @@ from coordd.repo.yum.versions import epoch_number, newest_only
 __all__ = ["BATCH", "metadata_args", "run_job"]
 
 BATCH: Final = 1000
+_INSERT_XML: Final = "INSERT OR IGNORE INTO rpm_xml (pkgid, type, xml) VALUES (?, ?, ?)"
 _PROGRESS_EVERY: Final = 2000
 
 
@@ -115,6 +120,8 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
     hrefs: dict[str, str] = {}
     chosen: list[dict[str, Any]] = []  # name, arch, EVR and unit id of each package
     batch: list[tuple[Any, str | None]] = []
+    fragments = Fragments()
+    batch_xml: list[tuple[str, bytes]] = []
     count = 0
 
     def flush() -> None:
@@ -129,6 +136,7 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
                     "INSERT OR IGNORE INTO rpm_files (pkgid, files) VALUES (?, ?)",
                     [(row[12], files) for row, files in batch_files],
                 )
+            db.executemany(_INSERT_XML, [(pkgid, "primary", xml) for pkgid, xml in batch_xml])
             for uid, (row, _base) in zip(ids, batch, strict=True):
                 chosen.append(
                     {
@@ -144,6 +152,7 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
         out.write(write)
         batch.clear()
         batch_files.clear()
+        batch_xml.clear()
 
     batch_files: list[tuple[Any, str]] = []
     try:
@@ -171,6 +180,9 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
             hrefs[href] = package["checksum"]
             row = package_row(package)
             batch.append((row, location.base))
+            xml = fragments.make("primary", element)
+            if xml is not None:
+                batch_xml.append((row[12], xml))
             if with_files:
                 batch_files.append((row, listed_files(package["files"])))
             count += 1
@@ -262,6 +274,8 @@ def _store_list(out: _Batches, kind: str, metadata: FetchedMetadata, emit: Emit)
     what = metadata.record.what()
     tag = ns + child_tag
     batch: dict[str, list[Any]] = {}
+    fragments = Fragments()
+    batch_xml: dict[str, bytes] = {}
     written = 0
 
     def write(db: sqlite3.Connection) -> int:
@@ -273,14 +287,18 @@ def _store_list(out: _Batches, kind: str, metadata: FetchedMetadata, emit: Emit)
         }
         rows = [(k, dumps(v)) for k, v in batch.items() if k not in have]
         db.executemany(f"INSERT OR IGNORE INTO {table} (pkgid, {column}) VALUES (?, ?)", rows)
+        db.executemany(_INSERT_XML, [(k, kind, xml) for k, xml in batch_xml.items()])
         return len(rows)
 
     for count, element in enumerate(metadata.elements(ns + "package", ns + root), 1):
         pkgid = (element.get("pkgid") or "").lower()
         batch.setdefault(pkgid, []).extend(parse(c, what) for c in element if c.tag == tag)
+        if pkgid not in batch_xml and (xml := fragments.make(kind, element)) is not None:
+            batch_xml[pkgid] = xml
         if len(batch) >= BATCH:
             written += out.write(write)
             batch.clear()
+            batch_xml.clear()
         if count % _PROGRESS_EVERY == 0:
             emit({kind: count})
     if batch:
