@@ -46,6 +46,7 @@ KEY_FILE: Final = "repomd.xml.key"
 _BEGIN: Final = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
 _END: Final = "-----END PGP PUBLIC KEY BLOCK-----"
 _PACKAGE: Final = "Debian package gnupg"
+_GPG_ONLY: Final = ("--batch", "--yes")  # no questions; write over an output file
 
 
 class SignatureError(Exception):
@@ -106,7 +107,7 @@ def _run(args: list[str], home: Path, what: str) -> subprocess.CompletedProcess[
                 args[0],
                 "--homedir",
                 str(home),
-                *(["--batch"] if args[0] == "gpg" else []),
+                *(_GPG_ONLY if args[0] == "gpg" else ()),
                 *args[1:],
             ],
             env=_env(home),
