@@ -172,6 +172,11 @@ def test_the_daemon_shows_why_a_signed_sync_failed(tmp_path: Path, gpg_key) -> N
             "Repository sync failed: repomd.xml.asc: the feed has no signature of repomd.xml,"
             " and the repository's gpgkey requires one"
         ) in flat(result.stdout)
+        with pytest.raises(InvalidRequest) as caught:  # -32602, naming the key
+            daemon.call("repo.update", repo_id="demo", importer={"gpgkey": "x" * 70_000})
+        assert caught.value.code == -32602
+        assert caught.value.data == {"key": "gpgkey"}
+        assert caught.value.message == "gpgkey is longer than 65536 characters"
         refused = coordctl(
             daemon, "repo", "update", "--repo-id", "demo", "--gpgkey", str(gpg_key.secret)
         )
