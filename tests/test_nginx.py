@@ -28,7 +28,7 @@ from tests.helpers.feeds import (  # noqa: F401 - fixture
     sync,
 )
 from tests.helpers.feedserver import FeedServer
-from tests.helpers.gpg import GPG, make_key, stop_agent
+from tests.helpers.gpg import GPG, make_key, stop_agent, stop_dnf_agents
 
 DNF = shutil.which("dnf")
 COMPRESSED = {
@@ -95,13 +95,16 @@ def test_dnf_installs_over_http_from_a_tree_nginx_serves(
                     "--setopt=t.repo_gpgcheck=1",
                     f"--setopt=t.gpgkey={base}repodata/repomd.xml.key",
                 ]
-            result = subprocess.run(
-                [*command, "install", "coordd-hello"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            try:
+                result = subprocess.run(
+                    [*command, "install", "coordd-hello"],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+            finally:
+                stop_dnf_agents(tmp_path / "dnf-cache")
             assert result.returncode == 0, result.stderr
     finally:
         daemon.cleanup()

@@ -32,7 +32,14 @@ from tests.helpers.feeds import (  # noqa: F401 - fixtures
     sync,
 )
 from tests.helpers.feedserver import FeedServer
-from tests.helpers.gpg import Key, make_key, sign_file, stop_agent, throwaway_key
+from tests.helpers.gpg import (
+    Key,
+    make_key,
+    sign_file,
+    stop_agent,
+    stop_dnf_agents,
+    throwaway_key,
+)
 
 DNF = shutil.which("dnf")
 
@@ -217,13 +224,16 @@ def dnf_gpg_command(tmp_path: Path, baseurl: str, root: Path, key_url: str) -> l
 
 def repoquery(tmp_path: Path, pub: Path, key: Path, name: str) -> subprocess.CompletedProcess[str]:
     command = dnf_gpg_command(tmp_path, pub.as_uri(), tmp_path / name, key.as_uri())
-    return subprocess.run(
-        [*command, "repoquery", "--qf", "%{name}-%{version}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    try:
+        return subprocess.run(
+            [*command, "repoquery", "--qf", "%{name}-%{version}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        stop_dnf_agents(tmp_path / name)
 
 
 @pytest.mark.anyio

@@ -83,6 +83,19 @@ def stop_agent(key: Key) -> None:
     )
 
 
+def stop_dnf_agents(directory: Path) -> None:
+    """End the ``gpg-agent`` dnf starts for each repository keyring (``pubring``) it made
+    under ``directory`` (its cachedir) to check repo_gpgcheck, and leaves running."""
+    for home in directory.rglob("pubring"):
+        if home.is_dir():
+            subprocess.run(
+                ["gpgconf", "--homedir", str(home), "--kill", "all"],
+                capture_output=True,
+                timeout=GPG_TIMEOUT,
+                check=False,
+            )
+
+
 def throwaway_key(factory: pytest.TempPathFactory, name: str) -> Iterator[Key]:
     """For a fixture: a key for ``name``, its agent stopped afterwards (skips when gpg is
     absent)."""
