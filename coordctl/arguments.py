@@ -98,6 +98,27 @@ def read_secret(path: str) -> str:
     return line.rstrip("\r\n")
 
 
+MAX_KEY_FILE = 64 * 1024  # the daemon's bound on gpgkey (coordd.repo.signing.MAX_KEY)
+
+
+def read_key(path: str) -> str:
+    """The text of the armored public key in ``path`` (``-``: standard input); ``""`` stays
+    ``""`` (clear the option). The client reads the file: the daemon opens no path."""
+    if path == "":
+        return ""
+    try:
+        if path == "-":
+            text = sys.stdin.read(MAX_KEY_FILE + 1)
+        else:
+            with open(path, encoding="ascii") as f:
+                text = f.read(MAX_KEY_FILE + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc}") from None
+    if len(text) > MAX_KEY_FILE:
+        raise argparse.ArgumentTypeError(f"{path} is larger than {MAX_KEY_FILE} bytes")
+    return text
+
+
 # (option, importer key, type, metavar, help): the yum importer's options, sent in the
 # ``importer`` object of repo.create and repo.update.
 IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
@@ -182,6 +203,14 @@ IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = 
         "true|false",
         "accept packages whose metadata has only MD5 or SHA-1 checksums",
     ),
+    (
+        "--gpgkey",
+        "gpgkey",
+        read_key,
+        "FILE",
+        "an ASCII-armored OpenPGP public key file (or - for standard input); a sync then "
+        "requires the feed's repodata/repomd.xml.asc to be a good signature by it",
+    ),
 )
 
 
@@ -200,6 +229,13 @@ def config_options(sub: argparse.ArgumentParser) -> None:
         metavar="N",
         help="how many of its newest versions the repository keeps (the published one is "
         "kept too); an empty value restores the configured default ([content] retain_versions)",
+    )
+    sub.add_argument(
+        "--sign-metadata",
+        type=boolean,
+        metavar="true|false",
+        help="sign the published repomd.xml with the daemon's key ([signing] key) and publish "
+        "repomd.xml.asc and repomd.xml.key beside it, for clients with repo_gpgcheck=1",
     )
     importer = sub.add_argument_group(
         "importer options", "How the repository syncs; an empty value clears an option."

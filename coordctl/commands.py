@@ -269,6 +269,8 @@ def _config_params(args: argparse.Namespace) -> dict[str, Any]:
             params[key] = value
     if args.retain_versions is not None:  # empty: back to the daemon's default
         params["retain_versions"] = None if args.retain_versions == "" else args.retain_versions
+    if args.sign_metadata is not None:
+        params["sign_metadata"] = args.sign_metadata
     importer: dict[str, Any] = {}
     for _, key, _, _, _ in IMPORTER_OPTIONS:
         value = getattr(args, key)

@@ -70,6 +70,8 @@ def _published(number: Any) -> Any:
 
 def repo_show(repo: Mapping[str, Any]) -> str:
     importer = {key: value for key, value in (repo.get("importer") or {}).items()}
+    if isinstance(importer.get("gpgkey"), str):  # the text is in --json
+        importer["gpgkey"] = f"an armored public key of {len(importer['gpgkey'])} characters"
     fields: list[tuple[str, Any]] = [
         ("Id", repo.get("id")),
         ("Display Name", repo.get("display_name")),
@@ -81,6 +83,7 @@ def repo_show(repo: Mapping[str, Any]) -> str:
         ("Latest Version", _or_none(repo.get("latest_version"))),
         ("Published Version", _published(repo.get("published_version"))),
         ("Retain Versions", repo.get("retain_versions")),
+        ("Sign Metadata", "yes" if repo.get("sign_metadata") else "no"),
         ("Content", _content_summary(repo.get("content") or {})),
     ]
     for name, key in (("Last Sync", "last_sync"), ("Last Publish", "last_publish")):

@@ -520,13 +520,18 @@ def config_layout() -> list[str]:
     return lines
 
 
-def config_limits() -> str:
-    """The paragraph of ``coordd.service.config``'s docstring that explains the limits."""
+def config_paragraph(opening: str) -> str:
+    """The paragraph of ``coordd.service.config``'s docstring that starts with ``opening``."""
     import coordd.service.config
 
     doc = coordd.service.config.__doc__ or ""
-    start = doc.index("The limits keep")
+    start = doc.index(opening)
     return doc[start : doc.index("\n\n", start)].replace("``", "")
+
+
+def config_limits() -> str:
+    """The paragraph of ``coordd.service.config``'s docstring that explains the limits."""
+    return config_paragraph("The limits keep")
 
 
 def coordd_page() -> str:
@@ -590,6 +595,8 @@ def coordd_page() -> str:
         ),
         *example(config_layout()),
         *para(config_limits()),
+        ".SH SIGNING",
+        *para(config_paragraph("[signing] key")),
         ".SH ACCESS",
         *para(
             "The socket's file mode and the peer's credentials (SO_PEERCRED) decide who may "

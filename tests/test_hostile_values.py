@@ -47,6 +47,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("repo.create", {"repo_id": "new", "importer": {"ca_file": HUGE}}, "ca_file"),
     ("repo.update", {"repo_id": "demo", "importer": {"ca_file": HUGE}}, "ca_file"),
     ("repo.update", {"repo_id": "demo", "display_name": HUGE}, "display_name"),
+    ("repo.create", {"repo_id": "new", "importer": {"gpgkey": HUGE}}, "gpgkey"),
+    ("repo.update", {"repo_id": "demo", "importer": {"gpgkey": "bell\x07"}}, "gpgkey"),
+    ("repo.update", {"repo_id": "demo", "sign_metadata": "yes"}, "sign_metadata"),
     ("repo.copy", {"source": "demo", "target": "other", "name": HUGE}, "name"),
     ("repo.sync", {"repo_id": "demo", "request_id": HUGE}, "request_id"),
     (

@@ -284,6 +284,7 @@ class Api:
         notes: Any = None,
         importer: Any = None,
         retain_versions: Any = None,
+        sign_metadata: Any = None,
         request_id: Any = None,
     ) -> dict[str, Any]:
         fields = _present(
@@ -292,6 +293,7 @@ class Api:
             notes=notes,
             importer=importer,
             retain_versions=retain_versions,
+            sign_metadata=sign_metadata,
         )
         args = {"repo_id": validate_id(repo_id), "config": validate_config(fields, partial=False)}
         return await self._submit("repo.create", args, caller, request_id)
@@ -305,6 +307,7 @@ class Api:
         notes: Any = ABSENT,
         importer: Any = ABSENT,
         retain_versions: Any = ABSENT,
+        sign_metadata: Any = ABSENT,
         request_id: Any = None,
     ) -> dict[str, Any]:
         # Here null is a value: it clears a descriptive field (or, in importer, an option;
@@ -317,6 +320,7 @@ class Api:
                 ("notes", notes),
                 ("importer", importer),
                 ("retain_versions", retain_versions),
+                ("sign_metadata", sign_metadata),
             )
             if value is not ABSENT
         }

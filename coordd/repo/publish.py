@@ -10,6 +10,11 @@ filesystem); pool files are immutable (``coordd.content.pool``), so sharing inod
 A large version is published by a worker process (``python -m coordd.repo.publish``), so
 the compression never holds the daemon's interpreter; a small one in a thread.
 
+Signed metadata: with a signing key (``args["signing"]``), ``repodata/repomd.xml.asc`` (a
+detached armored signature of repomd.xml) and ``repodata/repomd.xml.key`` (the public key)
+are written into the build before it is swapped in, so a client never sees a repomd.xml
+without its signature, or with the signature of another.
+
 Atomic swap: ``publish_dir`` is a symbolic link to a generation directory beside it,
 ``.<name>.gen-<hex>``. A publication is built in ``.<name>.tmp-<hex>``, renamed to a new
 generation, and a new symlink is renamed over ``publish_dir``; readers see the old tree or
@@ -42,6 +47,7 @@ from coordd.content.units import METADATA
 from coordd.content.versions import IN_VERSION
 from coordd.content.worker import FAILED, Emit, serve
 from coordd.repo.repodata import write_package_file, write_repodata
+from coordd.repo.signing import SignatureError, sign_repomd
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -176,7 +182,9 @@ def finish(
 ) -> dict[str, Any]:
     """Write the rest of the repodata and repomd.xml, then swap the build in.
 
-    ``args["written"]``: the records of the package files if workers wrote them.
+    ``args["written"]``: the records of the package files if workers wrote them;
+    ``args["signing"]``: ``{"key", "passphrase_file"}`` to sign repomd.xml with (its
+    ``.asc`` and the public key as ``.key`` beside it), or None.
     """
     build = Path(args["build"])
     publish_dir = Path(args["publish_dir"])
@@ -192,6 +200,14 @@ def finish(
             check_cancelled,
             args.get("written"),
         )
+    signed_by = None
+    signing = args.get("signing")
+    if signing:
+        check_cancelled()
+        try:
+            signed_by = sign_repomd(build / "repodata", signing["key"], signing["passphrase_file"])
+        except SignatureError as exc:
+            raise OperationFailed(f"publish failed: signing repomd.xml: {exc}") from exc
     generation = parent / f".{name}.gen-{build.name.rpartition('-')[2]}"
     os.rename(build, generation)
     previous = _swap(publish_dir, generation)
@@ -214,6 +230,7 @@ def finish(
         "linked": args["linked"],
         "copied": args["copied"],
         "tree_files": args["files"] - written["packages"] - written["delta_rpms"],
+        "signed_by": signed_by,
         **written,
     }
 

@@ -83,9 +83,13 @@ def validate_config(args: Mapping[str, Any], *, partial: bool) -> dict[str, Any]
         )
     elif "retain_versions" in args:
         config["retain_versions"] = None
+    if "sign_metadata" in args:
+        config["sign_metadata"] = params.boolean(args["sign_metadata"], "sign_metadata")
     if "importer" in args:
         importer = params.obj(args["importer"], "importer")
         for key, value in importer.items():  # URLs have a tighter bound of their own
+            if key == "gpgkey":  # a public key: longer, bounded and checked on its own
+                continue
             if isinstance(value, str) and len(value) > params.MAX_TEXT:
                 raise InvalidRequest(
                     f"importer.{key} is longer than {params.MAX_TEXT} characters", {"key": key}
@@ -152,6 +156,10 @@ class ContentSettings:
 
     retain_versions: int = DEFAULT_RETAIN  # per repository unless its config says otherwise
     publish_grace: float = DEFAULT_GRACE
+    # The secret key file that signs the repomd.xml of repositories with sign_metadata,
+    # and the file of its passphrase ([signing] in the configuration).
+    signing_key: str | None = None
+    signing_passphrase_file: str | None = None
     # Versions with fewer packages than this are published in a thread, larger ones by a
     # worker process.
     inline_publish: int = 2000
@@ -212,6 +220,7 @@ class Repositories:
             "notes": repo.config.get("notes"),
             "importer": redact(repo.config.get("importer", {})),
             "retain_versions": self.retain(repo),
+            "sign_metadata": bool(repo.config.get("sign_metadata", False)),
             "created": iso(repo.created),
             "updated": iso(repo.updated),
             "latest_version": latest.number if latest else None,
@@ -285,7 +294,7 @@ class Repositories:
         repo = self._existing(ctx.args["repo_id"])
         changes = ctx.args["config"]
         config = dict(repo.config)
-        for key in (*DESCRIPTIVE, "retain_versions"):
+        for key in (*DESCRIPTIVE, "retain_versions", "sign_metadata"):
             if key in changes:
                 config[key] = changes[key]
         if "importer" in changes:
@@ -349,6 +358,17 @@ class Repositories:
         version = await self.content.db.read(lambda db: versions.get(db, repo.id, number))
         if version is None and number != 0:
             raise OperationFailed(f"repository {repo.id} has no version {number}")
+        signing = None
+        if repo.config.get("sign_metadata"):
+            if self.settings.signing_key is None:
+                raise OperationFailed(
+                    f"repository {repo.id} is to be published signed (sign_metadata), but the"
+                    " daemon has no signing key: set [signing] key in its configuration file"
+                )
+            signing = {
+                "key": self.settings.signing_key,
+                "passphrase_file": self.settings.signing_passphrase_file,
+            }
         progress = ctx.progress
         progress.set("publish", state=IN_PROGRESS, step="link", items_total=0, items_done=0)
         report = progress.node("publish")
@@ -365,6 +385,7 @@ class Repositories:
             "revision": state.synced["revision"] if state and state.synced else None,
             "publish_dir": str(self.publish_dir(repo.id)),
             "grace": self.settings.publish_grace,
+            "signing": signing,
         }
         try:
             packages = version.counts.get("rpm", 0) if version else 0

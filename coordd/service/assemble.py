@@ -37,7 +37,12 @@ def engine_settings(config: Config) -> EngineSettings:
 def content_settings(config: Config) -> ContentSettings:
     """What the content operations read of the configuration."""
     return ContentSettings(
-        retain_versions=config.retain_versions, publish_grace=config.publish_grace_s
+        retain_versions=config.retain_versions,
+        publish_grace=config.publish_grace_s,
+        signing_key=None if config.signing_key is None else str(config.signing_key),
+        signing_passphrase_file=(
+            None if config.signing_passphrase_file is None else str(config.signing_passphrase_file)
+        ),
     )
 
 

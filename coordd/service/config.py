@@ -48,6 +48,10 @@ The file's layout::
     read_group = "coordd-read"             # may only read
     socket_mode = "0660"
 
+    [signing]                              # sign published repomd.xml
+    key = "/etc/coordd/signing-key.asc"    # OpenPGP secret key; unset: none
+    passphrase_file = "/etc/coordd/signing-key.pass"
+
 The limits keep the daemon serving whatever a client does. ``max_connections`` caps the
 connections open at once; it is lowered, with a warning in the log and from
 ``--check-config``, to what the open-file limit leaves once descriptors are kept for the
@@ -90,6 +94,17 @@ every ``orphan_cleanup_interval`` when that is not 0 (a heavy task on the conten
 which waits for every sync, copy and rollback in progress and holds later ones back until
 it ends). ``publish_grace`` is how long a published tree that a publish replaced stays on
 disk, so that a client which read the old ``repomd.xml`` still finds the files it names.
+
+``[signing] key`` is an OpenPGP secret key file (armored or not, as ``gpg
+--export-secret-keys`` writes it; one primary key, whose signing subkey is used if it has
+one), readable by the daemon's user and nobody else; ``passphrase_file`` holds its
+passphrase on the first line, if it has one. A repository with ``sign_metadata`` set is
+then published with ``repodata/repomd.xml.asc``, a detached armored signature of its
+``repomd.xml``, and ``repodata/repomd.xml.key``, the public key, so that clients can set
+``repo_gpgcheck=1``; publishing such a repository without a key fails. GnuPG (Debian's
+``gnupg``) signs, in a private home made for each publish and removed after it: the key is
+never imported into any keyring of the daemon's user or root. Both files must be readable when the
+configuration is read: a missing one stops the daemon (or fails a reload).
 
 A mistake in the file stops the daemon with a message naming the file, the table and the
 key, and what was expected: an unknown key (with the nearest valid one, since a misspelt
@@ -225,6 +240,10 @@ class Config:
     socket_mode: int = 0o600
     #: debug, info, warning or error.
     log_level: str = "info"
+    #: The OpenPGP secret key that signs published repomd.xml; None: no signing.
+    signing_key: Path | None = None
+    #: A file whose first line is ``signing_key``'s passphrase; None: it has none.
+    signing_passphrase_file: Path | None = None
 
     @classmethod
     def defaults(cls, system: bool) -> Config:
@@ -395,6 +414,14 @@ _SPECS = (
     _Spec("access", "admin_group", "admin_group", GROUP, "members may mutate"),
     _Spec("access", "read_group", "read_group", GROUP, "members may read"),
     _Spec("access", "socket_mode", "socket_mode", MODE, "socket file permissions"),
+    _Spec("signing", "key", "signing_key", path_kind(), "secret key that signs repomd.xml"),
+    _Spec(
+        "signing",
+        "passphrase_file",
+        "signing_passphrase_file",
+        path_kind(),
+        "the signing key's passphrase, on the first line",
+    ),
 )
 _BY_FIELD = {spec.field: spec for spec in _SPECS}
 _TABLES: dict[str | None, dict[str, _Spec]] = {}
@@ -509,6 +536,24 @@ def load_config(config_file: Path | None, overrides: Mapping[str, Any], system: 
             values[field] = spec.kind.parse(value, False)
         except Invalid as exc:
             problems.append(f"{field} (command line or environment): {exc}")
+    problems += [f"{config_file}: {problem}" for problem in _check_signing(values)]
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(config, **values)
+
+
+def _check_signing(values: Mapping[str, Any]) -> list[str]:
+    """The signing files must be readable now, not at the first publish that needs them."""
+    problems: list[str] = []
+    for field in ("signing_key", "signing_passphrase_file"):
+        path = values.get(field)
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            problems.append(f"{_BY_FIELD[field].where}: cannot read {path}: {exc.strerror}")
+    if values.get("signing_passphrase_file") and not values.get("signing_key"):
+        problems.append("signing.passphrase_file: there is no signing.key it could unlock")
+    return problems

@@ -105,10 +105,16 @@ def assert_consistent(repo_dir: Path) -> View:
 
 
 def publish(
-    repo_dir: Path, pub: Path, *, version: int | None = None, grace: float = 300.0
+    repo_dir: Path,
+    pub: Path,
+    *,
+    version: int | None = None,
+    grace: float = 300.0,
+    signing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Publish ``version`` (default: the latest, or the empty version 0) of the test
-    repository ``repo_dir`` at ``pub``, in this thread."""
+    repository ``repo_dir`` at ``pub``, in this thread; ``signing``: ``{"key",
+    "passphrase_file"}`` to sign repomd.xml with."""
     from coordd.repo.publish import publish_version
 
     view = View(repo_dir, version)
@@ -120,6 +126,7 @@ def publish(
         "revision": None,
         "publish_dir": str(pub),
         "grace": grace,
+        "signing": signing,
     }
     return publish_version(args, lambda _progress: None)
 

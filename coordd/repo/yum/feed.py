@@ -4,7 +4,10 @@
 ``xml:base`` values that leave the feed's scheme and host (or, for a file:// feed, its
 directory); it fetches the small files (repomd.xml, .treeinfo, a metalink or mirrorlist);
 and for a metalink or mirrorlist it chooses the first mirror whose repomd.xml downloads
-and matches.
+and matches. When the repository has a ``gpgkey``, a repomd.xml counts only with a good
+signature by that key in ``repodata/repomd.xml.asc`` beside it (``coordd.repo.signing``):
+a feed without one, or with a bad one, fails the sync before anything is parsed or
+stored; a mirror without one is skipped for the next.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
+import anyio.to_thread
+
 from coordd.content.paths import UnsafePath, check_href
 from coordd.content.pool import Pool
 from coordd.repo.fetch import DownloadError, Fetcher
+from coordd.repo.signing import MAX_SIGNATURE, SIGNATURE_FILE, SignatureError, verify
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.mirrors import Mirrors, parse_metalink, parse_mirrorlist
 from coordd.repo.yum.options import ImporterOptions, Limits
@@ -43,6 +49,7 @@ class Feed:
         self.fetcher = fetcher
         self.pool = pool
         self.mirror: str | None = None
+        self.signed_by: str | None = None  # the key that signed repomd.xml, if checked
         self.use(options.feed or "")
 
     def use(self, base: str) -> None:
@@ -121,11 +128,38 @@ class Feed:
         """
         if self.options.feed is not None:
             repomd = await self.fetch_small(self.base + "repodata/repomd.xml", "repomd.xml")
+            assert repomd is not None
+            await self.check_signature(repomd, self.base)
         else:
             repomd = await self.choose_mirror(await self.fetch_mirrors())
         assert repomd is not None
         treeinfo = await self.fetch_small(self.base + ".treeinfo", ".treeinfo", optional=True)
         return repomd, treeinfo
+
+    async def check_signature(
+        self, repomd: bytes, base: str, *, retries: int | None = None
+    ) -> None:
+        """Refuse (``MetadataError``) ``repomd`` unless ``base``'s repomd.xml.asc is a good
+        signature of it by the repository's ``gpgkey``; nothing to check without one."""
+        key = self.options.gpgkey
+        if key is None:
+            return
+        signature = await self.fetch_small(
+            base + "repodata/" + SIGNATURE_FILE,
+            SIGNATURE_FILE,
+            optional=True,
+            cap=MAX_SIGNATURE,
+            retries=retries,
+        )
+        if signature is None:
+            raise MetadataError(
+                f"{SIGNATURE_FILE}: the feed has no signature of repomd.xml, and the"
+                " repository's gpgkey requires one"
+            )
+        try:
+            self.signed_by = await anyio.to_thread.run_sync(verify, key, repomd, signature)
+        except SignatureError as exc:
+            raise MetadataError(str(exc)) from None
 
     async def fetch_mirrors(self) -> Mirrors:
         """The metalink or mirrorlist, fetched (capped) and parsed."""
@@ -148,6 +182,7 @@ class Feed:
                 )
                 assert repomd is not None
                 mirrors.check_repomd(repomd, mirror)
+                await self.check_signature(repomd, mirror, retries=0)
             except (DownloadError, MetadataError) as exc:
                 self.report.mirror_skipped(mirror, str(exc))
                 refused.append(str(exc))

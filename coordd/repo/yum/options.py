@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from coordd.api.errors import InvalidRequest, OperationFailed
 from coordd.repo.fetch import Transport
+from coordd.repo.signing import check_public_key
 from coordd.repo.yum.errors import MetadataError
 
 STRONG_CHECKSUMS: Final = frozenset({"sha256", "sha384", "sha512"})
@@ -109,6 +110,10 @@ class ImporterOptions:
     password: str | None = None
     proxy: str | None = None
     allow_weak_checksums: bool = False
+    # An ASCII-armored OpenPGP public key (the text, not a path: the daemon opens no file a
+    # client names). When set, a sync requires repodata/repomd.xml.asc to be a good
+    # signature of repomd.xml by it.
+    gpgkey: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("only_newest", "verify_checksum", "tls_verify", "allow_weak_checksums"):
@@ -120,6 +125,13 @@ class ImporterOptions:
                 raise InvalidRequest(f"{key} must be a string or null", {"key": key})
         if self.proxy is not None and not isinstance(self.proxy, str):
             raise InvalidRequest("proxy must be a string or null", {"key": "proxy"})
+        if self.gpgkey is not None:
+            if not isinstance(self.gpgkey, str):
+                raise InvalidRequest("gpgkey must be a string or null", {"key": "gpgkey"})
+            try:
+                check_public_key(self.gpgkey)
+            except ValueError as exc:
+                raise InvalidRequest(f"gpgkey {exc}", {"key": "gpgkey"}) from None
         n = self.parallel_downloads
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
             raise InvalidRequest(

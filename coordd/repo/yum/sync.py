@@ -36,6 +36,9 @@ stays)
       reaches 1,000,000:1), and the ``open-checksum`` is verified when declared.
     - Checksums: metadata and every file entering the pool are always verified;
       sha1/md5/sha224 are refused unless ``allow_weak_checksums``; unknown types are refused.
+    - Signatures: with a ``gpgkey``, repomd.xml counts only with a good signature by it in
+      ``repomd.xml.asc`` (``coordd.repo.signing``, checked by ``feed.Feed``) — before the
+      unchanged-feed check, so a re-sync checks it too.
     - Transport (``coordd.repo.fetch``): each body must keep a minimum average rate after a
       grace period, bodies larger than declared are cut off at once, redirects from https
       to http (or to another scheme) are refused, and a ``Content-Encoding`` the importer
@@ -98,6 +101,7 @@ class SyncSummary:
     delta_rpms: int
     tree_files: int
     metadata_files: int
+    signed_by: str | None  # the fingerprint of the gpgkey that signed repomd.xml, if checked
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -488,6 +492,7 @@ class _Sync:
             delta_rpms=counts.get("delta", 0),
             tree_files=counts.get("file", 0),
             metadata_files=counts.get("metadata", 0),
+            signed_by=self.feed.signed_by,
         )
 
 
