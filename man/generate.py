@@ -631,6 +631,14 @@ def coordd_page() -> str:
             "Set by systemd for socket activation: the daemon serves the passed socket "
             "instead of binding one.",
         ),
+        *tagged(
+            [".B COORDD_TEST_CLOCK_FILE"],
+            "For tests only: the daemon reads the time of day from this file (seconds since "
+            "the epoch, as text) instead of the system clock, for task times, retention and "
+            "schedules, so that a test moves time forward by writing the file. Only the "
+            "environment of whoever starts the daemon can set it; no client can change the "
+            "daemon's time. Never set it on a real service.",
+        ),
         ".SH FILES",
         *tagged(
             [".I /run/coordd/coordd.sock"],
