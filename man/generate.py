@@ -194,8 +194,9 @@ def leaves(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterable[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     sub = _subparsers(parser)
-    if sub is None:
+    if sub is None or parser.get_default("command_name"):  # a command, perhaps with more
         yield path, parser
+    if sub is None:
         return
     for name, child in sub.choices.items():
         yield from leaves(child, (*path, name))
