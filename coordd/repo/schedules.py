@@ -186,9 +186,15 @@ def _fire_json(row: Mapping[str, Any]) -> dict[str, Any]:
 def _waits(decision: Decision) -> str | None:
     if not decision.blockers:
         return None
-    return "; ".join(
-        b.reason + (f" (task {b.task_id})" if b.task_id else "") for b in decision.blockers
-    )
+    parts = []
+    for blocker in decision.blockers:
+        text = blocker.reason
+        if blocker.task_id is not None:
+            text += f": task {blocker.task_id}"
+        if blocker.resource is not None and blocker.kind is not None:
+            text += f" ({blocker.kind} on {blocker.resource.type} {blocker.resource.id})"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 class Scheduler:
