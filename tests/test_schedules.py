@@ -135,13 +135,13 @@ def test_a_daily_schedule_syncs_and_auto_publish_publishes_each_new_version(
     assert sync["operation"] == "repo.sync"
     assert sync["reason"] == f"schedule {schedule_id} (sync {DAILY})"
     assert sync["parent"] is None
-    assert sync["result"]["new_version"] is True and sync["result"]["version"] == 1
+    assert (sync["result"]["new_version"], sync["result"]["version"]) == (True, 1)
     publish = wait_for(lambda: publishes(daemon), "the publish after the first sync")[0]
     publish = ended(daemon, publish["id"])
     assert publish["state"] == "finished", publish
     assert publish["parent"] == sync["id"]
     assert publish["args"] == {"repo_id": "demo", "version": 1}
-    assert sync["id"] in publish["reason"] and "auto_publish" in publish["reason"]
+    assert publish["reason"] == f"auto_publish: version 1 made by sync {sync['id']}"
     assert published_names(daemon, "demo") == {"alpha", "bravo"}
     details = ok(coordctl(daemon, "tasks", "details", "--task-id", publish["id"]))
     assert field(details, "Parent Task") == [sync["id"]]
@@ -152,7 +152,7 @@ def test_a_daily_schedule_syncs_and_auto_publish_publishes_each_new_version(
     clock.set(FIRST + DAY + 5)
     schedule = fired(daemon, schedule_id, 2)
     second = daemon.call("task.get", task_id=schedule["last_fire"]["task_id"])
-    assert second["result"]["new_version"] is True and second["result"]["version"] == 2
+    assert (second["result"]["new_version"], second["result"]["version"]) == (True, 2)
 
     def second_publish() -> dict[str, Any] | None:
         done = [p for p in publishes(daemon) if p["parent"] == second["id"]]

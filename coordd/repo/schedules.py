@@ -183,18 +183,18 @@ def _fire_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _waits(decision: Decision) -> str | None:
-    if not decision.blockers:
-        return None
+def _blockers_text(blockers: list[dict[str, Any]]) -> str | None:
+    """What a fire's task waits for, or why it was rejected, as the history shows it."""
     parts = []
-    for blocker in decision.blockers:
-        text = blocker.reason
-        if blocker.task_id is not None:
-            text += f": task {blocker.task_id}"
-        if blocker.resource is not None and blocker.kind is not None:
-            text += f" ({blocker.kind} on {blocker.resource.type} {blocker.resource.id})"
+    for blocker in blockers:
+        text = str(blocker.get("reason", ""))
+        if blocker.get("task_id"):
+            text += f": task {blocker['task_id']}"
+        resource = blocker.get("resource")
+        if resource and blocker.get("operation"):
+            text += f" ({blocker['operation']} on {resource['type']} {resource['id']})"
         parts.append(text)
-    return "; ".join(parts)
+    return "; ".join(parts) or None
 
 
 class Scheduler:
@@ -357,7 +357,8 @@ class Scheduler:
             verdict = ACCEPTED if decision.verdict is Verdict.ACCEPTED else POSTPONED
             schedule.last_task = task.id
             self._open[task.id] = (schedule.id, seq)
-            return fire(verdict, task.id, _waits(decision))
+            waits = _blockers_text([blocker_to_json(b) for b in decision.blockers])
+            return fire(verdict, task.id, waits)
 
         try:
             await self.runtime.submit(
@@ -368,8 +369,7 @@ class Scheduler:
                 also=stored,
             )
         except Conflict as exc:
-            reasons = [c.get("reason", "") for c in (exc.data or {}).get("conflicts", [])]
-            detail = "; ".join(r for r in reasons if r) or exc.message
+            detail = _blockers_text((exc.data or {}).get("conflicts", [])) or exc.message
             await self.store.write(*fire(REJECTED, None, detail))
 
     # -- task ends -----------------------------------------------------------------------
