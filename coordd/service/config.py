@@ -89,8 +89,9 @@ orphaned: ``coordctl content orphans remove`` deletes it, and so does the daemon
 every ``orphan_cleanup_interval`` when that is not 0 (a heavy task on the content pool,
 which waits for every sync, copy and rollback in progress and holds later ones back until
 it ends), through a schedule of that name that ``coordctl content orphans schedules list``
-shows; ``content orphans schedules create`` makes others. ``publish_grace`` is how long a published tree that a publish replaced stays on
-disk, so that a client which read the old ``repomd.xml`` still finds the files it names.
+shows; ``content orphans schedules create`` makes others. ``publish_grace`` is how long a
+published tree that a publish replaced stays on disk, so that a client which read the old
+``repomd.xml`` still finds the files it names.
 
 A mistake in the file stops the daemon with a message naming the file, the table and the
 key, and what was expected: an unknown key (with the nearest valid one, since a misspelt

@@ -106,16 +106,15 @@ async def running(
     """A started runtime and its method table on ``state_dir/coordd.db``.
 
     ``schedule_clock``: the scheduler's clock (``tests.helpers.clock.FakeClock``; its ``now``
-    should also be ``clock``). ``operations``: extra operations to register beside the daemon's own (a test's stand-in
-    for a long task); ``settings``: configuration fields to change (``retention_s=…``).
+    should also be ``clock``). ``operations``: extra operations to register beside the
+    daemon's own (a test's stand-in for a long task); ``settings``: configuration fields to
+    change (``retention_s=…``).
     """
     config = config_for(state_dir, **settings)
     store = Store(state_dir / "coordd.db")
     await store.open()
     try:
-        services = await build_services(
-            config, store, clock=clock, schedule_clock=schedule_clock
-        )
+        services = await build_services(config, store, clock=clock, schedule_clock=schedule_clock)
         for op in operations or ():
             services.runtime.operations.add(op)
         async with anyio.create_task_group() as tg:
