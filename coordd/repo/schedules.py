@@ -57,6 +57,7 @@ MAX_SCHEDULES = 10_000
 MAX_THRESHOLD = 1000
 FIRES_KEPT = 100  # a schedule's newest fires kept in its history
 IDLE_LOOK_S = 3600.0  # with nothing scheduled, look again this often anyway
+RETRY_S = 5.0  # after an unexpected failure to fire
 
 
 @dataclass
@@ -280,6 +281,9 @@ class Scheduler:
                 await self.fire_due()
             except Unavailable:
                 return  # the database failed, or the daemon is stopping
+            except Exception:  # a bug here must not take the daemon down with it
+                log.exception("firing the schedules that are due failed; trying again soon")
+                await anyio.sleep(RETRY_S)
             runs = [s.next_run for s in self.schedules.values() if s.next_run is not None]
             now = self.clock.now()
             deadline = min(runs) if runs else now + IDLE_LOOK_S
