@@ -237,6 +237,13 @@ def config_options(sub: argparse.ArgumentParser) -> None:
         help="sign the published repomd.xml with the daemon's key ([signing] key) and publish "
         "repomd.xml.asc and repomd.xml.key beside it, for clients with repo_gpgcheck=1",
     )
+    sub.add_argument(
+        "--auto-publish",
+        type=boolean,
+        metavar="true|false",
+        help="publish each new version a sync makes, at once, in a task of its own linked to "
+        "the sync",
+    )
     importer = sub.add_argument_group(
         "importer options", "How the repository syncs; an empty value clears an option."
     )
@@ -340,6 +347,99 @@ def orphans_list_options(sub: argparse.ArgumentParser) -> None:
         help=f"list at most N orphaned units and N files (at most {names.MAX_PAGE}); the "
         "counts are always complete",
     )
+
+
+def optional_threshold(text: str) -> int | str:
+    """A failure threshold, or ``""`` (no threshold: never disabled by failures)."""
+    return optional_positive(text)
+
+
+def _schedule_repo(sub: argparse.ArgumentParser, per_repository: bool) -> None:
+    if per_repository:
+        repo_id(sub)
+
+
+def _schedule_id(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--schedule-id", required=True, metavar="SCHEDULE_ID", help="the schedule")
+
+
+def schedule_create_options(per_repository: bool) -> Callable[[argparse.ArgumentParser], None]:
+    def options(sub: argparse.ArgumentParser) -> None:
+        _schedule_repo(sub, per_repository)
+        sub.add_argument(
+            "--schedule",
+            required=True,
+            metavar="ISO8601",
+            help="when it runs: START/INTERVAL or Rn/START/INTERVAL, such as "
+            "2026-12-01T02:00Z/P1D (daily from then on) or R5/2026-12-01T02:00Z/PT6H (five "
+            "runs, six hours apart); intervals in weeks, days, hours, minutes, seconds",
+        )
+        sub.add_argument(
+            "--failure-threshold",
+            type=positive,
+            metavar="N",
+            help="disable the schedule after N of its tasks in a row failed (default: never)",
+        )
+        sub.add_argument(
+            "--enabled",
+            type=boolean,
+            default=True,
+            metavar="true|false",
+            help="whether it runs (default true)",
+        )
+
+    return options
+
+
+def schedule_list_options(per_repository: bool) -> Callable[[argparse.ArgumentParser], None]:
+    def options(sub: argparse.ArgumentParser) -> None:
+        _schedule_repo(sub, per_repository)
+
+    return options
+
+
+def schedule_show_options(per_repository: bool) -> Callable[[argparse.ArgumentParser], None]:
+    def options(sub: argparse.ArgumentParser) -> None:
+        _schedule_repo(sub, per_repository)
+        _schedule_id(sub)
+        sub.add_argument(
+            "--limit", type=positive, default=20, metavar="N", help="show its last N runs"
+        )
+
+    return options
+
+
+def schedule_update_options(per_repository: bool) -> Callable[[argparse.ArgumentParser], None]:
+    def options(sub: argparse.ArgumentParser) -> None:
+        _schedule_repo(sub, per_repository)
+        _schedule_id(sub)
+        sub.add_argument(
+            "--schedule",
+            metavar="ISO8601",
+            help="a new START/INTERVAL or Rn/START/INTERVAL (its count of runs starts again)",
+        )
+        sub.add_argument(
+            "--failure-threshold",
+            type=optional_threshold,
+            metavar="N",
+            help="disable the schedule after N of its tasks in a row failed; an empty value: never",
+        )
+        sub.add_argument(
+            "--enabled",
+            type=boolean,
+            metavar="true|false",
+            help="enable or disable it; enabling a disabled schedule clears its failures",
+        )
+
+    return options
+
+
+def schedule_delete_options(per_repository: bool) -> Callable[[argparse.ArgumentParser], None]:
+    def options(sub: argparse.ArgumentParser) -> None:
+        _schedule_repo(sub, per_repository)
+        _schedule_id(sub)
+
+    return options
 
 
 def state_options(sub: argparse.ArgumentParser) -> None:

@@ -267,6 +267,8 @@ def _config_params(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             params[key] = value
+    if getattr(args, "auto_publish", None) is not None:
+        params["auto_publish"] = args.auto_publish
     if args.retain_versions is not None:  # empty: back to the daemon's default
         params["retain_versions"] = None if args.retain_versions == "" else args.retain_versions
     if args.sign_metadata is not None:
@@ -541,6 +543,58 @@ def cmd_server_status(ctx: Context, args: argparse.Namespace) -> int:
     return ctx.show(status, lambda output: output.server_status(status, str(ctx.socket_path())))
 
 
+# -- schedules -------------------------------------------------------------------------
+
+SCHEDULE_KINDS = {"repo sync": "sync", "repo publish": "publish", "content orphans": "orphans"}
+
+
+def _schedule_where(args: argparse.Namespace) -> dict[str, Any]:
+    """The kind (from the command's name) and repository a schedule command is about."""
+    prefix = args.command_name.rsplit(" schedules ", 1)[0]
+    where: dict[str, Any] = {"kind": SCHEDULE_KINDS[prefix]}
+    if getattr(args, "repo_id", None) is not None:
+        where["repo_id"] = args.repo_id
+    return where
+
+
+def cmd_schedule_create(ctx: Context, args: argparse.Namespace) -> int:
+    params = _given(
+        {**_schedule_where(args), "schedule": args.schedule, "enabled": args.enabled},
+        failure_threshold=args.failure_threshold,
+    )
+    answer = query(ctx, "schedule.create", params)
+    return ctx.show(answer, lambda output: output.schedule_made(answer))
+
+
+def cmd_schedule_list(ctx: Context, args: argparse.Namespace) -> int:
+    answer = query(ctx, "schedule.list", _schedule_where(args))
+    return ctx.show(answer, lambda output: output.schedule_list(answer["schedules"]))
+
+
+def cmd_schedule_show(ctx: Context, args: argparse.Namespace) -> int:
+    params = {**_schedule_where(args), "schedule_id": args.schedule_id, "limit": args.limit}
+    answer = query(ctx, "schedule.show", params)
+    return ctx.show(answer, lambda output: output.schedule_show(answer))
+
+
+def cmd_schedule_update(ctx: Context, args: argparse.Namespace) -> int:
+    params = _given(
+        {**_schedule_where(args), "schedule_id": args.schedule_id},
+        schedule=args.schedule,
+        enabled=args.enabled,
+    )
+    if args.failure_threshold is not None:  # empty: no threshold
+        params["failure_threshold"] = args.failure_threshold or None
+    answer = query(ctx, "schedule.update", params)
+    return ctx.show(answer, lambda output: output.schedule_show(answer, title="Schedule Updated"))
+
+
+def cmd_schedule_delete(ctx: Context, args: argparse.Namespace) -> int:
+    params = {**_schedule_where(args), "schedule_id": args.schedule_id}
+    answer = query(ctx, "schedule.delete", params)
+    return ctx.show(answer, lambda output: f"Schedule {answer['deleted']} deleted.\n")
+
+
 # -- run -------------------------------------------------------------------------------
 
 
@@ -581,6 +635,17 @@ COMMANDS: dict[str, Command] = {
     "content orphans remove": cmd_content_orphans_remove,
     "server status": cmd_server_status,
     "run": cmd_run,
+    **{
+        f"{prefix} schedules {verb}": command
+        for prefix in SCHEDULE_KINDS
+        for verb, command in (
+            ("create", cmd_schedule_create),
+            ("list", cmd_schedule_list),
+            ("show", cmd_schedule_show),
+            ("update", cmd_schedule_update),
+            ("delete", cmd_schedule_delete),
+        )
+    },
 }
 """The function of each command of ``coordctl.parser.build_parser`` but ``shell``, which
 ``coordctl.cli`` and the shell itself handle (the shell is not a command the shell runs)."""

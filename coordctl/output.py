@@ -309,6 +309,10 @@ def task_details(task: Mapping[str, Any]) -> str:
     fields = task_fields(task)
     fields.insert(-1, ("Submitted", task.get("submitted")))
     fields.insert(-1, ("Submitted By", f"uid {task.get('uid')}"))
+    if task.get("reason"):
+        fields.insert(-1, ("Reason", task["reason"]))
+    if task.get("parent"):
+        fields.insert(-1, ("Parent Task", task["parent"]))
     if (task.get("attempts") or 0) > 1:
         fields.insert(-1, ("Attempts", task.get("attempts")))
     error = task.get("error")
@@ -504,3 +508,77 @@ def _pool_line(content: Any) -> list[tuple[str, Any]]:
     else:
         text += "; nothing orphaned"
     return [("Content", text)]
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+def _schedule_state(schedule: Mapping[str, Any]) -> str:
+    if schedule.get("enabled"):
+        return "enabled"
+    reason = schedule.get("disabled_reason")
+    return f"disabled: {reason}" if reason else "disabled"
+
+
+def _last_run(schedule: Mapping[str, Any]) -> str:
+    fire = schedule.get("last_fire")
+    if not isinstance(fire, Mapping):
+        return "Never"
+    return _fire_text(fire)
+
+
+def _fire_text(fire: Mapping[str, Any]) -> str:
+    text = f"{fire.get('at')} {fire.get('outcome')}"
+    if fire.get("task_id"):
+        text += f", task {fire['task_id']}"
+        if fire.get("task_state"):
+            text += f" {fire['task_state']}"
+    if fire.get("detail"):
+        text += f" ({fire['detail']})"
+    return text
+
+
+def schedule_fields(schedule: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    fields: list[tuple[str, Any]] = [
+        ("Id", schedule.get("id")),
+        ("Operation", schedule.get("operation")),
+    ]
+    if schedule.get("repo_id"):
+        fields.append(("Repository", schedule["repo_id"]))
+    fields += [
+        ("Schedule", schedule.get("schedule")),
+        ("State", _schedule_state(schedule)),
+        ("Next Run", schedule.get("next_run") or "None"),
+        ("Last Run", _last_run(schedule)),
+    ]
+    threshold = schedule.get("failure_threshold")
+    failures = schedule.get("consecutive_failures") or 0
+    fields.append(
+        ("Failures", f"{failures} in a row" + (f" (disabled at {threshold})" if threshold else ""))
+    )
+    if schedule.get("remaining_runs") is not None:
+        fields.append(("Remaining Runs", schedule["remaining_runs"]))
+    if schedule.get("configured"):
+        fields.append(("Set By", "the configuration ([content] orphan_cleanup_interval)"))
+    return fields
+
+
+def schedule_list(schedules: Sequence[Mapping[str, Any]]) -> str:
+    if not schedules:
+        return header("Schedules") + "\nThere are no schedules.\n"
+    parts = [header("Schedules")]
+    for schedule in schedules:
+        parts.append("\n" + block(records(schedule_fields(schedule), sort=False)))
+    return "".join(parts)
+
+
+def schedule_made(schedule: Mapping[str, Any]) -> str:
+    return header("Schedule Created") + "\n" + block(records(schedule_fields(schedule), sort=False))
+
+
+def schedule_show(schedule: Mapping[str, Any], title: str = "Schedule") -> str:
+    fields = schedule_fields(schedule)
+    history = schedule.get("history")
+    if history is not None:
+        fields.append(("Runs", "\n".join(_fire_text(f) for f in history) or "None"))
+    return header(title) + "\n" + block(records(fields, sort=False))

@@ -47,6 +47,39 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(self, message)
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A command that has subcommands of its own (``repo sync`` and ``repo sync
+        # schedules list``): its required options are required only when no subcommand
+        # follows; the subcommand checks its own.
+        relaxed = self._required_before_subcommand(args)
+        for action in relaxed:
+            action.required = False
+        try:
+            return super().parse_known_args(args, namespace)
+        finally:
+            for action in relaxed:
+                action.required = True
+
+    def _required_before_subcommand(self, args: list[str] | None) -> list[argparse.Action]:
+        subcommands = next(
+            (a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None
+        )
+        required = [a for a in self._actions if a.required and a.option_strings]
+        if subcommands is None or not required or not args:
+            return []
+        takes_value = {name for a in self._actions if a.nargs != 0 for name in a.option_strings}
+        skip = False
+        for word in args:
+            if skip:
+                skip = False
+            elif word.startswith("-"):
+                skip = word in takes_value  # ``--opt=value`` carries its own
+            else:
+                return required if word in subcommands.choices else []
+        return []
+
 
 def command_path(argv: list[str]) -> list[str]:
     """The words of ``argv`` that are not options (nor ``--socket``'s value): the command
@@ -99,7 +132,8 @@ class _Tree:
         options: Callable[[Parser], None] | None = None,
         *,
         task: str | None = None,
-    ) -> None:
+    ) -> Parser | None:
+        """The command's parser, or None if it is not on the path (left empty)."""
         wanted = self.wanted(prefix)
         sub: Parser = parent.add_parser(
             prefix[-1],
@@ -109,7 +143,7 @@ class _Tree:
         )
         sub.set_defaults(command_name=" ".join(prefix), what=task, command_parser=sub)
         if not wanted:
-            return
+            return None
         if task is not None:
             sub.add_argument(
                 "--wait",
@@ -119,6 +153,7 @@ class _Tree:
             )
         if options is not None:
             options(sub)
+        return sub
 
 
 def build_parser(argv: list[str] | None = None) -> Parser:
@@ -241,25 +276,31 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         arguments.repo_id,
         task="Repository delete",
     )
-    tree.leaf(
+    sync = tree.leaf(
         repo,
         ("repo", "sync"),
         "sync a repository from its feed",
         "Download the repository's feed: metadata, packages, errata, delta RPMs and "
-        "distribution tree files. A heavy operation: it may wait for a free slot.",
+        "distribution tree files. A heavy operation: it may wait for a free slot. "
+        "'repo sync schedules' runs it by itself at set times.",
         arguments.repo_id,
         task="Repository sync",
     )
-    tree.leaf(
+    if sync is not None:
+        _schedule_commands(tree, sync, ("repo", "sync"), "sync")
+    publish = tree.leaf(
         repo,
         ("repo", "publish"),
         "publish a repository for dnf/yum",
         "Write a tree dnf and yum can use as a baseurl from one version of the repository, "
         "the latest unless --version names another. A heavy operation: it may wait for a "
-        "free slot.",
+        "free slot. 'repo publish schedules' runs it by itself at set times; a repository "
+        "with --auto-publish true publishes after each sync that made a new version.",
         arguments.publish_options,
         task="Repository publish",
     )
+    if publish is not None:
+        _schedule_commands(tree, publish, ("repo", "publish"), "publish")
     tree.leaf(
         repo,
         ("repo", "copy"),
@@ -376,6 +417,74 @@ def _content_commands(tree: _Tree, content: Any) -> None:
         "Remove every orphaned unit and file from the pool. A heavy operation: it waits "
         "until no sync, copy or rollback is adding to the pool, and those wait for it.",
         task="Orphaned content removal",
+    )
+    _schedule_commands(tree, orphans, ("content", "orphans"), "orphans")
+
+
+SCHEDULED = {
+    "sync": "syncs the repository",
+    "publish": "publishes the repository's latest version",
+    "orphans": "removes orphaned content from the pool",
+}
+
+
+def _schedule_commands(
+    tree: _Tree, parent: Parser | Any, prefix: tuple[str, ...], kind: str
+) -> None:
+    """``PREFIX schedules create|list|show|update|delete`` for schedules of ``kind``."""
+    action = parent
+    if isinstance(parent, argparse.ArgumentParser):  # a command with subcommands of its own
+        action = parent.add_subparsers(title="commands", metavar="[COMMAND]")
+    per_repository = kind != "orphans"
+    group = (*prefix, "schedules")
+    schedules = tree.group(
+        action,
+        group,
+        f"run '{' '.join(prefix)}' by itself at set times",
+        f"Schedules: each {SCHEDULED[kind]} at the times an ISO 8601 repeating interval "
+        "names, as a task like any other (postponed or rejected as yours would be). A run "
+        "while the schedule's previous task is still waiting or running is skipped; runs "
+        "missed while coordd was down happen once when it is back.",
+    )
+    if schedules is None:
+        return
+    tree.leaf(
+        schedules,
+        (*group, "create"),
+        "create a schedule",
+        f"Create a schedule that {SCHEDULED[kind]} at the times --schedule names.",
+        arguments.schedule_create_options(per_repository),
+    )
+    tree.leaf(
+        schedules,
+        (*group, "list"),
+        "list schedules and their next run",
+        "List the schedules: when each runs next, whether it is enabled (and why not), "
+        "and what its last run became.",
+        arguments.schedule_list_options(per_repository),
+    )
+    tree.leaf(
+        schedules,
+        (*group, "show"),
+        "show a schedule and its last runs",
+        "Show a schedule and its last runs: when, whether the task was accepted, postponed "
+        "or rejected, or the run skipped, and how the task ended.",
+        arguments.schedule_show_options(per_repository),
+    )
+    tree.leaf(
+        schedules,
+        (*group, "update"),
+        "change a schedule",
+        "Change a schedule's times, failure threshold or whether it is enabled; only the "
+        "options given change.",
+        arguments.schedule_update_options(per_repository),
+    )
+    tree.leaf(
+        schedules,
+        (*group, "delete"),
+        "delete a schedule",
+        "Delete a schedule and its history; a task it submitted is not canceled.",
+        arguments.schedule_delete_options(per_repository),
     )
 
 

@@ -83,7 +83,8 @@ def repo_show(repo: Mapping[str, Any]) -> str:
         ("Latest Version", _or_none(repo.get("latest_version"))),
         ("Published Version", _published(repo.get("published_version"))),
         ("Retain Versions", repo.get("retain_versions")),
-        ("Sign Metadata", "yes" if repo.get("sign_metadata") else "no"),
+        ("Sign Metadata", bool(repo.get("sign_metadata"))),
+        ("Auto Publish", bool(repo.get("auto_publish"))),
         ("Content", _content_summary(repo.get("content") or {})),
     ]
     for name, key in (("Last Sync", "last_sync"), ("Last Publish", "last_publish")):

@@ -194,8 +194,9 @@ def leaves(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterable[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     sub = _subparsers(parser)
-    if sub is None:
+    if sub is None or parser.get_default("command_name"):  # a command, perhaps with more
         yield path, parser
+    if sub is None:
         return
     for name, child in sub.choices.items():
         yield from leaves(child, (*path, name))
@@ -637,6 +638,14 @@ def coordd_page() -> str:
             [".BR LISTEN_FDS , \\ LISTEN_PID , \\ LISTEN_FDNAMES"],
             "Set by systemd for socket activation: the daemon serves the passed socket "
             "instead of binding one.",
+        ),
+        *tagged(
+            [".B COORDD_TEST_CLOCK_FILE"],
+            "For tests only: the daemon reads the time of day from this file (seconds since "
+            "the epoch, as text) instead of the system clock, for task times, retention and "
+            "schedules, so that a test moves time forward by writing the file. Only the "
+            "environment of whoever starts the daemon can set it; no client can change the "
+            "daemon's time. Never set it on a real service.",
         ),
         ".SH FILES",
         *tagged(

@@ -196,6 +196,8 @@ def call_params(task_id: str) -> dict[str, dict[str, Any]]:
         "repo.sync": {"repo_id": "acc"},
         "repo.publish": {"repo_id": "acc"},
         "repo.copy": {"source": "acc", "target": "acc2"},
+        "schedule.create": {"kind": "sync", "repo_id": "acc", "schedule": "2030-01-01T00:00Z/P1D"},
+        "schedule.list": {"repo_id": "acc"},
         "lock.acquire": {"resources": [{"type": "access-test", "id": "x", "kind": "read"}]},
         "lock.attach": {"task_id": task_id},
         "lock.release": {"task_id": task_id},
@@ -257,7 +259,8 @@ def assert_full_access(outcomes: dict[str, Any], who: str) -> None:
     assert denied == {}, f"{who} was denied"
     assert outcomes["caller"]["access"] == ["admin", "read"]
     # The mutations really went through, not just past the check.
-    for method in ("repo.create", "repo.update", "repo.sync", "repo.publish", "repo.copy"):
+    mutations = ("repo.create", "repo.update", "repo.sync", "repo.publish", "repo.copy")
+    for method in (*mutations, "schedule.create"):
         assert outcomes[method] == "ok", (who, method, outcomes[method])
 
 
@@ -348,6 +351,7 @@ def test_read_group_is_denied_exactly_the_admin_methods(shared_daemon, accounts)
             assert not isinstance(outcome, dict) or outcome["code"] != PERMISSION_DENIED
     # Nothing the reader asked for was stored.
     assert daemon.call("task.list", state="all")["tasks"] == before
+    assert daemon.call("schedule.list")["schedules"] == []
     assert "victim" in {r["id"] for r in daemon.call("repo.list")["repositories"]}
 
 

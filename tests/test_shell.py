@@ -275,7 +275,19 @@ def test_candidates_follow_the_parser():
     assert candidates(tree, ["repo", "content"], "--a") == ["--arch", "--after", "--all"]
     assert "--version" in candidates(tree, ["repo", "rollback"], "--")
     assert candidates(tree, [], "con") == ["content"]
-    assert candidates(tree, ["content", "orphans"], "") == ["list", "remove"]
+    assert candidates(tree, ["content", "orphans"], "") == ["list", "remove", "schedules"]
+    # A command with subcommands of its own: its options, and its schedules.
+    assert candidates(tree, ["repo", "sync"], "") == ["schedules"]
+    assert "--repo-id" in candidates(tree, ["repo", "sync"], "--")
+    schedules = ["create", "list", "show", "update", "delete"]
+    assert candidates(tree, ["repo", "publish", "schedules"], "") == schedules
+    assert candidates(tree, ["repo", "sync", "schedules", "update", "--enabled"], "") == [
+        "true",
+        "false",
+    ]
+    assert "--failure-threshold" in candidates(
+        tree, ["content", "orphans", "schedules", "create"], "--"
+    )
     assert "--wait" in candidates(tree, ["content", "orphans", "remove"], "--")
 
 

@@ -36,6 +36,7 @@ from coordd.api.errors import (
     NotFound,
     PermissionDenied,
 )
+from coordd.api.schedules import ScheduleMethods
 from coordd.engine.coordinator import Decision, Resource, Verdict
 from coordd.engine.locks import Holder, Locks, parse_resources
 from coordd.engine.runtime import Runtime
@@ -48,6 +49,7 @@ from coordd.repo.repositories import (
     validate_config,
     validate_id,
 )
+from coordd.repo.schedules import Scheduler
 
 log = logging.getLogger("coordd.rpc")
 
@@ -86,6 +88,7 @@ class Services:
     repos: Repositories
     locks: Locks
     queries: ContentQueries | None = None
+    scheduler: Scheduler | None = None
 
 
 Method = Callable[..., Awaitable[Any]]
@@ -128,6 +131,8 @@ class Api:
         }
         content = ContentMethods(self._queries, self._submit)
         self.table.update(content.table())  # type: ignore[arg-type]
+        schedules = ScheduleMethods(self._scheduler, lambda: self.services.repos)
+        self.table.update(schedules.table())  # type: ignore[arg-type]
         self._methods = {
             name: self._guard(name, method, access) for name, (method, access) in self.table.items()
         }
@@ -136,6 +141,11 @@ class Api:
         queries = self.services.queries
         assert queries is not None, "the daemon's services always have content queries"
         return queries
+
+    def _scheduler(self) -> Scheduler:
+        scheduler = self.services.scheduler
+        assert scheduler is not None, "the daemon's services always have a scheduler"
+        return scheduler
 
     def _guard(self, name: str, method: Method, access: Access) -> Method:
         check_params = _params_check(inspect.signature(method))
@@ -285,6 +295,7 @@ class Api:
         importer: Any = None,
         retain_versions: Any = None,
         sign_metadata: Any = None,
+        auto_publish: Any = None,
         request_id: Any = None,
     ) -> dict[str, Any]:
         fields = _present(
@@ -294,6 +305,7 @@ class Api:
             importer=importer,
             retain_versions=retain_versions,
             sign_metadata=sign_metadata,
+            auto_publish=auto_publish,
         )
         args = {"repo_id": validate_id(repo_id), "config": validate_config(fields, partial=False)}
         return await self._submit("repo.create", args, caller, request_id)
@@ -308,6 +320,7 @@ class Api:
         importer: Any = ABSENT,
         retain_versions: Any = ABSENT,
         sign_metadata: Any = ABSENT,
+        auto_publish: Any = ABSENT,
         request_id: Any = None,
     ) -> dict[str, Any]:
         # Here null is a value: it clears a descriptive field (or, in importer, an option;
@@ -321,6 +334,7 @@ class Api:
                 ("importer", importer),
                 ("retain_versions", retain_versions),
                 ("sign_metadata", sign_metadata),
+                ("auto_publish", auto_publish),
             )
             if value is not ABSENT
         }

@@ -36,6 +36,7 @@ PROGRESS_TICK = 0.25  # seconds between progress events for a task that reported
 
 
 Listener = Callable[[str, dict[str, Any]], None]
+EndWatcher = Callable[[Task], None]
 
 
 class Execution:
@@ -63,6 +64,7 @@ class Execution:
         self._contexts: dict[str, TaskContext] = {}
         self._ended: dict[str, anyio.Event] = {}
         self._listeners: set[Listener] = set()
+        self._end_watchers: list[EndWatcher] = []
         self._progress_seen: dict[str, int] = {}
         self._progress_saved: dict[str, tuple[int, float]] = {}
         self._runner_ended = anyio.Event()  # replaced after each set: "some runner ended"
@@ -218,6 +220,11 @@ class Execution:
         event = self._ended.pop(task.id, None)
         if event is not None:
             event.set()
+        for watcher in self._end_watchers:
+            try:
+                watcher(task)
+            except Exception:  # a watcher's bug must not stop the tasks behind this one
+                log.exception("a watcher of task ends failed on task %s", task.id)
 
     def _move(self, task: Task, state: State) -> None:
         """Change a counted task's state (through the lifecycle table), and the counts."""
@@ -234,6 +241,16 @@ class Execution:
 
     def describe(self, task: Task) -> dict[str, Any]:
         return task.to_json(self.waiting_for(task))
+
+    def watch_ends(self, watcher: EndWatcher) -> None:
+        """Call ``watcher`` with each task once its end is committed (a schedule counts its
+        task's failures there, a sync queues its publish)."""
+        self._end_watchers.append(watcher)
+
+    def start_soon(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func(*args)`` in the runtime's task group."""
+        assert self._tg is not None
+        self._tg.start_soon(func, *args)
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.add(listener)

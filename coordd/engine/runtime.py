@@ -47,7 +47,7 @@ from coordd.engine.operations import Registry
 from coordd.engine.settings import EngineSettings
 from coordd.engine.tasks import ENDED, State, Task, blocker_to_json, new_task_id
 from coordd.store import taskrows
-from coordd.store.database import PendingWrite, Store, dumps
+from coordd.store.database import PendingWrite, Statement, Store, dumps
 
 log = logging.getLogger("coordd.runtime")
 
@@ -174,11 +174,17 @@ class Runtime(Execution):
         *,
         before_start: Callable[[Task], None] | None = None,
         request_id: str | None = None,
+        parent: str | None = None,
+        reason: str | None = None,
+        also: Callable[[Task, Decision], Iterable[Statement]] | None = None,
     ) -> tuple[Task, Decision]:
         """Decide a new task and store it; raises ``Conflict`` when it is rejected.
 
         ``before_start`` runs once the task exists and before anything can start it (the
-        lock methods attach the client's connection there).
+        lock methods attach the client's connection there). ``parent`` and ``reason`` say
+        which task made coordd submit this one, and why (a schedule, a publish after a
+        sync). ``also`` gives statements to store in the same transaction as the task (a
+        schedule's record of its fire).
         """
         if self.stopping:
             raise Unavailable("coordd is shutting down; submit again once it is back")
@@ -207,6 +213,8 @@ class Runtime(Execution):
             state=State.WAITING,
             submitted=now,
             request_id=request_id,
+            parent=parent,
+            reason=reason,
             _args=args,
         )
         accepted = decision.verdict is Verdict.ACCEPTED
@@ -227,6 +235,8 @@ class Runtime(Execution):
             applied = functools.partial(self._applied, task, end, ctx)
         else:
             writes = taskrows.insert(task)
+        if also is not None:
+            writes = [*writes, *also(task, decision)]
 
         # Decided. The row is queued, and the task started once it is committed, by the
         # writer's wake-up: neither can be stopped half-way by the caller going away.

@@ -143,6 +143,8 @@ class Task:
     held: bool = False  # an external lock: a client holds it, the daemon runs nothing
     cancel_requested: bool = False
     request_id: str | None = None  # the client's id of the submission, if it gave one
+    parent: str | None = None  # the task that made coordd submit this one (a sync's publish)
+    reason: str | None = None  # why coordd itself submitted it (a schedule, a publish after sync)
     _args: dict[str, Any] | None = None
 
     @property
@@ -197,4 +199,6 @@ class Task:
             "restartable": self.restartable,
             "cancel_requested": self.cancel_requested,
             "request_id": self.request_id,
+            "parent": self.parent,
+            "reason": self.reason,
         }

@@ -85,6 +85,9 @@ def validate_config(args: Mapping[str, Any], *, partial: bool) -> dict[str, Any]
         config["retain_versions"] = None
     if "sign_metadata" in args:
         config["sign_metadata"] = params.boolean(args["sign_metadata"], "sign_metadata")
+    if "auto_publish" in args:
+        value = args["auto_publish"]
+        config["auto_publish"] = False if value is None else params.boolean(value, "auto_publish")
     if "importer" in args:
         importer = params.obj(args["importer"], "importer")
         for key, value in importer.items():  # URLs have a tighter bound of their own
@@ -221,6 +224,7 @@ class Repositories:
             "importer": redact(repo.config.get("importer", {})),
             "retain_versions": self.retain(repo),
             "sign_metadata": bool(repo.config.get("sign_metadata", False)),
+            "auto_publish": bool(repo.config.get("auto_publish", False)),
             "created": iso(repo.created),
             "updated": iso(repo.updated),
             "latest_version": latest.number if latest else None,
@@ -294,7 +298,7 @@ class Repositories:
         repo = self._existing(ctx.args["repo_id"])
         changes = ctx.args["config"]
         config = dict(repo.config)
-        for key in (*DESCRIPTIVE, "retain_versions", "sign_metadata"):
+        for key in (*DESCRIPTIVE, "retain_versions", "sign_metadata", "auto_publish"):
             if key in changes:
                 config[key] = changes[key]
         if "importer" in changes:
@@ -323,7 +327,17 @@ class Repositories:
             self.repos.pop(repo_id, None)
             self.states.pop(repo_id, None)
 
-        ctx.commit_at_end(("DELETE FROM repositories WHERE id = ?", (repo_id,)), then=forget)
+        ctx.commit_at_end(
+            ("DELETE FROM repositories WHERE id = ?", (repo_id,)),
+            # Its schedules and their history (coordd.repo.schedules drops them from memory).
+            (
+                "DELETE FROM schedule_fires WHERE schedule_id IN"
+                " (SELECT id FROM schedules WHERE repo_id = ?)",
+                (repo_id,),
+            ),
+            ("DELETE FROM schedules WHERE repo_id = ?", (repo_id,)),
+            then=forget,
+        )
         return {"repo_id": repo_id, "removed": removed}
 
     async def sync(self, ctx: TaskContext) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -12,12 +13,15 @@ from coordd.api.errors import Unavailable
 from coordd.api.methods import Services
 from coordd.content.migrate import migrate
 from coordd.content.store import ContentStore
+from coordd.engine.clock import Clock, WallClock
 from coordd.engine.locks import Locks, lock_operation
 from coordd.engine.operations import Registry
 from coordd.engine.runtime import Runtime
 from coordd.engine.settings import EngineSettings
+from coordd.repo.autopublish import AutoPublish
 from coordd.repo.queries import ContentQueries
 from coordd.repo.repositories import ContentSettings, Repositories, resource
+from coordd.repo.schedules import Scheduler
 from coordd.service.config import Config
 from coordd.store.database import Store
 
@@ -47,9 +51,15 @@ def content_settings(config: Config) -> ContentSettings:
 
 
 async def build_services(
-    config: Config, store: Store, *, clock: Callable[[], float] = time.time
+    config: Config,
+    store: Store,
+    *,
+    clock: Callable[[], float] = time.time,
+    schedule_clock: Clock | None = None,
 ) -> Services:
-    """Repositories loaded, every operation registered, a runtime ready to ``start``."""
+    """Repositories loaded, every operation registered, a runtime ready to ``start``, and
+    the scheduler ready to ``start`` after it (``schedule_clock``: the wall clock unless
+    given; its ``now`` should be ``clock``)."""
     content = ContentStore(config.state_dir)
     try:
         await anyio.to_thread.run_sync(content.open)
@@ -76,4 +86,7 @@ async def build_services(
     )
     queries = ContentQueries(repos)
     await queries.refresh()
-    return Services(runtime, repos, locks, queries)
+    scheduler = Scheduler(store, runtime, repos, schedule_clock or WallClock(), own_uid=os.getuid())
+    scheduler.configure_orphan_cleanup(config.orphan_cleanup_interval_s)
+    AutoPublish(runtime, repos)
+    return Services(runtime, repos, locks, queries, scheduler)

@@ -92,8 +92,10 @@ are dropped when a new version is made. Content that no kept version names any m
 orphaned: ``coordctl content orphans remove`` deletes it, and so does the daemon itself
 every ``orphan_cleanup_interval`` when that is not 0 (a heavy task on the content pool,
 which waits for every sync, copy and rollback in progress and holds later ones back until
-it ends). ``publish_grace`` is how long a published tree that a publish replaced stays on
-disk, so that a client which read the old ``repomd.xml`` still finds the files it names.
+it ends), through a schedule of that name that ``coordctl content orphans schedules list``
+shows; ``content orphans schedules create`` makes others. ``publish_grace`` is how long a
+published tree that a publish replaced stays on disk, so that a client which read the old
+``repomd.xml`` still finds the files it names.
 
 ``[signing] key`` is an OpenPGP secret key file (armored or not, as ``gpg
 --export-secret-keys`` writes it; one primary key, whose signing subkey is used if it has

@@ -35,12 +35,14 @@ from anyio.abc import SocketListener
 
 from coordd import __version__
 from coordd.api.access import AccessPolicy
-from coordd.api.errors import CoorddError, Unavailable
+from coordd.api.errors import Unavailable
 from coordd.api.methods import Api
 from coordd.api.server import Limits, Server
+from coordd.engine.clock import Clock, FileClock, WallClock
 from coordd.engine.runtime import Runtime
 from coordd.repo.leftovers import clear_leftovers
-from coordd.repo.repositories import ORPHANS, POOL, REPOSITORY, Repositories
+from coordd.repo.repositories import REPOSITORY, Repositories
+from coordd.repo.schedules import Scheduler
 from coordd.service import descriptors, systemd
 from coordd.service.assemble import build_services, content_settings, engine_settings
 from coordd.service.config import Config, ConfigError, environment_overrides, load_config
@@ -54,6 +56,7 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 78  # EX_CONFIG
 EXIT_RUNNING = 75  # EX_TEMPFAIL: another instance holds the state or the socket
 EXIT_DATABASE = 70  # EX_SOFTWARE
+TEST_CLOCK_ENV = "COORDD_TEST_CLOCK_FILE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +162,7 @@ class Daemon:
         self._open_files = 0  # the soft RLIMIT_NOFILE, once raised
         self._store: Store | None = None
         self._repos: Repositories | None = None
+        self._scheduler: Scheduler | None = None
 
     async def run(self) -> int:
         config = self.config
@@ -201,7 +205,8 @@ class Daemon:
 
     async def _serve(self, store: Store) -> int:
         config = self.config
-        services = await build_services(config, store)
+        clock = daemon_clock()
+        services = await build_services(config, store, clock=clock.now, schedule_clock=clock)
         self._repos = services.repos
         runtime, locks = services.runtime, services.locks
         api = Api(services)
@@ -231,7 +236,9 @@ class Daemon:
             tg.start_soon(self._signal_loop, runtime, server, policy)
             tg.start_soon(self._watchdog_loop, runtime)
             tg.start_soon(locks.withdraw_unattached, runtime)
-            tg.start_soon(self._orphan_cleanup_loop, runtime)
+            assert services.scheduler is not None
+            await services.scheduler.start(tg)
+            self._scheduler = services.scheduler
             with anyio.CancelScope() as wait_scope:
                 tg.start_soon(_cancel_on, store.fatal_event, wait_scope)
                 await self._stop.wait()
@@ -252,23 +259,6 @@ class Daemon:
         self._remove_socket()
         log.info("stopped")
         return EXIT_OK
-
-    async def _orphan_cleanup_loop(self, runtime: Runtime) -> None:
-        """Submit orphan cleanup every ``orphan_cleanup_interval`` (read again each turn, so
-        a reload applies), unless one is already waiting or running."""
-        while True:
-            interval = self.config.orphan_cleanup_interval_s
-            await anyio.sleep(interval if interval > 0 else 60)
-            if self.config.orphan_cleanup_interval_s <= 0 or runtime.stopping:
-                continue
-            if any(t.operation == ORPHANS for t in runtime.incomplete(POOL)):
-                continue
-            try:
-                task, _decision = await runtime.submit(ORPHANS, {}, os.getuid())
-            except CoorddError as exc:
-                log.warning("scheduled orphan cleanup not submitted: %s", exc)
-                continue
-            log.info("scheduled orphan cleanup: task %s", task.id)
 
     def _ready(self, runtime: Runtime) -> None:
         log.info(
@@ -365,6 +355,8 @@ class Daemon:
         runtime.set_slots(config.heavy_slots)
         if self._repos is not None:
             self._repos.settings = content_settings(config)
+        if self._scheduler is not None:
+            self._scheduler.configure_orphan_cleanup(config.orphan_cleanup_interval_s)
         if self._store is not None:
             self._store.commit_timeout_s = config.commit_timeout_s
         limits = self._limits()
@@ -403,6 +395,19 @@ class Daemon:
                 systemd.watchdog()
             systemd.status(_status_line(runtime))
             await anyio.sleep(tick)
+
+
+def daemon_clock() -> Clock:
+    """The wall clock; for tests, the clock ``COORDD_TEST_CLOCK_FILE`` names (an
+    environment variable, so that only whoever starts the daemon can move its time: see
+    ``coordd.engine.clock``)."""
+    path = os.environ.get(TEST_CLOCK_ENV)
+    if path:
+        log.warning(
+            "%s is set: the time of day comes from %s (for tests only)", TEST_CLOCK_ENV, path
+        )
+        return FileClock(Path(path))
+    return WallClock()
 
 
 def _clear_leftovers(state_dir: Path) -> None:

@@ -62,6 +62,41 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN request_id TEXT;
     CREATE UNIQUE INDEX tasks_request ON tasks(uid, request_id) WHERE request_id IS NOT NULL;
     """,
+    # Tasks one of coordd's own made (a schedule, a publish after a sync): the task that
+    # caused it and why. Schedules, and what each of their fires became.
+    """
+    ALTER TABLE tasks ADD COLUMN parent TEXT;
+    ALTER TABLE tasks ADD COLUMN reason TEXT;
+    CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        repo_id TEXT,
+        schedule TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        failure_threshold INTEGER,
+        failures INTEGER NOT NULL DEFAULT 0,
+        disabled_reason TEXT,
+        runs INTEGER NOT NULL DEFAULT 0,
+        next_run REAL,
+        last_task TEXT,
+        uid INTEGER NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX schedules_repo ON schedules(repo_id) WHERE repo_id IS NOT NULL;
+    CREATE TABLE schedule_fires (
+        seq INTEGER PRIMARY KEY,
+        schedule_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        task_id TEXT,
+        detail TEXT,
+        task_state TEXT
+    );
+    CREATE INDEX schedule_fires_by ON schedule_fires(schedule_id, seq);
+    CREATE INDEX schedule_fires_open ON schedule_fires(task_id)
+        WHERE task_id IS NOT NULL AND task_state IS NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -26,8 +26,8 @@ def insert(task: Task, end: TaskEnd | None = None) -> list[Statement]:
     resources it claims (``task_resources``, for the history of one resource)."""
     row = (
         "INSERT INTO tasks (seq, id, operation, args, claims, heavy, restartable, held, uid,"
-        " state, submitted, started, attempts, finished, result, error, request_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " state, submitted, started, attempts, finished, result, error, request_id, parent,"
+        " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             task.seq,
             task.id,
@@ -44,6 +44,8 @@ def insert(task: Task, end: TaskEnd | None = None) -> list[Statement]:
             task.attempts,
             *((end.finished, dumps(end.result), dumps(end.error)) if end else (None,) * 3),
             task.request_id,
+            task.parent,
+            task.reason,
         ),
     )
     return [
@@ -189,6 +191,8 @@ _QUEUE_COLUMNS = (
     "attempts",
     "cancel_requested",
     "request_id",
+    "parent",
+    "reason",
 )
 _STATES = {state.value: state for state in State}
 
@@ -196,7 +200,7 @@ _STATES = {state.value: state for state in State}
 def _queued_task(row: tuple[Any, ...]) -> Task:
     """A waiting or running task from a tuple of ``_QUEUE_COLUMNS`` (the start-up path)."""
     (tid, seq, operation, args, claims, heavy, restartable, held, uid, state, submitted,
-     started, attempts, cancel_requested, request_id) = row  # fmt: skip
+     started, attempts, cancel_requested, request_id, parent, reason) = row  # fmt: skip
     return Task(
         id=tid,
         seq=seq,
@@ -213,6 +217,8 @@ def _queued_task(row: tuple[Any, ...]) -> Task:
         attempts=attempts,
         cancel_requested=bool(cancel_requested),
         request_id=request_id,
+        parent=parent,
+        reason=reason,
     )
 
 
@@ -238,4 +244,6 @@ def _task_from_row(row: Any) -> Task:
         attempts=row["attempts"],
         cancel_requested=bool(row["cancel_requested"]),
         request_id=row["request_id"],
+        parent=row["parent"],
+        reason=row["reason"],
     )

@@ -100,23 +100,28 @@ async def running(
     *,
     operations: list[Operation] | None = None,
     clock: Callable[[], float] = time.time,
+    schedule_clock: Any = None,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     """A started runtime and its method table on ``state_dir/coordd.db``.
 
-    ``operations``: extra operations to register beside the daemon's own (a test's stand-in
-    for a long task); ``settings``: configuration fields to change (``retention_s=…``).
+    ``schedule_clock``: the scheduler's clock (``tests.helpers.clock.FakeClock``; its ``now``
+    should also be ``clock``). ``operations``: extra operations to register beside the
+    daemon's own (a test's stand-in for a long task); ``settings``: configuration fields to
+    change (``retention_s=…``).
     """
     config = config_for(state_dir, **settings)
     store = Store(state_dir / "coordd.db")
     await store.open()
     try:
-        services = await build_services(config, store, clock=clock)
+        services = await build_services(config, store, clock=clock, schedule_clock=schedule_clock)
         for op in operations or ():
             services.runtime.operations.add(op)
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.run_writer)
             await services.runtime.start(tg)
+            assert services.scheduler is not None
+            await services.scheduler.start(tg)
             yield Harness(store, services, Api(services))
             # As the daemon stops: nothing new starts, running tasks stop without an end.
             await services.runtime.shutdown(0)
