@@ -117,6 +117,7 @@ class _Sync:
         *,
         task_id: str | None,
         retain: int,
+        retain_packages: int = 0,
     ) -> None:
         self.store = store
         self.repo_id = repo_id
@@ -125,6 +126,7 @@ class _Sync:
         self.report = report
         self.task_id = task_id
         self.retain = retain
+        self.retain_packages = retain_packages
         self.feed = Feed(options, limits, report, fetcher, store.pool)
         self.downloader = Downloader(store.pool, fetcher, report, options, limits)
         self.from_pool = 0
@@ -187,7 +189,7 @@ class _Sync:
 
     def fingerprint(self, repomd: bytes, treeinfo: bytes | None) -> dict[str, Any]:
         """What the last sync must have seen for this one to change nothing."""
-        return {
+        fingerprint: dict[str, Any] = {
             "repomd_checksum": "sha256:" + hashlib.sha256(repomd).hexdigest(),
             "treeinfo_checksum": (
                 None if treeinfo is None else "sha256:" + hashlib.sha256(treeinfo).hexdigest()
@@ -197,6 +199,9 @@ class _Sync:
             "only_newest": self.options.only_newest,
             "allow_weak_checksums": self.options.allow_weak_checksums,
         }
+        if self.retain_packages:  # absent when unset: earlier syncs' fingerprints still match
+            fingerprint["retain_package_versions"] = self.retain_packages
+        return fingerprint
 
     async def unchanged(self, state: RepoState, fingerprint: dict[str, Any]) -> bool:
         """Whether the last sync saw the same feed and the pool still has every file."""
@@ -275,6 +280,7 @@ class _Sync:
             "repo_id": self.repo_id,
             "allow_weak": self.options.allow_weak_checksums,
             "only_newest": self.options.only_newest,
+            "retain_package_versions": self.retain_packages,
             "with_files": "filelists" not in fetched,
         }
 
@@ -507,9 +513,12 @@ async def sync(
     limits: Limits = DEFAULT_LIMITS,
     task_id: str | None = None,
     retain: int = DEFAULT_RETAIN,
+    retain_packages: int = 0,
 ) -> dict[str, Any]:
     """Make the next version of ``repo_id`` hold what ``options.feed`` (or a mirror of
     ``options.metalink`` or ``options.mirrorlist``) offers; return a JSON summary.
+    ``retain_packages``: keep only that many of the newest versions of each package name
+    and arch (0: all; ``coordd.repo.yum.retention``).
 
     Raises ``OperationFailed`` (with a message naming the file and the problem) for an
     unusable feed or failed downloads; the repository then keeps its previous version.
@@ -529,7 +538,15 @@ async def sync(
     try:
         fetcher = fetcher_for(source, options.transport(limits))
         run = _Sync(
-            store, repo_id, options, limits, report, fetcher, task_id=task_id, retain=retain
+            store,
+            repo_id,
+            options,
+            limits,
+            report,
+            fetcher,
+            task_id=task_id,
+            retain=retain,
+            retain_packages=retain_packages,
         )
         return (await run.run()).to_json()
     except anyio.get_cancelled_exc_class():
