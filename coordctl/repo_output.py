@@ -81,6 +81,7 @@ def repo_show(repo: Mapping[str, Any]) -> str:
         ("Latest Version", _or_none(repo.get("latest_version"))),
         ("Published Version", _published(repo.get("published_version"))),
         ("Retain Versions", repo.get("retain_versions")),
+        ("Retain Package Versions", repo.get("retain_package_versions") or "All"),
         ("Content", _content_summary(repo.get("content") or {})),
     ]
     for name, key in (("Last Sync", "last_sync"), ("Last Publish", "last_publish")):

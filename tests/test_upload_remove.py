@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -434,6 +435,8 @@ def test_retain_package_versions_keeps_and_downloads_only_the_newest(
         )
         assert code == 0, err
         assert daemon.call("repo.show", repo_id="demo")["retain_package_versions"] == 2
+        shown = coordctl(daemon, "repo", "show", "--repo-id", "demo").stdout
+        assert re.search(r"^Retain Package Versions:\s+2$", shown, re.M), shown
         code, out, err = run_json(daemon, "repo", "sync", "--repo-id", "demo", "--wait")
         assert code == 0, err
         kept = {
