@@ -4,6 +4,7 @@ its real socket, with real RPMs and real dnf where it matters."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from coordctl.client import Client
-from coordd.api.errors import InvalidRequest
+from coordd.api.errors import InvalidRequest, InvalidState
 from coordd.repo.yum.retention import newest_versions
 from tests.helpers.daemon import DaemonProcess, coordctl, create, running_daemon, wait_for
 from tests.helpers.feeds import (  # noqa: F401 - fixture
@@ -469,3 +470,47 @@ def test_retain_package_versions_keeps_and_downloads_only_the_newest(
         assert out["task"]["result"]["downloaded"] == 2
     with pytest.raises(InvalidRequest, match="retain_package_versions must be between 0"):
         daemon.call("repo.update", repo_id="demo", retain_package_versions=-1)
+
+
+def test_uploads_that_never_run_leave_nothing_and_say_why(
+    daemon: DaemonProcess,
+    real_rpms: list[Path],  # noqa: F811
+) -> None:
+    """Copies of a canceled upload go with the next upload; an upload still waiting when
+    the daemon restarts fails, saying to upload again (its copies did not survive)."""
+    tmp = daemon.state_dir / "content" / ".tmp"
+    holder = daemon.client()
+    lock = holder.call(
+        "lock.acquire", {"resources": [{"type": "repository", "id": "demo", "kind": "update"}]}
+    )
+
+    def postponed_upload(path: Path) -> str:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            answer = holder.call("repo.upload", {"repo_id": "demo"}, fds=[fd])
+        finally:
+            os.close(fd)
+        assert answer["verdict"] == "postponed"
+        task_id: str = answer["task"]["id"]
+        return task_id
+
+    first = postponed_upload(real_rpms[0])
+    canceled = postponed_upload(real_rpms[1])
+    assert len(list(tmp.iterdir())) == 2
+    assert daemon.call("task.cancel", task_id=canceled)["state"] == "canceled"
+    third = postponed_upload(real_rpms[2])
+    assert len(list(tmp.iterdir())) == 2  # the first's copy and the third's
+    holder.close()
+    daemon.restart()
+    assert list(tmp.iterdir()) == []
+    with daemon.client() as client:
+        # The lock ends with the restart (whether interrupted or, once re-attached, released).
+        with contextlib.suppress(InvalidState):
+            client.call("lock.attach", {"task_id": lock["task"]["id"]})
+            client.call("lock.release", {"task_id": lock["task"]["id"]})
+        for task_id in (first, third):
+            ended = client.call("task.wait", task_id=task_id, timeout=30)
+            assert ended["state"] == "error"
+            assert "coordd restarted before this upload ran" in ended["error"]["message"]
+            assert "upload them again" in ended["error"]["message"]
+    assert versions(daemon) == []
