@@ -257,6 +257,14 @@ def test_every_descriptor_the_daemon_receives_is_closed(
         assert "cannot be passed in a batch" in reply[0]["error"]["message"]  # type: ignore[index]
         reply = send_raw({**base, "method": "no.such", "fds": 2}, fds[:2])
         assert reply["error"]["code"] == -32601
+        # More than a request may pass, in one message: the kernel drops those past 64.
+        many = [os.dup(fds[-1]) for _ in range(70)]
+        try:
+            reply = send_raw({**base, "params": {"repo_id": "demo"}, "fds": 64}, many)
+        finally:
+            for fd in many:
+                os.close(fd)
+        assert "file 1: not an RPM package" in reply["error"]["message"]
         # Descriptors no request declares are closed at once, not when the connection ends.
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(str(daemon.socket))
