@@ -44,6 +44,11 @@ def optional_positive(text: str) -> int | str:
     return "" if text == "" else positive(text)
 
 
+def optional_count(text: str) -> int | str:
+    """``count``, or ``""`` (clear the value)."""
+    return "" if text == "" else count(text)
+
+
 def count(text: str) -> int:
     """A whole number of at least 0 (``--against 0``: the empty version before the first)."""
     try:
@@ -244,6 +249,13 @@ def config_options(sub: argparse.ArgumentParser) -> None:
         help="publish each new version a sync makes, at once, in a task of its own linked to "
         "the sync",
     )
+    sub.add_argument(
+        "--retain-package-versions",
+        type=optional_count,
+        metavar="N",
+        help="a sync keeps only the N newest versions of each package name and arch, and "
+        "downloads no others; 0 or an empty value keeps every version (the default)",
+    )
     importer = sub.add_argument_group(
         "importer options", "How the repository syncs; an empty value clears an option."
     )
@@ -269,6 +281,42 @@ def copy_options(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--name", metavar="GLOB", help="copy only packages whose name matches")
     version_option(sub, "the version of the source to copy from (default: its latest)")
+
+
+def upload_options(sub: argparse.ArgumentParser) -> None:
+    repo_id(sub)
+    sub.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="RPM files to upload; coordctl opens them and passes them to coordd open, so "
+        "coordd reads what you can read",
+    )
+
+
+def remove_options(sub: argparse.ArgumentParser) -> None:
+    repo_id(sub)
+    sub.add_argument(
+        "--name",
+        dest="names",
+        action="append",
+        metavar="GLOB",
+        help="remove the packages whose name matches (repeatable)",
+    )
+    sub.add_argument(
+        "--nevra",
+        dest="nevras",
+        action="append",
+        metavar="NEVRA",
+        help="remove the package name-[epoch:]version-release.arch (repeatable)",
+    )
+    sub.add_argument(
+        "--erratum",
+        dest="errata",
+        action="append",
+        metavar="ID",
+        help="remove the erratum (advisory) of this id (repeatable)",
+    )
 
 
 def rollback_options(sub: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,19 @@ class Client:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def call(self, method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
-        """Call ``method`` and return its result; raise the daemon's error class on error."""
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        fds: Sequence[int] = (),
+        **kw: Any,
+    ) -> Any:
+        """Call ``method`` and return its result; raise the daemon's error class on error.
+
+        ``fds``: open descriptors passed with the request (``SCM_RIGHTS``), for methods that
+        read files the caller opened (``repo.upload``); see coordd-api(7).
+        """
         if self._sock is None:
             self.connect()
         self._next_id += 1
@@ -102,7 +114,9 @@ class Client:
         merged = {**(params or {}), **kw}
         if merged:
             message["params"] = merged
-        self.send(message)
+        if fds:
+            message["fds"] = len(fds)
+        self.send(message, fds)
         while True:
             reply = self._receive(None, reply=True)
             if reply is None:
@@ -118,11 +132,16 @@ class Client:
                 raise from_json(reply["error"])
             return reply.get("result")
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        """Send one message; ``fds`` go with its first byte, in one ``sendmsg``."""
         assert self._sock is not None
         data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
         try:
-            self._sock.sendall(data)
+            if fds:
+                sent = socket.send_fds(self._sock, [data], list(fds))
+                data = data[sent:]
+            if data:
+                self._sock.sendall(data)
         except OSError as exc:
             # The daemon may have refused us and closed (permission, too many
             # connections): its error is then waiting to be read, and is the real answer.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -155,9 +155,16 @@ def report_usage(ctx: Context, exc: UsageError) -> int:
 # -- task submissions ----------------------------------------------------------------------
 
 
-def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str, Any]) -> int:
+def submit(
+    ctx: Context,
+    args: argparse.Namespace,
+    method: str,
+    params: dict[str, Any],
+    fds: Sequence[int] = (),
+) -> int:
     """Submit a task; print accepted/postponed, or follow it with ``--wait`` (one done as it
-    was accepted, a configuration change, is reported as it ended)."""
+    was accepted, a configuration change, is reported as it ended). ``fds``: descriptors
+    passed with the request (and again if it is sent once more)."""
     from coordctl import output
     from coordctl.client import TimedOut
 
@@ -169,13 +176,13 @@ def submit(ctx: Context, args: argparse.Namespace, method: str, params: dict[str
     client = ctx.connect()
     try:
         try:
-            answer = client.call(method, params)
+            answer = client.call(method, params, fds=fds)
         except TimedOut:
             client.close()
             ctx.err.write(f"{PROG}: coordd did not answer in time; asking once more\n")
             ctx.err.flush()
             client = ctx.connect()
-            answer = client.call(method, params)
+            answer = client.call(method, params, fds=fds)
     except KeyboardInterrupt:
         client.close()
         ctx.err.write(
@@ -273,6 +280,9 @@ def _config_params(args: argparse.Namespace) -> dict[str, Any]:
         params["retain_versions"] = None if args.retain_versions == "" else args.retain_versions
     if args.sign_metadata is not None:
         params["sign_metadata"] = args.sign_metadata
+    if args.retain_package_versions is not None:  # empty: keep every version
+        retain = args.retain_package_versions
+        params["retain_package_versions"] = 0 if retain == "" else retain
     importer: dict[str, Any] = {}
     for _, key, _, _, _ in IMPORTER_OPTIONS:
         value = getattr(args, key)
@@ -314,6 +324,37 @@ def cmd_repo_copy(ctx: Context, args: argparse.Namespace) -> int:
         {"source": args.source, "target": args.target}, name=args.name, version=args.version
     )
     return submit(ctx, args, "repo.copy", params)
+
+
+def cmd_repo_upload(ctx: Context, args: argparse.Namespace) -> int:
+    import os
+
+    opened: list[int] = []
+    try:
+        for name in args.files:
+            try:
+                opened.append(os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY))
+            except OSError as exc:
+                raise UsageError(
+                    args.command_parser, f"cannot open {name}: {exc.strerror}"
+                ) from None
+        params = {
+            "repo_id": args.repo_id,
+            "files": [os.path.basename(name) for name in args.files],
+        }
+        return submit(ctx, args, "repo.upload", params, fds=opened)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def cmd_repo_remove(ctx: Context, args: argparse.Namespace) -> int:
+    if not (args.names or args.nevras or args.errata):
+        raise UsageError(args.command_parser, "give at least one of --name, --nevra, --erratum")
+    params = _given(
+        {"repo_id": args.repo_id}, names=args.names, nevras=args.nevras, errata=args.errata
+    )
+    return submit(ctx, args, "repo.remove", params)
 
 
 def cmd_repo_rollback(ctx: Context, args: argparse.Namespace) -> int:
@@ -619,6 +660,8 @@ COMMANDS: dict[str, Command] = {
     "repo publish": cmd_repo_publish,
     "repo copy": cmd_repo_copy,
     "repo rollback": cmd_repo_rollback,
+    "repo upload": cmd_repo_upload,
+    "repo remove": cmd_repo_remove,
     "repo list": cmd_repo_list,
     "repo show": cmd_repo_show,
     "repo content": cmd_repo_content,

@@ -39,7 +39,7 @@ class Option:
 class Command:
     """A command or command group, with its options and subcommands."""
 
-    __slots__ = ("children", "help", "name", "options", "parser")
+    __slots__ = ("children", "help", "name", "options", "parser", "takes_files")
 
     def __init__(self, name: str, parser: argparse.ArgumentParser, help_text: str | None) -> None:
         self.name = name
@@ -47,6 +47,7 @@ class Command:
         self.help = help_text
         self.options: list[Option] = []
         self.children: dict[str, Command] = {}
+        self.takes_files = False  # file names as arguments (``repo upload FILE…``)
 
     def option(self, word: str) -> Option | None:
         for option in self.options:
@@ -74,6 +75,8 @@ def _node(name: str, parser: argparse.ArgumentParser, help_text: str | None) -> 
                 node.children[sub_name] = _node(sub_name, sub, helps.get(sub_name))
         elif action.option_strings:
             node.options.append(Option(action))
+        elif action.metavar in FILES:
+            node.takes_files = True
     return node
 
 
@@ -116,6 +119,8 @@ def candidates(
             node, used = child, set()
     if pending is not None:
         return _match(_values(pending, ids), current)
+    if node.takes_files and current and not current.startswith("-"):
+        return []  # a file name: the file system's to complete
     if current.startswith("-") or (not node.children and current == ""):
         names = [
             name
@@ -158,8 +163,10 @@ def bash_script(root: Command) -> str:
     for path, node in root.walk():
         key = " ".join(path)
         options = [name for option in node.options for name in option.names if name != "-h"]
+        files = ' files="1"' if node.takes_files else ""
         cases.append(
-            f'        "{key}") subs="{" ".join(node.children)}"; opts="{" ".join(options)}" ;;'
+            f'        "{key}") subs="{" ".join(node.children)}"; opts="{" ".join(options)}"'
+            f"{files} ;;"
         )
     value_options: dict[str, str] = {}
     for _, node in root.walk():
@@ -222,10 +229,14 @@ _coordctl() {{
             *) COMPREPLY=($(compgen -W "$values" -- "$cur")); return 0 ;;
         esac
     fi
-    local subs="" opts=""
+    local subs="" opts="" files=""
     case "$path" in
 {cases}
     esac
+    if [[ -n "$files" && "$cur" != -* ]]; then
+        COMPREPLY=($(compgen -f -- "$cur"))
+        return 0
+    fi
     if [[ "$cur" == -* || -z "$subs" ]]; then
         words="$opts"
     else

@@ -313,6 +313,31 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
     )
     tree.leaf(
         repo,
+        ("repo", "upload"),
+        "upload RPM files into a repository",
+        "Upload local RPM files into a new version of the repository. coordctl opens each "
+        "file and passes it to coordd open (over the socket, as a descriptor): coordd reads "
+        "exactly the files you can read. A file that is not an RPM, or a package whose "
+        "name, epoch, version, release and arch the repository holds with another file, "
+        "refuses the whole upload, and nothing changes. Uploaded packages stay through "
+        "later syncs, which replace only what came from the feed.",
+        arguments.upload_options,
+        task="Repository upload",
+    )
+    tree.leaf(
+        repo,
+        ("repo", "remove"),
+        "remove packages and errata from a repository",
+        "Make a new version of the repository without the packages whose name matches a "
+        "--name glob or that a --nevra names, and without the errata --erratum names (at "
+        "least one; each may be repeated). When nothing matches, no version is made and "
+        "the result says nothing was removed. A later sync brings back what its feed "
+        "still lists.",
+        arguments.remove_options,
+        task="Repository remove",
+    )
+    tree.leaf(
+        repo,
         ("repo", "rollback"),
         "make a new version with the content of an older one",
         "Roll a repository back: make a new version that holds what version N held. The "

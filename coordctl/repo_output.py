@@ -85,6 +85,7 @@ def repo_show(repo: Mapping[str, Any]) -> str:
         ("Retain Versions", repo.get("retain_versions")),
         ("Sign Metadata", bool(repo.get("sign_metadata"))),
         ("Auto Publish", bool(repo.get("auto_publish"))),
+        ("Retain Package Versions", repo.get("retain_package_versions") or "All"),
         ("Content", _content_summary(repo.get("content") or {})),
     ]
     for name, key in (("Last Sync", "last_sync"), ("Last Publish", "last_publish")):

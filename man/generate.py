@@ -157,7 +157,12 @@ def synopsis(words: str, parser: argparse.ArgumentParser) -> list[str]:
     for action in option_actions(parser):
         value = metavar(action)
         if not action.option_strings:
-            out.append(f".I {nobreak(value or action.dest)}")
+            more = ' " \\&..."' if action.nargs == "+" else ""  # one or more
+            out.append(
+                f".IR {nobreak(value or action.dest)}{more}"
+                if more
+                else f".I {nobreak(value or action.dest)}"
+            )
             continue
         name = action.option_strings[0]
         if isinstance(action, argparse.BooleanOptionalAction):

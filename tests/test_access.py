@@ -39,6 +39,7 @@ import pytest
 from coordctl.client import Client, NotReachable
 from coordd.api.errors import CoorddError, PermissionDenied, ProtocolError
 from tests.helpers.daemon import DaemonProcess
+from tests.helpers.feeds import real_rpms  # noqa: F401 - fixture
 
 with warnings.catch_warnings():
     # jsonrpcserver 5.0.9 reads its schema with importlib.resources.read_text (and open_text),
@@ -198,6 +199,7 @@ def call_params(task_id: str) -> dict[str, dict[str, Any]]:
         "repo.copy": {"source": "acc", "target": "acc2"},
         "schedule.create": {"kind": "sync", "repo_id": "acc", "schedule": "2030-01-01T00:00Z/P1D"},
         "schedule.list": {"repo_id": "acc"},
+        "repo.remove": {"repo_id": "acc", "names": ["nothing-*"]},
         "lock.acquire": {"resources": [{"type": "access-test", "id": "x", "kind": "read"}]},
         "lock.attach": {"task_id": task_id},
         "lock.release": {"task_id": task_id},
@@ -353,6 +355,32 @@ def test_read_group_is_denied_exactly_the_admin_methods(shared_daemon, accounts)
     assert daemon.call("task.list", state="all")["tasks"] == before
     assert daemon.call("schedule.list")["schedules"] == []
     assert "victim" in {r["id"] for r in daemon.call("repo.list")["repositories"]}
+
+
+def test_read_group_cannot_upload(shared_daemon, accounts, real_rpms):  # noqa: F811
+    """The reader passes an RPM it holds open: refused before the file is read, and the
+    descriptor closed by the daemon."""
+    daemon, _ = shared_daemon
+    fd = os.open(real_rpms[0], os.O_RDONLY)  # opened here; the forked client inherits it
+
+    def try_upload() -> Any:
+        with Client(str(daemon.socket), timeout=30) as client:
+            try:
+                client.call("repo.upload", {"repo_id": "acc"}, fds=[fd])
+            except CoorddError as exc:
+                return {"code": exc.code, "message": exc.message}
+            return "ok"
+
+    try:
+        outcome = as_user(accounts.reader, try_upload)
+    finally:
+        os.close(fd)
+    assert outcome["code"] == PERMISSION_DENIED, outcome
+    assert "repo.upload needs admin access" in outcome["message"]
+    assert daemon.call("repo.versions.list", repo_id="acc")["versions"] == []
+    assert not [
+        t for t in daemon.call("task.list", state="all")["tasks"] if t["operation"] == "repo.upload"
+    ]
 
 
 def test_neither_group_is_refused_at_connect(shared_daemon, accounts):

@@ -696,6 +696,7 @@ def test_a_repository_without_versions(daemon):
     assert field(show, "Latest Version") == ["None"]
     assert field(show, "Published Version") == ["Not published"]
     assert field(show, "Retain Versions") == ["3"]
+    assert field(show, "Retain Package Versions") == ["All"]
     assert field(show, "Content") == ["None: sync the repository, or copy into it"]
     ok(daemon, "repo", "update", "--repo-id", "empty", "--retain-versions", "", "--wait")
     shown = json.loads(ok(daemon, "--json", "repo", "show", "--repo-id", "empty"))

@@ -326,3 +326,10 @@ def test_bash_completion_script():
     assert "--all" in _bash_complete("coordctl repo content --repo-id demo --")
     assert _bash_complete("coordctl content orphans r") == ["remove"]
     assert _bash_complete("coordctl repo rollback --version 3 --w") == ["--wait"]
+    # File names for repo upload, from the file system; options still after a dash.
+    here = Path(__file__).resolve().parent
+    assert _bash_complete(f"coordctl repo upload --repo-id demo {here}/test_she") == [
+        f"{here}/test_shell.py"
+    ]
+    assert "--wait" in _bash_complete("coordctl repo upload --repo-id demo --w")
+    assert _bash_complete("coordctl repo remove --repo-id demo --ne") == ["--nevra"]

@@ -23,6 +23,8 @@ from typing import Any
 from coordd.api.errors import INVALID_REQUEST, PARSE_ERROR
 
 INT_LIMIT = 2**63
+#: Descriptors one request may pass (``"fds"``, see ``coordd.api.fdpassing``).
+MAX_FDS = 64
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
@@ -183,7 +185,16 @@ def check_request(message: Any) -> dict[str, Any]:
         raise BadMessage(
             INVALID_REQUEST, 'invalid request: "params" must be an object or an array', reply_id
         )
-    extra = set(message) - {"jsonrpc", "method", "params", "id"}
+    fds = message.get("fds")
+    if "fds" in message and (
+        not isinstance(fds, int) or isinstance(fds, bool) or not 1 <= fds <= MAX_FDS
+    ):
+        raise BadMessage(
+            INVALID_REQUEST,
+            f'invalid request: "fds" must be an integer from 1 to {MAX_FDS}',
+            reply_id,
+        )
+    extra = set(message) - {"jsonrpc", "method", "params", "id", "fds"}
     if extra:
         raise BadMessage(
             INVALID_REQUEST,
@@ -195,6 +206,17 @@ def check_request(message: Any) -> dict[str, Any]:
 
 def is_notification(message: dict[str, Any]) -> bool:
     return "id" not in message
+
+
+def declared_fds(message: Any) -> int:
+    """How many descriptors a decoded single request says it passes (0 when it says
+    nothing valid: ``check_request`` refuses it later)."""
+    if not isinstance(message, dict):
+        return 0
+    fds = message.get("fds")
+    if isinstance(fds, int) and not isinstance(fds, bool) and 1 <= fds <= MAX_FDS:
+        return fds
+    return 0
 
 
 def split_batch(value: Any, max_batch: int) -> tuple[bool, list[Any]]:

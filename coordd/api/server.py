@@ -19,6 +19,9 @@ down. Per connection:
   place;
 - an idle connection (no request in flight, no subscription, no lock) is closed after
   ``idle_timeout_s``;
+- descriptors passed with a request (``SCM_RIGHTS``) are queued as they arrive and taken
+  by the request that declares them, in order; the rest, and every one taken, are closed
+  (``coordd.api.fdpassing``);
 - the peer's uid/gid/pid come from ``SO_PEERCRED`` once, at accept, and decide its access
   (``coordd.api.access``).
 
@@ -46,12 +49,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.abc import SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketListener, SocketStream, TaskGroup, UNIXSocketStream
 
-from coordd.api import framing
+from coordd.api import fdpassing, framing
 from coordd.api.accepting import Acceptor
 from coordd.api.access import AccessPolicy, Peer, peer_credentials
-from coordd.api.errors import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
+from coordd.api.errors import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+)
 from coordd.api.methods import Api, Caller
 from coordd.api.turns import LARGE_BYTES, Turns
 
@@ -68,6 +77,7 @@ TRIM_AFTER_BYTES = 8 << 20
 
 #: A frame's requests (whether it is a batch, its members), or the encoded error reply.
 Parsed = tuple[bool, list[Any]] | bytes
+_NO_FDS = fdpassing.Passed(())
 
 
 @dataclass
@@ -121,6 +131,11 @@ class Connection:
         self._closing = False
         self._tg: TaskGroup | None = None
         self._read_scope: anyio.CancelScope | None = None  # the reader's wait, while it waits
+        # Descriptors the client passed (``coordd.api.fdpassing``): received and not yet
+        # taken, and taken by requests not yet ended; all closed when the connection ends.
+        self._received = fdpassing.Received()
+        self._passed: set[fdpassing.Passed] = set()
+        self._takes_fds = isinstance(stream, UNIXSocketStream)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -141,6 +156,10 @@ class Connection:
         finally:
             self._closing = True
             self._drop_queue()
+            self._received.close()
+            for passed in self._passed:
+                passed.close()
+            self._passed.clear()
             with anyio.CancelScope(shield=True):
                 await self.server.api.connection_closed(self.caller)
                 await self.stream.aclose()
@@ -176,7 +195,7 @@ class Connection:
             with anyio.move_on_after(timeout) as scope:
                 self._read_scope = scope
                 try:
-                    data = await self.stream.receive(READ_CHUNK)
+                    data = await self._receive()
                 except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
                     data = b""
             self._read_scope = None
@@ -229,10 +248,33 @@ class Connection:
                 if parsed is None:
                     self._in_flight.release()
                     return
+                passed = _NO_FDS
+                if len(self._received) and not isinstance(parsed, bytes) and not parsed[0]:
+                    passed = self._received.take(framing.declared_fds(parsed[1][0]))
+                    self._passed.add(passed)
                 self._busy += 1
-                tg.start_soon(self._handle_frame, parsed)
+                tg.start_soon(self._handle_frame, parsed, passed)
+            if len(self._received) and not framer.pending:
+                # Descriptors are for the requests whose lines this read completed.
+                stray = self._received.drop_stray()
+                log.info(
+                    "closed %d descriptors that no request of uid %d took", stray, self.peer.uid
+                )
             if frames or not continued:
                 frame_started = anyio.current_time()  # after any wait for a request slot
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the client; descriptors passed with them are queued."""
+        if not self._takes_fds:
+            return await self.stream.receive(READ_CHUNK)
+        stream: Any = self.stream
+        try:
+            data, fds = await stream.receive_fds(READ_CHUNK, fdpassing.MAX_QUEUED)
+        except RuntimeError as exc:  # ancillary data other than descriptors
+            raise anyio.BrokenResourceError from exc
+        if fds:
+            self._received.arrived(fds)
+        return bytes(data)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -276,12 +318,14 @@ class Connection:
             await self._wait_until_served()
         return False
 
-    async def _handle_frame(self, parsed: Parsed) -> None:
+    async def _handle_frame(self, parsed: Parsed, passed: fdpassing.Passed) -> None:
         try:
-            reply = await self._respond(parsed)
+            reply = await self._respond(parsed, passed)
             if reply is not None:
                 self._enqueue(reply)
         finally:
+            passed.close()
+            self._passed.discard(passed)
             self._busy -= 1
             self._in_flight.release()
             self._start_idle_clock()
@@ -293,7 +337,7 @@ class Connection:
         if scope is not None and self.idle and scope.deadline == math.inf:
             scope.deadline = anyio.current_time() + self.server.limits.idle_timeout_s
 
-    async def _respond(self, parsed: Parsed) -> bytes | None:
+    async def _respond(self, parsed: Parsed, passed: fdpassing.Passed) -> bytes | None:
         """The encoded reply to one frame, or None (notifications only).
 
         A batch's replies go out as one line, so they are bounded here: once they pass
@@ -304,7 +348,7 @@ class Connection:
             return parsed  # the frame's error
         is_batch, members = parsed
         if not is_batch:
-            return await self._respond_one(members[0])
+            return await self._respond_one(members[0], passed)
         limits = self.server.limits
         parts: list[bytes] = []
         size = 0
@@ -327,13 +371,46 @@ class Connection:
                 size += len(reply)
         return b"[" + b",".join(parts) + b"]\n" if parts else None
 
-    async def _respond_one(self, member: Any) -> bytes | None:
-        """The encoded reply to one request object (which had its turn, if it needed one)."""
+    async def _respond_one(
+        self, member: Any, passed: fdpassing.Passed | None = None
+    ) -> bytes | None:
+        """The encoded reply to one request object (which had its turn, if it needed one);
+        ``passed``: the descriptors it took (None: it is a member of a batch)."""
         try:
             request = framing.check_request(member)
         except framing.BadMessage as exc:
             return framing.encode(exc.response())
         method = request["method"]
+        if "fds" in request:
+            refusal = self._fds_refusal(request, passed)
+            if refusal is not None:
+                if framing.is_notification(request):
+                    return None
+                return framing.encode(
+                    framing.error_response(request.get("id"), INVALID_PARAMS, refusal)
+                )
+            request = {key: value for key, value in request.items() if key != "fds"}
+            with fdpassing.passing(passed or _NO_FDS):
+                return await self._dispatch(request, method)
+        return await self._dispatch(request, method)
+
+    def _fds_refusal(self, request: dict[str, Any], passed: fdpassing.Passed | None) -> str | None:
+        """Why a request's descriptors are refused (and it is not run), or None."""
+        method = request["method"]
+        if method not in self.server.api.table:
+            return None  # method not found, and its descriptors closed
+        if passed is None:
+            return "invalid params: descriptors cannot be passed in a batch"
+        if method not in self.server.api.takes_fds:
+            return f"invalid params: {method} takes no descriptors (fds)"
+        if len(passed) < request["fds"]:
+            return (
+                f"invalid params: the request declares {request['fds']} descriptors (fds); "
+                f"{len(passed)} arrived with it"
+            )
+        return None
+
+    async def _dispatch(self, request: dict[str, Any], method: str) -> bytes | None:
         if method not in self.server.api.table:
             if framing.is_notification(request):
                 return None

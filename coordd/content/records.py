@@ -44,13 +44,14 @@ ListedFile = list[str]
 #: ``[author, date, text]`` of one changelog entry (date in seconds since the epoch).
 Changelog = list[str | int]
 
-Origin = Literal["feed", "copy"]
+Origin = Literal["feed", "copy", "upload"]
 
 
 class Package(TypedDict):
     """A package: its file, and what createrepo_c needs to write primary, filelists, other.
 
-    ``origin`` is ``"feed"`` or ``"copy"``: a sync drops only what its feed no longer lists.
+    ``origin`` is ``"feed"``, ``"copy"`` or ``"upload"``: a sync drops only what its feed no
+    longer lists.
     """
 
     name: str

@@ -19,10 +19,19 @@ from typing import Any, Final
 from coordd.content import versions
 from coordd.content.database import ContentDB, dumps
 from coordd.content.pool import Pool
-from coordd.content.units import RPM
+from coordd.content.records import Package
+from coordd.content.units import ERRATUM, RPM, insert_units, listed_files, package_row
 from coordd.content.versions import IN_VERSION, Version
 
-__all__ = ["DEFAULT_RETAIN", "ContentStore", "PoolStats", "RepoState"]
+__all__ = [
+    "DEFAULT_RETAIN",
+    "ContentConflict",
+    "ContentStore",
+    "Nevra",
+    "PoolStats",
+    "RepoState",
+    "Uploaded",
+]
 
 DEFAULT_RETAIN: Final = 10
 
@@ -34,6 +43,35 @@ class RepoState:
     latest: Version | None
     published: int | None  # the published version
     synced: dict[str, Any] | None  # the last sync's fingerprint, revision, feed, time
+
+
+class ContentConflict(Exception):
+    """A change refused because of what the repository holds; nothing was changed."""
+
+
+#: (name, epoch, version, release, arch), the epoch "0" when there is none.
+Nevra = tuple[str, str, str, str, str]
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """A package file to upload: its record, and its verified temporary copy in the pool."""
+
+    package: Package
+    tmp: Path
+    sha256: str
+    size: int
+
+
+# A package of the latest version of a repository (parameters: repo id, then the NEVRA and
+# the href): another package of the same NEVRA, or at the same path.
+_SAME_PACKAGE: Final = (
+    "SELECT u.name, u.epoch, u.version, u.release, u.arch, u.href,"
+    " coalesce(u.sha256, u.checksum) FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+    " WHERE rc.repo_id = ? AND rc.removed IS NULL AND u.kind = 'rpm' AND ((u.name = ?"
+    " AND coalesce(nullif(u.epoch, ''), '0') = ? AND u.version = ? AND u.release = ?"
+    " AND u.arch = ?) OR u.href = ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -273,6 +311,116 @@ class ContentStore:
 
         return self.db.write_sync(write)
 
+    def upload(
+        self, repo_id: str, files: Sequence[Uploaded], *, task_id: str | None, retain: int
+    ) -> dict[str, Any]:
+        """Enter the uploaded files into the pool and make a version holding their packages.
+
+        All or nothing: a package whose NEVRA or path the latest version already gives to
+        another file raises ``ContentConflict`` and no version is made. A package the
+        version already holds (the same file) is counted, not added again. The
+        temporary copies are renamed into the pool once checked, before the transaction
+        (a crash between the two leaves pool files without rows, which are harmless).
+        """
+        # Checked before the files enter the pool (a refused upload leaves nothing behind),
+        # and again in the transaction that commits; nothing else changes the repository
+        # meanwhile (the coordinator sees to that).
+        self.db.read_sync(lambda db: _upload_plan(db, repo_id, files))
+        for item in files:
+            if self.pool.present(item.sha256, item.size):
+                item.tmp.unlink(missing_ok=True)
+            else:
+                self.pool.enter(item.tmp, item.sha256)
+
+        def write(db: sqlite3.Connection) -> dict[str, Any]:
+            wanted, present = _upload_plan(db, repo_id, files)
+            db.executemany(
+                "INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)",
+                [(item.sha256, item.size) for item in wanted],
+            )
+            ids = insert_units(db, [package_row(item.package) for item in wanted])
+            db.executemany(
+                "INSERT OR IGNORE INTO rpm_files (pkgid, files) VALUES (?, ?)",
+                [(item.sha256, listed_files(item.package["files"])) for item in wanted],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO rpm_changelogs (pkgid, changelogs) VALUES (?, ?)",
+                [(item.sha256, dumps(item.package["changelogs"])) for item in wanted],
+            )
+            number = versions.latest_number(db, repo_id) + 1
+            db.executemany(
+                "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"
+                " VALUES (?, ?, ?, NULL, 'upload')",
+                [(repo_id, unit_id, number) for unit_id in ids],
+            )
+            version = versions.finish(db, repo_id, number, task_id=task_id, note="upload")
+            if version is not None:
+                versions.prune(db, repo_id, retain)
+            return {
+                "uploaded": [_shown(_nevra(item.package)) for item in wanted],
+                "already_present": present,
+                "version": version.number if version else None,
+            }
+
+        return self.db.write_sync(write)
+
+    def remove(
+        self,
+        repo_id: str,
+        *,
+        names: Sequence[str] = (),
+        nevras: Sequence[Nevra] = (),
+        errata: Sequence[str] = (),
+        task_id: str | None,
+        retain: int,
+    ) -> dict[str, Any]:
+        """Make a version without the packages whose name matches a glob of ``names`` or
+        whose NEVRA is one of ``nevras``, and without the errata of the ids ``errata``.
+
+        Nothing matched: no version, and a result that says so (a rerun after a crash, or
+        the same removal twice, changes nothing). A removal makes the next sync compare
+        its feed again (as Pulp's syncs do, it brings back what the feed still lists),
+        rather than skip an unchanged feed.
+        """
+        clauses: list[str] = []
+        args: list[Any] = []
+        for glob in names:
+            clauses.append("(u.kind = ? AND u.name GLOB ?)")
+            args += [RPM, glob]
+        for name, epoch, version, release, arch in nevras:
+            clauses.append(
+                "(u.kind = ? AND u.name = ? AND coalesce(nullif(u.epoch, ''), '0') = ?"
+                " AND u.version = ? AND u.release = ? AND u.arch = ?)"
+            )
+            args += [RPM, name, epoch, version, release, arch]
+        for ident in errata:
+            clauses.append("(u.kind = ? AND u.name = ?)")
+            args += [ERRATUM, ident]
+        if not clauses:
+            raise ValueError("remove needs at least one selector")
+
+        def write(db: sqlite3.Connection) -> dict[str, Any]:
+            number = versions.latest_number(db, repo_id) + 1
+            db.execute(
+                "UPDATE repo_content SET removed = ? WHERE repo_id = ? AND removed IS NULL"
+                " AND unit_id IN (SELECT u.id FROM repo_content rc JOIN units u"
+                " ON u.id = rc.unit_id WHERE rc.repo_id = ? AND rc.removed IS NULL AND ("
+                + " OR ".join(clauses)
+                + "))",
+                (number, repo_id, repo_id, *args),
+            )
+            version = versions.finish(db, repo_id, number, task_id=task_id, note="remove")
+            if version is not None:
+                versions.prune(db, repo_id, retain)
+                db.execute(
+                    "UPDATE sync_state SET fingerprint = ? WHERE repo_id = ?",
+                    (dumps({"changed_by": "remove", "version": number}), repo_id),
+                )
+            removed = version.removed if version else dict.fromkeys((RPM, ERRATUM), 0)
+            return {"version": version.number if version else None, "removed": removed}
+
+        return self.db.write_sync(write)
+
     def rollback(
         self, repo_id: str, source: int, *, task_id: str | None, retain: int
     ) -> Version | None:
@@ -374,6 +522,45 @@ class ContentStore:
         units, files = self.db.write_sync(write)
         freed = sum(self.pool.remove(sha256) for sha256, _size in files)
         return {"units": units, "files": len(files), "bytes": freed}
+
+
+def _upload_plan(
+    db: sqlite3.Connection, repo_id: str, files: Sequence[Uploaded]
+) -> tuple[list[Uploaded], list[str]]:
+    """The files to add, and the NEVRAs the latest version already holds with the same
+    file; ``ContentConflict`` for those it holds with another file (or another file at
+    their path)."""
+    wanted: list[Uploaded] = []
+    present: list[str] = []
+    conflicts: list[str] = []
+    for item in files:
+        package = item.package
+        held = db.execute(_SAME_PACKAGE, (repo_id, *_nevra(package), package["href"])).fetchall()
+        other = next((row for row in held if row[6] != item.sha256), None)
+        if other is not None:
+            conflicts.append(
+                f"{_shown(_nevra(package))} (sha256 {item.sha256[:12]}…): the repository holds"
+                f" {_shown(tuple(other[:5]))} at {other[5]} with another checksum"
+                f" ({str(other[6])[:12]}…)"
+            )
+        elif held:
+            present.append(_shown(_nevra(package)))
+        else:
+            wanted.append(item)
+    if conflicts:
+        raise ContentConflict("; ".join(conflicts))
+    return wanted, present
+
+
+def _nevra(package: Package) -> Nevra:
+    epoch = package["epoch"] or "0"
+    return (package["name"], epoch, package["version"], package["release"], package["arch"])
+
+
+def _shown(nevra: tuple[Any, ...]) -> str:
+    name, epoch, version, release, arch = nevra
+    evr = f"{epoch}:" if epoch not in (None, "", "0") else ""
+    return f"{name}-{evr}{version}-{release}.{arch}"
 
 
 def _synced(row: sqlite3.Row) -> dict[str, Any]:

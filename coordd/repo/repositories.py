@@ -27,13 +27,21 @@ import anyio
 from coordd.api import params
 from coordd.api.errors import InvalidRequest, NotFound, OperationFailed
 from coordd.content import versions, worker
-from coordd.content.store import DEFAULT_RETAIN, ContentStore, RepoState
+from coordd.content.store import (
+    DEFAULT_RETAIN,
+    ContentConflict,
+    ContentStore,
+    Nevra,
+    RepoState,
+    Uploaded,
+)
 from coordd.engine.coordinator import Claim, Resource
 from coordd.engine.operations import Operation, TaskContext
 from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS
 from coordd.engine.tasks import iso
 from coordd.repo.publish import DEFAULT_GRACE, finish, prepare, publish_version, unpublish
 from coordd.repo.repodata import PACKAGE_FILES
+from coordd.repo.upload import PendingUpload
 from coordd.repo.yum.options import SOURCES, ImporterOptions, redact, without_userinfo
 from coordd.repo.yum.sync import sync
 from coordd.store.database import Store, dumps
@@ -43,6 +51,7 @@ MAX_ID = 100
 ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+@")
 DESCRIPTIVE = ("display_name", "description", "notes")
 MAX_RETAIN = 10_000  # versions a repository keeps, at most
+MAX_RETAIN_PACKAGES = 10_000  # versions of each package a sync keeps, at most
 
 
 def validate_id(value: Any, name: str = "repo_id") -> str:
@@ -88,6 +97,14 @@ def validate_config(args: Mapping[str, Any], *, partial: bool) -> dict[str, Any]
     if "auto_publish" in args:
         value = args["auto_publish"]
         config["auto_publish"] = False if value is None else params.boolean(value, "auto_publish")
+    if "retain_package_versions" in args:  # null, like 0: keep every version
+        value = args["retain_package_versions"]
+        config["retain_package_versions"] = params.integer(
+            0 if value is None else value,
+            "retain_package_versions",
+            0,
+            MAX_RETAIN_PACKAGES,
+        )
     if "importer" in args:
         importer = params.obj(args["importer"], "importer")
         for key, value in importer.items():  # URLs have a tighter bound of their own
@@ -188,6 +205,8 @@ class Repositories:
         self.settings = settings if settings is not None else ContentSettings()
         self.repos: dict[str, Repository] = {}
         self.states: dict[str, RepoState] = {}
+        # Files received by repo.upload requests, waiting for their tasks, by upload id.
+        self.uploads: dict[str, PendingUpload] = {}
         self.on_change: Callable[[], Awaitable[Any]] | None = None  # after content changed
 
     async def load(self) -> None:
@@ -225,6 +244,7 @@ class Repositories:
             "retain_versions": self.retain(repo),
             "sign_metadata": bool(repo.config.get("sign_metadata", False)),
             "auto_publish": bool(repo.config.get("auto_publish", False)),
+            "retain_package_versions": int(repo.config.get("retain_package_versions") or 0),
             "created": iso(repo.created),
             "updated": iso(repo.updated),
             "latest_version": latest.number if latest else None,
@@ -298,7 +318,8 @@ class Repositories:
         repo = self._existing(ctx.args["repo_id"])
         changes = ctx.args["config"]
         config = dict(repo.config)
-        for key in (*DESCRIPTIVE, "retain_versions", "sign_metadata", "auto_publish"):
+        keys = ("retain_versions", "retain_package_versions", "sign_metadata", "auto_publish")
+        for key in (*DESCRIPTIVE, *keys):
             if key in changes:
                 config[key] = changes[key]
         if "importer" in changes:
@@ -356,6 +377,7 @@ class Repositories:
                 ctx.progress,
                 task_id=ctx.task.id,
                 retain=self.retain(repo),
+                retain_packages=int(repo.config.get("retain_package_versions") or 0),
             )
         finally:
             await self._refresh(repo.id)
@@ -478,6 +500,54 @@ class Repositories:
             "removed": version.removed if version else {},
         }
 
+    async def upload(self, ctx: TaskContext) -> dict[str, Any]:
+        """Put the files a ``repo.upload`` request received into a new version."""
+        repo = self._existing(ctx.args["repo_id"])
+        pending = self.uploads.pop(ctx.args["upload_id"], None)
+        if pending is None:
+            raise OperationFailed(
+                "the uploaded files are gone: coordd restarted before this upload ran, and"
+                " does not keep uploads across a restart; upload them again"
+            )
+        files = [Uploaded(f.package, f.tmp, f.sha256, f.size) for f in pending.files]
+        try:
+            summary = await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.content.upload,
+                    repo.id,
+                    files,
+                    task_id=ctx.task.id,
+                    retain=self.retain(repo),
+                )
+            )
+        except ContentConflict as exc:
+            raise OperationFailed(f"upload refused, nothing changed: {exc}") from None
+        finally:
+            await anyio.to_thread.run_sync(pending.discard)
+            await self._refresh(repo.id)
+        self._save(ctx, replace(repo, updated=time.time()))
+        return {"repo_id": repo.id, **summary}
+
+    async def remove(self, ctx: TaskContext) -> dict[str, Any]:
+        """Make a version without the packages and errata the selectors match."""
+        repo = self._existing(ctx.args["repo_id"])
+        nevras: list[Nevra] = [tuple(n) for n in ctx.args.get("nevras", [])]
+        summary = await anyio.to_thread.run_sync(
+            functools.partial(
+                self.content.remove,
+                repo.id,
+                names=ctx.args.get("names", []),
+                nevras=nevras,
+                errata=ctx.args.get("errata", []),
+                task_id=ctx.task.id,
+                retain=self.retain(repo),
+            )
+        )
+        await self._refresh(repo.id, pool=summary["version"] is not None)
+        if summary["version"] is not None:
+            self._save(ctx, replace(repo, updated=time.time()))
+        return {"repo_id": repo.id, **summary}
+
     async def remove_orphans(self, ctx: TaskContext) -> dict[str, Any]:
         try:
             return await anyio.to_thread.run_sync(self.content.remove_orphans)
@@ -526,6 +596,14 @@ class Repositories:
                 "repo.publish", "publish", on("read"), self.publish, heavy=True, restartable=True
             ),
             Operation("repo.copy", "copy packages", copy_claims, self.copy, restartable=True),
+            Operation("repo.upload", "upload packages", on("update", pool=True), self.upload),
+            Operation(
+                "repo.remove",
+                "remove packages and errata",
+                on("update", pool=True),
+                self.remove,
+                restartable=True,
+            ),
             Operation(
                 "repo.rollback",
                 "roll back",

@@ -8,7 +8,7 @@ small metadata, one after the other in a thread of the daemon:
     repository with the ``xml:base`` it was listed under; then the newest-only choice
     (unstaging the rest); then updateinfo.xml → errata and prestodelta.xml → deltas of the
     chosen packages. When the feed has no filelists.xml, primary's file entries are the
-    package's file list.
+    package's file list. Package retention (``retention``) unstages the older versions.
 ``lists``
     filelists.xml and other.xml → ``rpm_files`` and ``rpm_changelogs`` by pkgid, skipping
     packages the database already has (a second repository of the same feed parses but
@@ -49,6 +49,7 @@ from coordd.repo.yum.primary import (
     parse_primary_package,
 )
 from coordd.repo.yum.repomd import FetchedMetadata, RepomdRecord
+from coordd.repo.yum.retention import newest_versions
 from coordd.repo.yum.safexml import int_field
 from coordd.repo.yum.updateinfo import read_errata
 from coordd.repo.yum.versions import epoch_number, newest_only
@@ -205,6 +206,17 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
                     "DELETE FROM staged WHERE repo_id = ? AND unit_id = ?", dropped
                 )
             )
+        retain = args.get("retain_package_versions", 0)
+        if retain:
+            fewer = newest_versions(kept, retain)
+            keep_ids = {p["id"] for p in fewer}
+            older = [(repo_id, p["id"]) for p in kept if p["id"] not in keep_ids]
+            out.write(
+                lambda db: db.executemany(
+                    "DELETE FROM staged WHERE repo_id = ? AND unit_id = ?", older
+                )
+            )
+            kept = fewer
         nevras = {
             (p["name"], epoch_number(p["epoch"]), p["version"], p["release"], p["arch"])
             for p in kept

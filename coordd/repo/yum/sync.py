@@ -121,6 +121,7 @@ class _Sync:
         *,
         task_id: str | None,
         retain: int,
+        retain_packages: int = 0,
     ) -> None:
         self.store = store
         self.repo_id = repo_id
@@ -129,6 +130,7 @@ class _Sync:
         self.report = report
         self.task_id = task_id
         self.retain = retain
+        self.retain_packages = retain_packages
         self.feed = Feed(options, limits, report, fetcher, store.pool)
         self.downloader = Downloader(store.pool, fetcher, report, options, limits)
         self.from_pool = 0
@@ -191,7 +193,7 @@ class _Sync:
 
     def fingerprint(self, repomd: bytes, treeinfo: bytes | None) -> dict[str, Any]:
         """What the last sync must have seen for this one to change nothing."""
-        return {
+        fingerprint: dict[str, Any] = {
             "repomd_checksum": "sha256:" + hashlib.sha256(repomd).hexdigest(),
             "treeinfo_checksum": (
                 None if treeinfo is None else "sha256:" + hashlib.sha256(treeinfo).hexdigest()
@@ -201,6 +203,9 @@ class _Sync:
             "only_newest": self.options.only_newest,
             "allow_weak_checksums": self.options.allow_weak_checksums,
         }
+        if self.retain_packages:  # absent when unset: earlier syncs' fingerprints still match
+            fingerprint["retain_package_versions"] = self.retain_packages
+        return fingerprint
 
     async def unchanged(self, state: RepoState, fingerprint: dict[str, Any]) -> bool:
         """Whether the last sync saw the same feed and the pool still has every file."""
@@ -279,6 +284,7 @@ class _Sync:
             "repo_id": self.repo_id,
             "allow_weak": self.options.allow_weak_checksums,
             "only_newest": self.options.only_newest,
+            "retain_package_versions": self.retain_packages,
             "with_files": "filelists" not in fetched,
         }
 
@@ -407,6 +413,7 @@ class _Sync:
                     (self.repo_id,),
                 )
             }
+            _check_kept(db, self.repo_id, rows)
             return rows, held
 
         rows, held = self.store.db.read_sync(read)
@@ -496,6 +503,32 @@ class _Sync:
         )
 
 
+def _check_kept(db: sqlite3.Connection, repo_id: str, staged: list[Any]) -> None:
+    """Refuse a staged file whose path the repository gives to another file it keeps
+    through syncs (uploaded or copied): a published tree has one file per path. ``staged``:
+    the rows ``needs`` read (unit id, kind, href, base, size, type, checksum, sha256)."""
+    kept = {
+        href: (unit_id, digest, origin)
+        for href, unit_id, digest, origin in db.execute(
+            "SELECT u.href, u.id, coalesce(u.sha256, u.checksum), rc.origin FROM repo_content rc"
+            " JOIN units u ON u.id = rc.unit_id WHERE rc.repo_id = ? AND rc.removed IS NULL"
+            " AND rc.origin != 'feed' AND u.href IS NOT NULL",
+            (repo_id,),
+        )
+    }
+    if not kept:
+        return
+    for unit_id, _kind, href, _base, _size, _ctype, csum, sha256 in staged:
+        other = kept.get(href)
+        if other is not None and other[0] != unit_id and other[1] != (sha256 or csum):
+            how = "uploaded" if other[2] == "upload" else "copied"
+            raise OperationFailed(
+                f"the feed lists {href}, which the repository holds as another file ({how},"
+                " another checksum); a published tree has one file per path: remove that"
+                " package (repo remove) and sync again"
+            )
+
+
 def _metadata_key(fingerprint: dict[str, Any]) -> str:
     """What identifies the units a sync chooses: the metadata and the options that choose,
     not where they were fetched from (``feed_units``)."""
@@ -512,9 +545,12 @@ async def sync(
     limits: Limits = DEFAULT_LIMITS,
     task_id: str | None = None,
     retain: int = DEFAULT_RETAIN,
+    retain_packages: int = 0,
 ) -> dict[str, Any]:
     """Make the next version of ``repo_id`` hold what ``options.feed`` (or a mirror of
     ``options.metalink`` or ``options.mirrorlist``) offers; return a JSON summary.
+    ``retain_packages``: keep only that many of the newest versions of each package name
+    and arch (0: all; ``coordd.repo.yum.retention``).
 
     Raises ``OperationFailed`` (with a message naming the file and the problem) for an
     unusable feed or failed downloads; the repository then keeps its previous version.
@@ -534,7 +570,15 @@ async def sync(
     try:
         fetcher = fetcher_for(source, options.transport(limits))
         run = _Sync(
-            store, repo_id, options, limits, report, fetcher, task_id=task_id, retain=retain
+            store,
+            repo_id,
+            options,
+            limits,
+            report,
+            fetcher,
+            task_id=task_id,
+            retain=retain,
+            retain_packages=retain_packages,
         )
         return (await run.run()).to_json()
     except anyio.get_cancelled_exc_class():
