@@ -208,9 +208,11 @@ def prune(db: sqlite3.Connection, repo_id: str, retain: int) -> list[int]:
     ]
     if not dropped:
         return []
-    db.executemany(
-        "DELETE FROM versions WHERE repo_id = ? AND number = ?", [(repo_id, n) for n in dropped]
-    )
+    for table in ("versions", "version_repomd"):
+        db.executemany(
+            f"DELETE FROM {table} WHERE repo_id = ? AND number = ?",
+            [(repo_id, n) for n in dropped],
+        )
     db.execute(
         "DELETE FROM repo_content WHERE repo_id = ? AND removed IS NOT NULL AND NOT EXISTS ("
         " SELECT 1 FROM versions v WHERE v.repo_id = repo_content.repo_id"

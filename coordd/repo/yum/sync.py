@@ -57,6 +57,7 @@ import anyio.to_thread
 
 from coordd.api.errors import OperationFailed
 from coordd.content import worker
+from coordd.content.modules import MODULES
 from coordd.content.paths import RESERVED_TOP
 from coordd.content.store import DEFAULT_RETAIN, ContentStore, RepoState
 from coordd.content.units import ERRATUM, RPM, file_row, insert_units, metadata_row
@@ -68,13 +69,19 @@ from coordd.repo.yum.download import Downloader, Need
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.feed import Feed
 from coordd.repo.yum.options import DEFAULT_LIMITS, ImporterOptions, Limits, without_userinfo
-from coordd.repo.yum.repomd import FetchedMetadata, RepomdRecord, parse_repomd
+from coordd.repo.yum.repomd import FetchedMetadata, RepomdRecord, parse_repomd, parse_tags
 from coordd.repo.yum.report import Report
 from coordd.repo.yum.treeinfo import parse_treeinfo
 
 # Repomd record types this importer regenerates (so does not keep as files), or that only
 # duplicate them in another form.
 _PARSED: Final = ("primary", "filelists", "other", "updateinfo", "prestodelta")
+# Fetched with them to be read too, and kept as files: modules.yaml (its streams' packages
+# stay with newest-only; a copy chooses its streams).
+_READ: Final = (*_PARSED, MODULES)
+# Records a publication does not carry: the sqlite databases (yum 3 only; dnf never reads
+# them) and the zchunk copies (an optimisation dnf falls back from to the plain files).
+_NOT_CARRIED: Final = ("_db", "_zck")
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ class _Sync:
         self.fetched: set[str] = set()  # files fetched with the metadata (the .treeinfo)
         self.entered: list[tuple[str, int]] = []  # (sha256, size) of files put in the pool
         self.resolved: list[tuple[int, str, str | None, str | None]] = []  # unit, sha256, alias
+        self.repomd: dict[str, Any] | None = None  # revision, tags, not carried (parse_repomd)
 
     # -- the steps, in order ---------------------------------------------------------------
 
@@ -154,6 +162,8 @@ class _Sync:
             fetched = await self.fetch_metadata(records)
             try:
                 chosen = (await self.ingest(fetched))["chosen"]
+                if MODULES in fetched:  # kept as a file too: no second download
+                    self.keep_fetched(fetched[MODULES])
             finally:
                 for fetched_file in fetched.values():
                     fetched_file.path.unlink(missing_ok=True)
@@ -231,6 +241,11 @@ class _Sync:
         revision, records = parse_repomd(repomd, self.options.allow_weak_checksums)
         if "primary" not in records:
             raise MetadataError("repomd.xml: no primary record")
+        self.repomd = {
+            "revision": revision,
+            "tags": parse_tags(repomd),
+            "not_carried": sorted(t for t in records if t.endswith(_NOT_CARRIED)),
+        }
         return revision, records
 
     async def fetch_metadata(self, records: dict[str, RepomdRecord]) -> dict[str, FetchedMetadata]:
@@ -255,7 +270,7 @@ class _Sync:
                 failures.append(exc)
                 scope.cancel()
 
-        wanted = [records[t] for t in _PARSED if t in records]
+        wanted = [records[t] for t in _READ if t in records]
         urls = {r.type: self.feed.url(r.href, r.base, r.what()) for r in wanted}
         async with anyio.create_task_group() as tg:
             for record in wanted:
@@ -288,6 +303,7 @@ class _Sync:
                 "primary": part("primary"),
                 "updateinfo": part("updateinfo"),
                 "prestodelta": part("prestodelta"),
+                "modules": part(MODULES),
             },
             {**common, "job": "lists", "filelists": part("filelists"), "other": part("other")},
         ]
@@ -315,7 +331,7 @@ class _Sync:
         rows: list[Any] = []
         bases: list[str | None] = []
         for rtype, extra in sorted(records.items()):
-            if rtype in _PARSED or rtype.endswith(("_db", "_zck")):
+            if rtype in _PARSED or rtype.endswith(_NOT_CARRIED):
                 continue
             self.feed.url(extra.href, extra.base, f"{rtype} metadata")  # checked now
             rows.append(
@@ -383,6 +399,15 @@ class _Sync:
             self.entered.append((sha256, len(treeinfo)))
             self.fetched.add(sha256)
         return sha256
+
+    def keep_fetched(self, fetched: FetchedMetadata) -> None:
+        """Enter a metadata file fetched to be read, and kept as a file, in the pool."""
+        checksum_type, checksum = fetched.record.checksum
+        if checksum_type == "sha256" and checksum not in self.fetched:
+            size = fetched.path.stat().st_size
+            self.store.pool.enter(fetched.path, checksum)
+            self.entered.append((checksum, size))
+            self.fetched.add(checksum)
 
     def needs(self) -> list[Need]:
         """The staged files the pool lacks (a stat each); counts the ones it has."""
@@ -454,6 +479,7 @@ class _Sync:
             entered=self.entered,
             resolved=self.resolved,
             retain=self.retain,
+            repomd=self.repomd,
         )
 
     def summary(
