@@ -21,7 +21,7 @@ from lxml import etree
 from coordd.repo.repodata import cr_package
 from coordd.repo.yum.decompress import decompressed
 from coordd.repo.yum.modulemd import split_documents
-from tests.helpers.daemon import DaemonProcess
+from tests.helpers.daemon import DaemonProcess, coordctl
 from tests.helpers.elfeed import (  # noqa: F401 - fixture
     COMPS,
     DNF,
@@ -69,9 +69,7 @@ class Asker:
         self.tmp_path = tmp_path
         self.count = 0
 
-    def __call__(
-        self, tree: Path, *args: str, check: bool = True, again: bool = False
-    ) -> str:
+    def __call__(self, tree: Path, *args: str, check: bool = True, again: bool = False) -> str:
         """dnf's answer, where the tree's and dnf's own paths and times are masked;
         ``again``: in the installroot of the question before."""
         if not again:
@@ -134,8 +132,16 @@ def primary_lists(tree: Path) -> list[tuple[Any, ...]]:
         pkgid = package.find("c:checksum", NS).text
         deps = tuple(
             (kind, tuple(e.get("name") for e in package.findall(f".//rpm:{kind}/rpm:entry", NS)))
-            for kind in ("provides", "requires", "conflicts", "obsoletes", "recommends",
-                         "suggests", "supplements", "enhances")
+            for kind in (
+                "provides",
+                "requires",
+                "conflicts",
+                "obsoletes",
+                "recommends",
+                "suggests",
+                "supplements",
+                "enhances",
+            )
         )
         primary_files = tuple(f.text for f in package.findall("c:format/c:file", NS))
         out.append(
@@ -227,7 +233,9 @@ def test_only_newest_keeps_what_module_streams_need(
         synced(daemon, "el", server.url, only_newest=True)
     pub = published(daemon, "el")
     feed = el_feed.root
-    names = asker(pub, "repoquery", "--qf", "%{name}-%{version}.%{arch}", "--disable-modular-filtering")
+    names = asker(
+        pub, "repoquery", "--qf", "%{name}-%{version}.%{arch}", "--disable-modular-filtering"
+    )
     assert "fid-mod-1.0.noarch" in names.split()
     assert "fid-tool-1.0.x86_64" not in names.split()
     asker.same(feed, pub, "module", "list")
@@ -247,8 +255,7 @@ def chosen_modules(present: set[str]) -> str:
     keep = [
         d
         for d in docs
-        if d.document != "modulemd"
-        or all(re.sub(r"-\d+:", "-", a) in names for a in d.artifacts)
+        if d.document != "modulemd" or all(re.sub(r"-\d+:", "-", a) in names for a in d.artifacts)
     ]
     if not any(d.document == "modulemd" for d in keep):
         return ""
@@ -333,3 +340,42 @@ def test_an_older_version_published_after_a_rollback_answers_as_its_feed(
     installed = ("install", "fid-tool-2:1.0-1.x86_64", "fid-data")
     asker.same(feed, pub, "updateinfo", "list", "--all", after=installed)
     asker.same(feed, pub, "module", "list")
+
+
+def add_record(root: Path, rtype: str, data: bytes) -> None:
+    """Add a record of ``rtype`` to the repomd.xml of the feed ``root``, as a tool that
+    writes it (createrepo_c --zck) would."""
+    path = root / "repodata" / f"{rtype}.bin"
+    path.write_bytes(data)
+    repomd = cr.Repomd(str(root / "repodata" / "repomd.xml"))
+    record = cr.RepomdRecord(rtype, str(path))
+    record.fill(cr.SHA256)
+    repomd.set_record(record)
+    (root / "repodata" / "repomd.xml").write_text(repomd.xml_dump())
+
+
+def test_records_a_publication_does_not_carry_are_shown(
+    tmp_path: Path,
+    make_daemon: Any,
+    el_feed: ElFeed,  # noqa: F811 - the fixture imported above
+    asker: Asker,
+) -> None:
+    """The sqlite databases (createrepo_c --database) and a zchunk record are left out of
+    the publication, listed by repo show, and dnf answers as from the feed."""
+    rpms = [p for p in el_feed.rpms if p.name.startswith("fid-data")]
+    feed = write_feed(tmp_path / "db-feed", rpms, modules=None, extra_args=("--database",))
+    add_record(feed.root, "primary_zck", b"a stand-in for a zchunk file: never read")
+    daemon = make_daemon(name="notcarried").start()
+    with FeedServer(feed.root) as server:
+        synced(daemon, "db", server.url)
+    pub = published(daemon, "db")
+    content = daemon.call("repo.show", repo_id="db")["content"]
+    assert content["not_carried"] == ["filelists_db", "other_db", "primary_db", "primary_zck"]
+    types = {r.type for r in cr.Repomd(str(pub / "repodata" / "repomd.xml")).records}
+    assert types == {"primary", "filelists", "other", "group", "updateinfo", "productid"}
+    result = coordctl(daemon, "repo", "show", "--repo-id", "db")
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout
+    assert "filelists_db, other_db, primary_db, primary_zck" in shown
+    assert "fid-repo" in shown
+    asker.same(feed.root, pub, "repoquery", "--qf", "%{name}-%{evr}.%{arch}")

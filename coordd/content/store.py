@@ -244,9 +244,10 @@ class ContentStore:
         publication has one file per path) and reported as a conflict. Without ``name``
         everything else comes too: errata, delta RPMs, tree files and every metadata
         record. With ``name``, what applies to the target's packages after the copy: the
-        errata all of whose packages it holds, the delta RPMs of its packages, the module
-        streams all of whose artifacts it holds (with the defaults and other documents of
-        their modules), and the other metadata records (comps, productid, …) whole. A
+        errata all of whose packages it holds, the delta RPMs of its packages, and, when
+        the filter matched a package, the module streams all of whose artifacts it holds
+        (with the defaults and other documents of their modules) and the other metadata
+        records (comps, productid, …) whole. A
         record of a type the target already has is not copied (its own stands), except
         modules.yaml, whose documents are merged into one file.
         """
@@ -280,7 +281,13 @@ class ContentStore:
                 [(target, uid, number_to) for uid in wanted],
             )
             carried = _carry_with(
-                db, self.pool, (source, number), target, number_to, whole=name is None
+                db,
+                self.pool,
+                (source, number),
+                target,
+                number_to,
+                whole=name is None,
+                records=name is None or bool(matched),
             )
             version = versions.finish(
                 db, target, number_to, task_id=task_id, note=f"copy from {source} version {number}"
@@ -452,10 +459,12 @@ def _carry_with(
     number: int,
     *,
     whole: bool,
+    records: bool,
 ) -> dict[str, Any]:
     """Add to version ``number`` of ``target`` (whose packages are written) what comes with
     the packages of a copy from version ``source``: everything when ``whole``, else what
-    applies to the target's packages (``ContentStore.copy``); what it added, by kind."""
+    applies to the target's packages (``ContentStore.copy``), and the metadata records only
+    if ``records``; what it added, by kind."""
     repo_id, version = source
 
     def in_source(kind: str) -> list[sqlite3.Row]:
@@ -504,7 +513,7 @@ def _carry_with(
     records: list[str] = []
     kept: list[str] = []
     removed: list[int] = []
-    for row in in_source(METADATA):
+    for row in in_source(METADATA) if records else ():
         rtype = row["name"]
         if row["id"] in held:
             continue
