@@ -287,7 +287,7 @@ class ContentStore:
                 target,
                 number_to,
                 whole=name is None,
-                records=name is None or bool(matched),
+                with_records=name is None or bool(matched),
             )
             version = versions.finish(
                 db, target, number_to, task_id=task_id, note=f"copy from {source} version {number}"
@@ -459,12 +459,12 @@ def _carry_with(
     number: int,
     *,
     whole: bool,
-    records: bool,
+    with_records: bool,
 ) -> dict[str, Any]:
     """Add to version ``number`` of ``target`` (whose packages are written) what comes with
     the packages of a copy from version ``source``: everything when ``whole``, else what
     applies to the target's packages (``ContentStore.copy``), and the metadata records only
-    if ``records``; what it added, by kind."""
+    if ``with_records``; what it added, by kind."""
     repo_id, version = source
 
     def in_source(kind: str) -> list[sqlite3.Row]:
@@ -513,7 +513,7 @@ def _carry_with(
     records: list[str] = []
     kept: list[str] = []
     removed: list[int] = []
-    for row in in_source(METADATA) if records else ():
+    for row in in_source(METADATA) if with_records else ():
         rtype = row["name"]
         if row["id"] in held:
             continue
