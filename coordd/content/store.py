@@ -301,8 +301,8 @@ class ContentStore:
                 "copied": len(wanted),
                 "already_present": len(present),
                 "conflicts": conflicts,
-                "version": version.number if version else None,
                 **carried,
+                "version": version.number if version else None,
             }
 
         return self.db.write_sync(write)
@@ -425,8 +425,10 @@ class ContentStore:
 
 
 def _latest_units(db: sqlite3.Connection, repo_id: str, kind: str) -> list[sqlite3.Row]:
+    """The identity of the units of ``kind`` the latest version holds (not their data)."""
     return db.execute(
-        "SELECT u.* FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+        "SELECT u.id, u.name, u.epoch, u.version, u.release, u.arch, u.href, u.checksum_type,"
+        " u.checksum FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
         " WHERE rc.repo_id = ? AND rc.removed IS NULL AND u.kind = ?",
         (repo_id, kind),
     ).fetchall()
@@ -570,8 +572,8 @@ def _modules_for(
     theirs = [] if mine is None else documents(db, f"{mine['checksum_type']}:{mine['checksum']}")
     if theirs is None:
         return None  # the target's own file cannot be merged: it stands
-    merged = list(theirs)
-    merged += [d for d in chosen if d not in merged]
+    texts = {d.text for d in theirs}
+    merged = [*theirs, *(d for d in chosen if d.text not in texts)]
     if merged == theirs:
         return None
     record, size = write_modules(pool, merged)

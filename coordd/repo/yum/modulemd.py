@@ -53,6 +53,7 @@ def _texts(text: str) -> Iterator[tuple[int, str]]:
             rest = line[3:].strip()
             if line.startswith("---") and rest and not rest.startswith("#"):
                 lines.append(rest + "\n")  # content after the marker: "--- !tag" or a scalar
+                start = number
             continue
         if line.startswith("%") and not lines:
             continue  # a directive (%YAML 1.2) before the document's marker
@@ -85,7 +86,8 @@ def split_documents(text: str, what: str) -> list[Document]:
             if not isinstance(rpms, list):
                 raise MetadataError(f"{what}: document at line {line}: artifacts are not a list")
             for item in rpms:
-                parsed = parse_artifact(str(item))
+                # Only strings: str() of aliases nested in lists would grow without bound.
+                parsed = parse_artifact(item) if isinstance(item, str) else None
                 if parsed is None:
                     raise MetadataError(f"{what}: document at line {line}: artifact {item!r}")
                 artifacts.append(parsed)
