@@ -204,7 +204,10 @@ def test_a_publication_answers_dnf_as_its_feed(
     assert shown["tags"]["repo"] == ["fid-repo"]
     assert shown["not_carried"] == []
 
-    # Packages in createrepo_c's order; every list in the feed's order.
+    # Packages in createrepo_c's order (not by href: src.rpms are in SRPMS/); every list
+    # in the feed's order.
+    hrefs = [entry[0] for entry in primary_lists(feed)]
+    assert hrefs != sorted(hrefs)
     for mine, theirs in zip(primary_lists(pub), primary_lists(feed), strict=True):
         assert mine == theirs
     changelogs = asker.same(feed, pub, "repoquery", "--changelogs", "fid-tool")
@@ -262,6 +265,10 @@ def chosen_modules(present: set[str]) -> str:
     return "".join(f"---\n{d.text}...\n" for d in keep)
 
 
+def el_feed_mod_1(feed: ElFeed) -> list[Path]:
+    return [p for p in feed.rpms if p.name.startswith("fid-mod-1.0-1.noarch")]
+
+
 def test_a_filtered_copy_answers_as_a_feed_of_what_it_copied(
     tmp_path: Path,
     make_daemon: Any,
@@ -296,6 +303,17 @@ def test_a_filtered_copy_answers_as_a_feed_of_what_it_copied(
     asker.same(feed, pub, "updateinfo", "list", "--all", after=("install", "fid-data"))
     asker.same(feed, pub, "module", "list")
     asker.same(feed, pub, "repoquery", "--qf", "%{name}-%{evr}.%{arch}")
+
+    # Stream 1's package from a feed that has it: its stream joins the target's modules.
+    with FeedServer(el_feed.root) as server:
+        synced(daemon, "full", server.url)
+    more = done(daemon, daemon.call("repo.copy", source="full", target="dst", name="fid-mod"))
+    # The same comps and productid are there already: only modules.yaml changes.
+    assert (more["copied"], more["metadata"], more["metadata_kept"]) == (1, ["modules"], [])
+    pub = published(daemon, "dst")
+    both = write_feed(tmp_path / "both-feed", [*copied, *el_feed_mod_1(el_feed)], comps=COMPS)
+    asker.same(both.root, pub, "module", "list")
+    asker.same(both.root, pub, "module", "info", "fid-mod")
 
     # Without a filter, everything comes: the target answers as the source feed.
     daemon.call("repo.create", repo_id="all")

@@ -287,6 +287,10 @@ class ElFeed:
     rpms: list[Path] = field(default_factory=list)  # every package file, src.rpms too
 
     def href(self, rpm: Path) -> str:
+        """Where the feed keeps a package: src.rpms in SRPMS/, which sorts after Packages/
+        (createrepo_c lists packages by file name, not by path)."""
+        if rpm.name.endswith(".src.rpm"):
+            return f"SRPMS/{rpm.name}"
         return f"Packages/{rpm.name[0]}/{rpm.name}"
 
 
