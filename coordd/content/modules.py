@@ -87,13 +87,14 @@ def choose(docs: Iterable[Document], present: set[str]) -> list[Document]:
     each stream all of whose artifacts are present, and the other documents (defaults,
     obsoletes, translations) of the modules that keep a stream."""
     docs = list(docs)
-    streams = [d for d in docs if d.document == MODULEMD and set(d.artifacts) <= present]
-    modules = {d.name for d in streams}
+    kept = [d.document != MODULEMD or set(d.artifacts) <= present for d in docs]
+    modules = {
+        d.name for d, keep in zip(docs, kept, strict=True) if keep and d.document == MODULEMD
+    }
     return [
         d
-        for d in docs
-        if (d.document == MODULEMD and d in streams)
-        or (d.document != MODULEMD and (d.name is None or d.name in modules))
+        for d, keep in zip(docs, kept, strict=True)
+        if keep and (d.document == MODULEMD or d.name is None or d.name in modules)
     ]
 
 
