@@ -46,9 +46,10 @@ Tables (see ``SCHEMA``):
 ``version_repomd``
     What a version's repomd.xml says besides its records: the feed's revision and tags
     (content, distro, repo), and the records of the feed that coordd does not carry
-    (``*_db``, ``*_zck``). A
-    sync writes it for the version it made (or, changing no content, updates the latest
-    version's); a rollback takes the older version's; a copy keeps the target's.
+    (``*_db``, ``*_zck``). Every new version starts with its previous version's (any
+    change of content keeps them); a sync writes the feed's (or, changing no content,
+    updates the latest version's); a rollback takes the older version's; a copy into a
+    target that has none takes the source's.
 ``module_documents``
     The documents of each modules.yaml the store holds, by the file's checksum
     (``type:hex``) and position: kind, module name and stream, artifacts (NEVRAs) and the

@@ -293,8 +293,9 @@ class ContentStore:
                 db, target, number_to, task_id=task_id, note=f"copy from {source} version {number}"
             )
             if version is not None:
-                # The target's own tags stand; a target without any takes the source's.
-                _copy_repomd(db, (target, number_to - 1), (source, number), (target, number_to))
+                # The target's own tags stand (``finish`` kept them); a target without any
+                # takes the source's.
+                _copy_repomd(db, (target, number_to), (source, number), (target, number_to))
                 versions.prune(db, target, retain)
             return {
                 "matched": len(matched),
@@ -319,6 +320,10 @@ class ContentStore:
                 db, repo_id, number, task_id=task_id, note=f"rollback to version {source}"
             )
             if version is not None:  # the older version's tags describe its content
+                db.execute(
+                    "DELETE FROM version_repomd WHERE repo_id = ? AND number = ?",
+                    (repo_id, number),
+                )
                 _copy_repomd(db, (repo_id, source), (repo_id, number))
             if version is not None:
                 versions.prune(db, repo_id, retain)

@@ -182,6 +182,13 @@ def finish(
             note,
         ),
     )
+    # What the feed's repomd.xml said stays with the content (a sync, a rollback or a copy
+    # then writes its own).
+    db.execute(
+        "INSERT OR IGNORE INTO version_repomd (repo_id, number, repomd)"
+        " SELECT repo_id, ?, repomd FROM version_repomd WHERE repo_id = ? AND number = ?",
+        (number, repo_id, number - 1),
+    )
     return version
 
 

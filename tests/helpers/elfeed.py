@@ -310,9 +310,12 @@ def write_feed(
     modules: str | None = MODULES,
     updateinfo: bool = True,
     productid: bool = True,
+    tags: bool = True,
+    revision: str = REVISION,
     extra_args: Sequence[str] = (),
 ) -> ElFeed:
-    """A feed in ``root`` of ``rpms`` with the metadata named, as the real tools write it."""
+    """A feed in ``root`` of ``rpms`` with the metadata named, as the real tools write it
+    (``tags``: the content, distro and repo tags)."""
     if root.exists():
         shutil.rmtree(root)
     feed = ElFeed(root, sorted(rpms))
@@ -320,12 +323,12 @@ def write_feed(
         target = root / feed.href(rpm)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(rpm, target)
-    command = ["createrepo_c", "--quiet", "--revision", REVISION]
-    for tag in CONTENT_TAGS:
+    command = ["createrepo_c", "--quiet", "--revision", revision]
+    for tag in CONTENT_TAGS if tags else ():
         command += ["--content", tag]
-    for cpeid, text in DISTRO_TAGS:
+    for cpeid, text in DISTRO_TAGS if tags else ():
         command += ["--distro", f"{cpeid},{text}"]
-    for tag in REPO_TAGS:
+    for tag in REPO_TAGS if tags else ():
         command += ["--repo", tag]
     side = root.parent / f".{root.name}-sources"
     side.mkdir(exist_ok=True)

@@ -5,8 +5,10 @@ filelists and other metadata; errata (updateinfo); delta RPMs (prestodelta); ext
 files (comps, modules, …, kept as they are); and a distribution tree (``.treeinfo`` at the
 feed root and the files it names). It streams the metadata into units (``ingest``, in worker
 processes for large feeds), chooses the packages (all, or the newest EVR of each name and
-arch), downloads into the pool what it lacks, in parallel (``download``), and commits the
-chosen units as the repository's next version (``ContentStore.commit_staged``).
+arch, with every package a module stream of modules.yaml names), downloads into the pool
+what it lacks, in parallel (``download``), and commits the chosen units as the repository's
+next version (``ContentStore.commit_staged``), with what repomd.xml says besides its records
+(revision, tags, the ``*_db`` and ``*_zck`` records a publication does not carry).
 
 The sync is a sequence of named steps (``_Sync.run``): fetch repomd.xml and .treeinfo; stop
 early if nothing changed; parse repomd.xml; fetch the metadata files; ingest them; stage the
