@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +404,28 @@ def test_records_a_publication_does_not_carry_are_shown(
     assert "filelists_db, other_db, primary_db, primary_zck" in shown
     assert "fid-repo" in shown
     asker.same(feed.root, pub, "repoquery", "--qf", "%{name}-%{evr}.%{arch}")
+
+
+def test_module_documents_and_repomd_go_with_their_units(
+    make_daemon: Any,
+    el_feed: ElFeed,  # noqa: F811 - the fixture imported above
+) -> None:
+    """modules.yaml's documents are kept while a unit names the file, a version's repomd
+    description while the version exists."""
+    daemon = make_daemon(name="orphans").start()
+    with FeedServer(el_feed.root) as server:
+        synced(daemon, "el", server.url)
+
+    def rows(table: str) -> int:
+        db = sqlite3.connect(daemon.state_dir / "content.db")
+        try:
+            return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        finally:
+            db.close()
+
+    assert (rows("module_documents"), rows("version_repomd")) == (3, 1)
+    done(daemon, daemon.call("repo.delete", repo_id="el"))
+    assert rows("version_repomd") == 0
+    assert rows("module_documents") == 3  # an orphan's, until orphans are removed
+    done(daemon, daemon.call("content.orphans.remove"))
+    assert rows("module_documents") == 0
