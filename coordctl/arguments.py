@@ -147,7 +147,8 @@ IMPORTER_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = 
         "only_newest",
         boolean,
         "true|false",
-        "sync only the newest version of each package name and architecture",
+        "sync only the newest version of each package name and architecture (the packages "
+        "of every module stream in modules.yaml stay)",
     ),
     (
         "--verify-checksum",

@@ -307,7 +307,12 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         "copy packages between repositories",
         "Copy packages from a version of one repository (its latest unless --version names "
         "another) into a new version of another, optionally only those whose name matches "
-        "a glob. Reads the source and updates the target.",
+        "a glob, with what applies to them: without --name everything (errata, comps, "
+        "modules, productid, delta RPMs, tree files); with --name the errata all of whose "
+        "packages the target then holds, the module streams all of whose packages it holds "
+        "(with their module's defaults), comps and the other records whole. A record of a "
+        "type the target already has stays the target's, except modules.yaml, whose "
+        "documents are merged. Reads the source and updates the target.",
         arguments.copy_options,
         task="Repository copy",
     )
@@ -352,7 +357,9 @@ def _repo_commands(tree: _Tree, repo: Any) -> None:
         ("repo", "show"),
         "show a repository",
         "Show a repository: its configuration, its latest and published versions, a "
-        "summary of its content, last sync and publish, published path and queued tasks.",
+        "summary of its content (with the feed's repomd tags, and the feed's records a "
+        "publication does not carry: the sqlite databases and zchunk files), last sync and "
+        "publish, published path and queued tasks.",
         arguments.repo_id,
     )
     tree.leaf(

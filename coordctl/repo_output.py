@@ -110,6 +110,16 @@ def _content_summary(content: Mapping[str, Any]) -> Any:
     for name, key in (("Revision", "revision"), ("Synced From", "feed"), ("Synced", "last_sync")):
         if content.get(key) is not None:
             summary[name] = content[key]
+    tags = content.get("tags") or {}
+    for name, key in (("Content Tags", "content"), ("Repo Tags", "repo")):
+        if tags.get(key):
+            summary[name] = ", ".join(tags[key])
+    if tags.get("distro"):
+        summary["Distro Tags"] = ", ".join(
+            f"[{cpeid}]: {text}" if cpeid else text for cpeid, text in tags["distro"]
+        )
+    if content.get("not_carried"):
+        summary["Not Carried"] = ", ".join(content["not_carried"])
     return summary
 
 

@@ -586,6 +586,20 @@ def coordd_page() -> str:
             "commit_timeout, the daemon stops with status 70."
         ),
         *para(
+            "A published tree answers dnf as its feed does. Its repodata is written from "
+            "the stored units in createrepo_c's order (packages by file name, so a src.rpm "
+            "sits beside its binaries; dependencies, files and changelog entries as the feed "
+            "lists them), with the feed's repomd revision and content, distro and repo tags, "
+            "its errata, comps, modules.yaml, productid and other records. With only_newest, "
+            "every package a module stream of modules.yaml names stays: dnf hides the "
+            "ordinary packages a stream provides and installs a stream only from its own "
+            "packages, so a stream without them could not be installed at all. Not carried: "
+            "the feed's sqlite databases (*_db, read only by yum 3) and zchunk files (*_zck, "
+            "which dnf does without); repo show lists those a feed had. A repository's "
+            "signed repomd.xml.asc is not carried either, since a repomd.xml written again "
+            "no longer matches the feed's signature."
+        ),
+        *para(
             "Clients speak JSON-RPC 2.0 on a Unix socket, one message per line; see "
             "coordd-api(7). coordctl(1) is the command-line client."
         ),

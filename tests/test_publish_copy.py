@@ -368,6 +368,11 @@ async def test_copy_into_a_new_repository_and_from_an_older_version(tmp_path: Pa
         "already_present": 0,
         "conflicts": [],
         "version": None,
+        "errata": 0,
+        "delta_rpms": 0,
+        "tree_files": 0,
+        "metadata": [],
+        "metadata_kept": [],
     }
     # A version of the source that a later sync replaced can still be copied from.
     gone = "Packages/b/bravo-2.0-3.x86_64.rpm"

@@ -47,6 +47,17 @@ Tables (see ``SCHEMA``):
     pruned.
 ``staged``
     The units a running sync has chosen, before it commits them as a version.
+``version_repomd``
+    What a version's repomd.xml says besides its records: the feed's revision and tags
+    (content, distro, repo), and the records of the feed that coordd does not carry
+    (``*_db``, ``*_zck``). Every new version starts with its previous version's (any
+    change of content keeps them); a sync writes the feed's (or, changing no content,
+    updates the latest version's); a rollback takes the older version's; a copy into a
+    target that has none takes the source's.
+``module_documents``
+    The documents of each modules.yaml the store holds, by the file's checksum
+    (``type:hex``) and position: kind, module name and stream, artifacts (NEVRAs) and the
+    document's text, so a copy chooses streams without parsing YAML again.
 """
 
 from __future__ import annotations
@@ -155,6 +166,22 @@ CREATE TABLE IF NOT EXISTS publications (
     published REAL NOT NULL,
     task_id TEXT
 );
+CREATE TABLE IF NOT EXISTS version_repomd (
+    repo_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    repomd TEXT NOT NULL,
+    PRIMARY KEY (repo_id, number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS module_documents (
+    checksum TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    document TEXT NOT NULL,
+    name TEXT,
+    stream TEXT,
+    artifacts TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (checksum, position)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS staged (
     repo_id TEXT NOT NULL,
     unit_id INTEGER NOT NULL,

@@ -14,13 +14,24 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from coordd.content import versions
 from coordd.content.database import ContentDB, dumps
+from coordd.content.modules import MODULES, choose, documents, nevra, store_documents, write_modules
 from coordd.content.pool import Pool
 from coordd.content.records import Package
-from coordd.content.units import ERRATUM, RPM, insert_units, listed_files, package_row
+from coordd.content.units import (
+    DELTA,
+    ERRATUM,
+    FILE,
+    METADATA,
+    RPM,
+    insert_units,
+    listed_files,
+    metadata_row,
+    package_row,
+)
 from coordd.content.versions import IN_VERSION, Version
 
 __all__ = [
@@ -43,6 +54,7 @@ class RepoState:
     latest: Version | None
     published: int | None  # the published version
     synced: dict[str, Any] | None  # the last sync's fingerprint, revision, feed, time
+    repomd: dict[str, Any] | None = None  # the latest version's tags, records not carried
 
 
 class ContentConflict(Exception):
@@ -137,7 +149,12 @@ class ContentStore:
                 row["repo_id"]: _synced(row) for row in db.execute("SELECT * FROM sync_state")
             }
             return {
-                repo_id: RepoState(latest.get(repo_id), published.get(repo_id), synced.get(repo_id))
+                repo_id: RepoState(
+                    latest.get(repo_id),
+                    published.get(repo_id),
+                    synced.get(repo_id),
+                    _repomd(db, repo_id, latest[repo_id].number) if repo_id in latest else None,
+                )
                 for repo_id in {*latest, *published, *synced}
             }
 
@@ -146,10 +163,12 @@ class ContentStore:
     def state(self, repo_id: str) -> RepoState:
         def read(db: sqlite3.Connection) -> RepoState:
             row = db.execute("SELECT * FROM sync_state WHERE repo_id = ?", (repo_id,)).fetchone()
+            latest = versions.latest(db, repo_id)
             return RepoState(
-                versions.latest(db, repo_id),
+                latest,
                 versions.published_version(db, repo_id),
                 None if row is None else _synced(row),
+                None if latest is None else _repomd(db, repo_id, latest.number),
             )
 
         return self.db.read_sync(read)
@@ -194,6 +213,7 @@ class ContentStore:
         entered: Iterable[tuple[str, int]],
         resolved: Sequence[tuple[int, str, str | None, str | None]] = (),
         retain: int,
+        repomd: dict[str, Any] | None = None,
     ) -> Version | None:
         """The sync's commit: the staged units become the repository's feed content.
 
@@ -203,7 +223,8 @@ class ContentStore:
         unit declared with another checksum was found to have (``resolved``: unit id,
         sha256, declared type and checksum), with that checksum as an alias; and what the
         sync saw: the ``fingerprint``, and the staged set under ``metadata``
-        (``feed_units``).
+        (``feed_units``); and ``repomd`` (tags, records not carried) for the new version,
+        or for the latest one when the content did not change.
         """
 
         def write(db: sqlite3.Connection) -> Version | None:
@@ -230,6 +251,9 @@ class ContentStore:
                 (number, repo_id, number, repo_id),
             )
             version = versions.finish(db, repo_id, number, task_id=task_id, note="sync")
+            described = number if version is not None else number - 1
+            if repomd is not None and described > 0:
+                _set_repomd(db, repo_id, described, dumps(repomd))
             db.execute(
                 "INSERT OR IGNORE INTO feed_units (metadata, unit_id, base)"
                 " SELECT ?, unit_id, base FROM staged WHERE repo_id = ?",
@@ -262,10 +286,18 @@ class ContentStore:
         retain: int,
     ) -> dict[str, Any]:
         """Copy the packages of version ``number`` of ``source`` (those whose name matches
-        the glob ``name``) into a new version of ``target``.
+        the glob ``name``) into a new version of ``target``, with what applies to them.
 
         A package whose href the target already gives to another package is left out (a
-        publication has one file per path) and reported as a conflict.
+        publication has one file per path) and reported as a conflict. Without ``name``
+        everything else comes too: errata, delta RPMs, tree files and every metadata
+        record. With ``name``, what applies to the target's packages after the copy: the
+        errata all of whose packages it holds, the delta RPMs of its packages, and, when
+        the filter matched a package, the module streams all of whose artifacts it holds
+        (with the defaults and other documents of their modules) and the other metadata
+        records (comps, productid, …) whole. A
+        record of a type the target already has is not copied (its own stands), except
+        modules.yaml, whose documents are merged into one file.
         """
         where = f"{IN_VERSION} AND u.kind = ?"
         args: tuple[Any, ...] = (source, number, number, RPM)
@@ -296,16 +328,29 @@ class ContentStore:
                 " VALUES (?, ?, ?, NULL, 'copy')",
                 [(target, uid, number_to) for uid in wanted],
             )
+            carried = _carry_with(
+                db,
+                self.pool,
+                (source, number),
+                target,
+                number_to,
+                whole=name is None,
+                with_records=name is None or bool(matched),
+            )
             version = versions.finish(
                 db, target, number_to, task_id=task_id, note=f"copy from {source} version {number}"
             )
             if version is not None:
+                # The target's own tags stand (``finish`` kept them); a target without any
+                # takes the source's.
+                _copy_repomd(db, (target, number_to), (source, number), (target, number_to))
                 versions.prune(db, target, retain)
             return {
                 "matched": len(matched),
                 "copied": len(wanted),
                 "already_present": len(present),
                 "conflicts": conflicts,
+                **carried,
                 "version": version.number if version else None,
             }
 
@@ -432,6 +477,12 @@ class ContentStore:
             version = versions.finish(
                 db, repo_id, number, task_id=task_id, note=f"rollback to version {source}"
             )
+            if version is not None:  # the older version's tags describe its content
+                db.execute(
+                    "DELETE FROM version_repomd WHERE repo_id = ? AND number = ?",
+                    (repo_id, number),
+                )
+                _copy_repomd(db, (repo_id, source), (repo_id, number))
             if version is not None:
                 versions.prune(db, repo_id, retain)
             return version
@@ -468,7 +519,14 @@ class ContentStore:
         become orphans, which cleanup removes)."""
 
         def write(db: sqlite3.Connection) -> None:
-            for table in ("repo_content", "versions", "sync_state", "publications", "staged"):
+            for table in (
+                "repo_content",
+                "versions",
+                "sync_state",
+                "publications",
+                "staged",
+                "version_repomd",
+            ):
                 db.execute(f"DELETE FROM {table} WHERE repo_id = ?", (repo_id,))
             db.execute(
                 "DELETE FROM feed_units WHERE metadata NOT IN"
@@ -514,6 +572,11 @@ class ContentStore:
                     f"DELETE FROM {table} WHERE pkgid NOT IN"
                     " (SELECT pkgid FROM units WHERE pkgid IS NOT NULL)"
                 )
+            db.execute(
+                "DELETE FROM module_documents WHERE checksum NOT IN (SELECT checksum_type"
+                " || ':' || checksum FROM units WHERE kind = ? AND name = ?)",
+                (METADATA, MODULES),
+            )
             files = db.execute(_ORPHAN_FILES).fetchall()
             db.executemany("DELETE FROM files WHERE sha256 = ?", [(s,) for s, _ in files])
             db.execute("DELETE FROM aliases WHERE sha256 NOT IN (SELECT sha256 FROM files)")
@@ -561,6 +624,195 @@ def _shown(nevra: tuple[Any, ...]) -> str:
     name, epoch, version, release, arch = nevra
     evr = f"{epoch}:" if epoch not in (None, "", "0") else ""
     return f"{name}-{evr}{version}-{release}.{arch}"
+
+
+def _latest_units(db: sqlite3.Connection, repo_id: str, kind: str) -> list[sqlite3.Row]:
+    """The identity of the units of ``kind`` the latest version holds (not their data)."""
+    return db.execute(
+        "SELECT u.id, u.name, u.epoch, u.version, u.release, u.arch, u.href, u.checksum_type,"
+        " u.checksum FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+        " WHERE rc.repo_id = ? AND rc.removed IS NULL AND u.kind = ?",
+        (repo_id, kind),
+    ).fetchall()
+
+
+def _nevras(rows: Iterable[sqlite3.Row]) -> set[str]:
+    return {nevra(r["name"], r["epoch"], r["version"], r["release"], r["arch"]) for r in rows}
+
+
+def _erratum_nevras(data: str) -> set[str]:
+    erratum = json.loads(data)
+    return {
+        nevra(
+            p.get("name") or "",
+            p.get("epoch"),
+            p.get("version") or "",
+            p.get("release") or "",
+            p.get("arch") or "",
+        )
+        for collection in erratum.get("collections") or []
+        for p in collection.get("packages") or []
+    }
+
+
+def _carry_with(
+    db: sqlite3.Connection,
+    pool: Pool,
+    source: tuple[str, int],
+    target: str,
+    number: int,
+    *,
+    whole: bool,
+    with_records: bool,
+) -> dict[str, Any]:
+    """Add to version ``number`` of ``target`` (whose packages are written) what comes with
+    the packages of a copy from version ``source``: everything when ``whole``, else what
+    applies to the target's packages (``ContentStore.copy``), and the metadata records only
+    if ``with_records``; what it added, by kind."""
+    repo_id, version = source
+
+    def in_source(kind: str) -> list[sqlite3.Row]:
+        return db.execute(
+            "SELECT u.* FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+            f" WHERE {IN_VERSION} AND u.kind = ? ORDER BY u.id",
+            (repo_id, version, version, kind),
+        ).fetchall()
+
+    held = {
+        uid
+        for (uid,) in db.execute(
+            "SELECT unit_id FROM repo_content WHERE repo_id = ? AND removed IS NULL", (target,)
+        )
+    }
+    hrefs = {
+        href
+        for (href,) in db.execute(
+            "SELECT u.href FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
+            " WHERE rc.repo_id = ? AND rc.removed IS NULL AND u.href IS NOT NULL",
+            (target,),
+        )
+    }
+    packages = _nevras(_latest_units(db, target, RPM))
+    added: list[int] = []
+    errata = [
+        row["id"]
+        for row in in_source(ERRATUM)
+        if row["id"] not in held
+        and (whole or (bool(nevras := _erratum_nevras(row["data"])) and nevras <= packages))
+    ]
+    added += errata
+    deltas = [
+        row["id"]
+        for row in in_source(DELTA)
+        if row["id"] not in held
+        and row["href"] not in hrefs
+        and (whole or _nevras([row]) <= packages)
+    ]
+    added += deltas
+    tree = [
+        r["id"] for r in in_source(FILE) if whole and r["id"] not in held and r["href"] not in hrefs
+    ]
+    added += tree
+    own = {row["name"]: row for row in _latest_units(db, target, METADATA)}
+    records: list[str] = []
+    kept: list[str] = []
+    removed: list[int] = []
+    for row in in_source(METADATA) if with_records else ():
+        rtype = row["name"]
+        if row["id"] in held:
+            continue
+        if rtype == MODULES:
+            mine = own.get(MODULES)
+            made = _modules_for(db, pool, row, mine, packages, whole=whole)
+            if made is None:
+                continue
+            added.append(made)
+            records.append(rtype)
+            if mine is not None:
+                removed.append(mine["id"])
+        elif rtype in own:
+            kept.append(rtype)
+        else:
+            added.append(row["id"])
+            records.append(rtype)
+    db.executemany(
+        "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"
+        " VALUES (?, ?, ?, NULL, 'copy')",
+        [(target, uid, number) for uid in added],
+    )
+    db.executemany(
+        "UPDATE repo_content SET removed = ? WHERE repo_id = ? AND unit_id = ? AND removed IS NULL",
+        [(number, target, uid) for uid in removed],
+    )
+    return {
+        "errata": len(errata),
+        "delta_rpms": len(deltas),
+        "tree_files": len(tree),
+        "metadata": sorted(records),
+        "metadata_kept": sorted(kept),
+    }
+
+
+def _modules_for(
+    db: sqlite3.Connection,
+    pool: Pool,
+    source: sqlite3.Row,
+    mine: sqlite3.Row | None,
+    packages: set[str],
+    *,
+    whole: bool,
+) -> int | None:
+    """The modules.yaml unit a copy gives its target: the source's when all of it applies
+    and the target has none, else one of the target's documents and those of the source's
+    that apply (``choose``); None when that changes nothing."""
+    docs = documents(db, f"{source['checksum_type']}:{source['checksum']}")
+    if docs is None:  # never split (not readable as YAML): all or nothing
+        return source["id"] if whole and mine is None else None
+    chosen = docs if whole else choose(docs, packages)
+    if mine is None and chosen == docs:
+        return int(source["id"])
+    theirs = [] if mine is None else documents(db, f"{mine['checksum_type']}:{mine['checksum']}")
+    if theirs is None:
+        return None  # the target's own file cannot be merged: it stands
+    texts = {d.text for d in theirs}
+    merged = [*theirs, *(d for d in chosen if d.text not in texts)]
+    if merged == theirs:
+        return None
+    record, size = write_modules(pool, merged)
+    (unit_id,) = insert_units(db, [metadata_row(record)])
+    db.execute(
+        "INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)", (record["checksum"], size)
+    )
+    store_documents(db, f"sha256:{record['checksum']}", merged)
+    return unit_id
+
+
+def _repomd(db: sqlite3.Connection, repo_id: str, number: int) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT repomd FROM version_repomd WHERE repo_id = ? AND number = ?", (repo_id, number)
+    ).fetchone()
+    return None if row is None else cast(dict[str, Any], json.loads(row[0]))
+
+
+def _set_repomd(db: sqlite3.Connection, repo_id: str, number: int, repomd: str) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO version_repomd (repo_id, number, repomd) VALUES (?, ?, ?)",
+        (repo_id, number, repomd),
+    )
+
+
+def _copy_repomd(db: sqlite3.Connection, *sources_then_target: tuple[str, int]) -> None:
+    """Give the last (repository, version) the repomd description of the first of the others
+    that has one."""
+    *sources, (repo_id, number) = sources_then_target
+    for source_repo, source_number in sources:
+        row = db.execute(
+            "SELECT repomd FROM version_repomd WHERE repo_id = ? AND number = ?",
+            (source_repo, source_number),
+        ).fetchone()
+        if row is not None:
+            _set_repomd(db, repo_id, number, row[0])
+            return
 
 
 def _synced(row: sqlite3.Row) -> dict[str, Any]:

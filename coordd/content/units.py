@@ -188,8 +188,8 @@ def listed_files(files: list[FileEntry]) -> str:
     """A package's whole file list as ``rpm_files`` keeps it: ``ListedFile`` entries."""
     listed: list[ListedFile] = []
     for kind, path in files:
-        head, _, tail = path.rpartition("/")
-        listed.append([kind, head + "/", tail])
+        head, slash, tail = path.rpartition("/")
+        listed.append([kind, head + slash, tail])  # a src.rpm's files have no directory
     return dumps(listed)
 
 

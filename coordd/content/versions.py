@@ -182,6 +182,13 @@ def finish(
             note,
         ),
     )
+    # What the feed's repomd.xml said stays with the content (a sync, a rollback or a copy
+    # then writes its own).
+    db.execute(
+        "INSERT OR IGNORE INTO version_repomd (repo_id, number, repomd)"
+        " SELECT repo_id, ?, repomd FROM version_repomd WHERE repo_id = ? AND number = ?",
+        (number, repo_id, number - 1),
+    )
     return version
 
 
@@ -208,9 +215,11 @@ def prune(db: sqlite3.Connection, repo_id: str, retain: int) -> list[int]:
     ]
     if not dropped:
         return []
-    db.executemany(
-        "DELETE FROM versions WHERE repo_id = ? AND number = ?", [(repo_id, n) for n in dropped]
-    )
+    for table in ("versions", "version_repomd"):
+        db.executemany(
+            f"DELETE FROM {table} WHERE repo_id = ? AND number = ?",
+            [(repo_id, n) for n in dropped],
+        )
     db.execute(
         "DELETE FROM repo_content WHERE repo_id = ? AND removed IS NOT NULL AND NOT EXISTS ("
         " SELECT 1 FROM versions v WHERE v.repo_id = repo_content.repo_id"

@@ -50,8 +50,8 @@ _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
 def _split_path(path: str) -> tuple[str, str]:
-    head, _, tail = path.rpartition("/")
-    return head + "/", tail
+    head, slash, tail = path.rpartition("/")
+    return head + slash, tail  # a src.rpm's files have no directory
 
 
 def cr_package(record: Package) -> Any:
@@ -82,10 +82,18 @@ def cr_package(record: Package) -> Any:
     pkg.size_archive = int(record.get("size_archive") or 0)
     pkg.location_href = record["href"]
     for kind in DEPENDENCY_KINDS:  # stored as [name, flags, epoch, ver, rel, pre (a bool)]
-        setattr(pkg, kind, list(map(tuple, record.get(kind) or ())))
-    pkg.files = [(kind, *_split_path(path)) for kind, path in record.get("files") or []]
-    pkg.changelogs = list(map(tuple, record.get("changelogs") or ()))  # [author, date, text]
+        setattr(pkg, kind, _as_listed(record.get(kind)))
+    pkg.files = _as_listed([(kind, *_split_path(path)) for kind, path in record.get("files") or []])
+    pkg.changelogs = _as_listed(record.get("changelogs"))  # [author, date, text]
     return pkg
+
+
+def _as_listed(entries: Iterable[Iterable[Any]] | None) -> list[tuple[Any, ...]]:
+    """A list to assign to a createrepo_c ``Package`` attribute so that it reads back, and
+    is written, in the order given: the binding (1.2.5) reverses a list assigned to one."""
+    listed = [tuple(entry) for entry in entries or ()]
+    listed.reverse()
+    return listed
 
 
 def _date(value: Any) -> datetime.datetime | None:
@@ -249,10 +257,24 @@ def _package(rtype: str, row: sqlite3.Row) -> Any:
     pkg.name, pkg.arch = row["name"], row["arch"]
     pkg.epoch, pkg.version, pkg.release = row["epoch"] or "0", row["version"], row["release"]
     if rtype == "filelists":  # stored split, as the writer takes them (ListedFile)
-        pkg.files = list(map(tuple, json.loads(row["files"] or "[]")))
+        pkg.files = _as_listed(json.loads(row["files"] or "[]"))
     else:
-        pkg.changelogs = list(map(tuple, json.loads(row["changelogs"] or "[]")))
+        pkg.changelogs = _as_listed(json.loads(row["changelogs"] or "[]"))
     return pkg
+
+
+def _file_name(href: str) -> str:
+    return href.rpartition("/")[2]
+
+
+#: The order createrepo_c writes packages in: by file name, then by the whole href (byte
+#: order both), so a src.rpm sits beside its binaries whatever directories they are in.
+PACKAGE_ORDER: Final = "file_name(u.href), u.href"
+
+
+def package_order(db: sqlite3.Connection) -> None:
+    """Give ``db`` the ``file_name`` function ``PACKAGE_ORDER`` sorts by."""
+    db.create_function("file_name", 1, _file_name, deterministic=True)
 
 
 def write_package_file(
@@ -264,11 +286,13 @@ def write_package_file(
     check_cancelled: Callable[[], None],
 ) -> dict[str, Any]:
     """Write primary, filelists or other (``rtype``) of version ``number`` into ``repodata``,
-    streaming the packages by href; return its repomd record (``record_from``).
+    streaming the packages in createrepo_c's order (``PACKAGE_ORDER``); return its repomd
+    record (``record_from``).
 
     A package's entry is its feed's own (``coordd.content.fragments``) when the sync kept
     it, else one createrepo_c makes from the stored record.
     """
+    package_order(db)
     cls, columns = _PACKAGE_FILES[rtype]
     count = db.execute(
         "SELECT count(*) FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
@@ -287,7 +311,7 @@ def write_package_file(
         " LEFT JOIN rpm_xml x ON x.pkgid = u.pkgid AND x.type = ?"
         " LEFT JOIN rpm_files f ON f.pkgid = u.pkgid"
         " LEFT JOIN rpm_changelogs c ON c.pkgid = u.pkgid"
-        f" WHERE {IN_VERSION} AND u.kind = ? ORDER BY u.href",
+        f" WHERE {IN_VERSION} AND u.kind = ? ORDER BY {PACKAGE_ORDER}",
         (rtype, repo_id, number, number, RPM),
     )
     fragments = Fragments()
@@ -335,6 +359,24 @@ def _record_from(data: dict[str, Any]) -> Any:
     return rec
 
 
+def _described(db: sqlite3.Connection, repo_id: str, number: int) -> dict[str, Any]:
+    """What the version keeps of its feed's repomd.xml (``version_repomd``): revision, tags."""
+    row = db.execute(
+        "SELECT repomd FROM version_repomd WHERE repo_id = ? AND number = ?", (repo_id, number)
+    ).fetchone()
+    return {} if row is None else dict(json.loads(row[0]))
+
+
+def _set_tags(repomd: Any, tags: dict[str, Any]) -> None:
+    """The feed's repomd tags, in the feed's order."""
+    for tag in tags.get("content") or ():
+        repomd.add_content_tag(tag)
+    for tag in tags.get("repo") or ():
+        repomd.add_repo_tag(tag)
+    for cpeid, text in tags.get("distro") or ():
+        repomd.add_distro_tag(text, cpeid)
+
+
 def write_repodata(
     db: sqlite3.Connection,
     pool: Pool,
@@ -346,6 +388,9 @@ def write_repodata(
     written: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``repodata/`` for version ``number``; return its revision and counts.
+
+    The revision and tags are the feed's, as the version keeps them; ``revision`` (the last
+    sync's) or the time stands in for a version that keeps none.
 
     ``written``: the records of primary, filelists and other when worker processes wrote
     them already (``write_package_file``); else they are written here, one after another.
@@ -407,8 +452,10 @@ def write_repodata(
         record(row["name"], target, None)
 
     repomd = cr.Repomd()
-    revision = revision or str(int(time.time()))
+    described = _described(db, repo_id, number)
+    revision = described.get("revision") or revision or str(int(time.time()))
     repomd.set_revision(revision)
+    _set_tags(repomd, described.get("tags") or {})
     for rec in records:
         repomd.set_record(rec)
     repomd.sort_records()

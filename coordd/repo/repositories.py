@@ -254,6 +254,7 @@ class Repositories:
         }
         if details:
             synced = state.synced if state else None
+            repomd = state.repomd if state else None
             out["content"] = {
                 "version": latest.number if latest else None,
                 "counts": latest.counts if latest else {},
@@ -261,6 +262,9 @@ class Repositories:
                 "revision": synced["revision"] if synced else None,
                 "feed": without_userinfo(synced["feed"]) if synced and synced["feed"] else None,
                 "last_sync": iso(synced["synced_at"]) if synced else None,
+                # The feed's repomd tags, and the feed's records a publication leaves out.
+                "tags": repomd.get("tags") if repomd else None,
+                "not_carried": (repomd.get("not_carried") or []) if repomd else [],
             }
             published = self.publish_dir(repo.id)
             out["published_path"] = str(published) if published.exists() else None

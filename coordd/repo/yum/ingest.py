@@ -7,8 +7,10 @@ small metadata, one after the other in a thread of the daemon:
     primary.xml → rpm units, in batches of ``BATCH`` per transaction, each staged for the
     repository with the ``xml:base`` it was listed under; then the newest-only choice
     (unstaging the rest); then updateinfo.xml → errata and prestodelta.xml → deltas of the
-    chosen packages. When the feed has no filelists.xml, primary's file entries are the
-    package's file list. Package retention (``retention``) unstages the older versions.
+    chosen packages. modules.yaml is split into its documents (``module_documents``), and
+    a module stream's packages are kept whatever newest-only would choose; package
+    retention (``retention``) unstages the older versions. When the feed has no
+    filelists.xml, primary's file entries are the package's file list.
 ``lists``
     filelists.xml and other.xml → ``rpm_files`` and ``rpm_changelogs`` by pkgid, skipping
     packages the database already has (a second repository of the same feed parses but
@@ -31,6 +33,7 @@ from typing import Any, Final
 from coordd.api.errors import OperationFailed
 from coordd.content.database import connect, dumps, transaction
 from coordd.content.fragments import Fragments
+from coordd.content.modules import nevra, store_documents
 from coordd.content.paths import RESERVED_TOP, UnsafePath, check_href
 from coordd.content.units import (
     delta_row,
@@ -41,6 +44,7 @@ from coordd.content.units import (
 )
 from coordd.content.worker import FAILED, METADATA, Emit, serve
 from coordd.repo.yum.errors import MetadataError
+from coordd.repo.yum.modulemd import read_documents
 from coordd.repo.yum.prestodelta import read_deltas
 from coordd.repo.yum.primary import (
     NS_COMMON,
@@ -196,9 +200,20 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
         hrefs.clear()
         emit({"packages": count})
 
+        artifacts: set[str] = set()
+        modules = _metadata(args.get("modules"))
+        if modules is not None:
+            docs = read_documents(modules)
+            artifacts = {a for d in docs for a in d.artifacts}
+            checksum = ":".join(modules.record.checksum)
+            out.write(lambda db: store_documents(db, checksum, docs))
+
         kept = chosen
         if args["only_newest"]:
-            kept = newest_only(chosen)
+            # A module stream's packages all stay, so every stream modules.yaml offers can
+            # be installed; the newest-only choice is made among the other packages.
+            modular = [p for p in chosen if _nevra(p) in artifacts]
+            kept = [*newest_only([p for p in chosen if _nevra(p) not in artifacts]), *modular]
             keep_ids = {p["id"] for p in kept}
             dropped = [(repo_id, p["id"]) for p in chosen if p["id"] not in keep_ids]
             out.write(
@@ -207,8 +222,12 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
                 )
             )
         retain = args.get("retain_package_versions", 0)
-        if retain:
-            fewer = newest_versions(kept, retain)
+        if retain:  # module streams' packages stay here too
+            ordinary = [p for p in kept if _nevra(p) not in artifacts]
+            fewer = [
+                *newest_versions(ordinary, retain),
+                *(p for p in kept if _nevra(p) in artifacts),
+            ]
             keep_ids = {p["id"] for p in fewer}
             older = [(repo_id, p["id"]) for p in kept if p["id"] not in keep_ids]
             out.write(
@@ -255,6 +274,12 @@ def _packages(args: dict[str, Any], emit: Emit) -> dict[str, Any]:
     return {"packages": count, "chosen": len(nevras), "errata": errata, "deltas": deltas}
 
 
+def _nevra(package: dict[str, Any]) -> str:
+    return nevra(
+        package["name"], package["epoch"], package["version"], package["release"], package["arch"]
+    )
+
+
 def _stage(db: sqlite3.Connection, repo_id: str, rows: list[Any]) -> None:
     ids = insert_units(db, rows)
     db.executemany(
@@ -264,8 +289,8 @@ def _stage(db: sqlite3.Connection, repo_id: str, rows: list[Any]) -> None:
 
 
 def _file_entry(child: Any, what: str) -> list[Any]:
-    head, _, tail = (child.text or "").rpartition("/")  # stored split: see ListedFile
-    return [child.get("type") or "", head + "/", tail]
+    head, slash, tail = (child.text or "").rpartition("/")  # stored split: see ListedFile
+    return [child.get("type") or "", head + slash, tail]  # a src.rpm's: no directory
 
 
 def _changelog(child: Any, what: str) -> list[Any]:

@@ -73,6 +73,23 @@ def parse_repomd(data: bytes, allow_weak: bool) -> tuple[str | None, dict[str, R
     return revision, records
 
 
+def parse_tags(data: bytes) -> dict[str, list[Any]]:
+    """The ``<tags>`` of repomd.xml: ``content`` and ``repo`` (texts) and ``distro``
+    (``[cpeid or None, text]``), each in the feed's order; empty lists when it has none."""
+    root = parse_xml_bytes(data, "repomd.xml", NS_REPO + "repomd")
+    tags: dict[str, list[Any]] = {"content": [], "distro": [], "repo": []}
+    element = root.find(NS_REPO + "tags")
+    if element is None:
+        return tags
+    for child in element:
+        text = (child.text or "").strip()
+        if child.tag == NS_REPO + "distro":
+            tags["distro"].append([child.get("cpeid") or None, text])
+        elif child.tag in (NS_REPO + "content", NS_REPO + "repo"):
+            tags[child.tag[len(NS_REPO) :]].append(text)
+    return tags
+
+
 @dataclass(frozen=True)
 class FetchedMetadata:
     """A metadata file fetched to ``path`` (verified against ``record``), ready to stream."""
@@ -96,4 +113,4 @@ class FetchedMetadata:
         )
 
 
-__all__ = ["NS_REPO", "FetchedMetadata", "RepomdRecord", "parse_repomd"]
+__all__ = ["NS_REPO", "FetchedMetadata", "RepomdRecord", "parse_repomd", "parse_tags"]

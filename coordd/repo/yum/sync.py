@@ -5,8 +5,10 @@ filelists and other metadata; errata (updateinfo); delta RPMs (prestodelta); ext
 files (comps, modules, …, kept as they are); and a distribution tree (``.treeinfo`` at the
 feed root and the files it names). It streams the metadata into units (``ingest``, in worker
 processes for large feeds), chooses the packages (all, or the newest EVR of each name and
-arch), downloads into the pool what it lacks, in parallel (``download``), and commits the
-chosen units as the repository's next version (``ContentStore.commit_staged``).
+arch, with every package a module stream of modules.yaml names), downloads into the pool
+what it lacks, in parallel (``download``), and commits the chosen units as the repository's
+next version (``ContentStore.commit_staged``), with what repomd.xml says besides its records
+(revision, tags, the ``*_db`` and ``*_zck`` records a publication does not carry).
 
 The sync is a sequence of named steps (``_Sync.run``): fetch repomd.xml and .treeinfo; stop
 early if nothing changed; parse repomd.xml; fetch the metadata files; ingest them; stage the
@@ -60,6 +62,7 @@ import anyio.to_thread
 
 from coordd.api.errors import OperationFailed
 from coordd.content import worker
+from coordd.content.modules import MODULES
 from coordd.content.paths import RESERVED_TOP
 from coordd.content.store import DEFAULT_RETAIN, ContentStore, RepoState
 from coordd.content.units import ERRATUM, RPM, file_row, insert_units, metadata_row
@@ -71,13 +74,19 @@ from coordd.repo.yum.download import Downloader, Need
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.feed import Feed
 from coordd.repo.yum.options import DEFAULT_LIMITS, ImporterOptions, Limits, without_userinfo
-from coordd.repo.yum.repomd import FetchedMetadata, RepomdRecord, parse_repomd
+from coordd.repo.yum.repomd import FetchedMetadata, RepomdRecord, parse_repomd, parse_tags
 from coordd.repo.yum.report import Report
 from coordd.repo.yum.treeinfo import parse_treeinfo
 
 # Repomd record types this importer regenerates (so does not keep as files), or that only
 # duplicate them in another form.
 _PARSED: Final = ("primary", "filelists", "other", "updateinfo", "prestodelta")
+# Fetched with them to be read too, and kept as files: modules.yaml (its streams' packages
+# stay with newest-only; a copy chooses its streams).
+_READ: Final = (*_PARSED, MODULES)
+# Records a publication does not carry: the sqlite databases (yum 3 only; dnf never reads
+# them) and the zchunk copies (an optimisation dnf falls back from to the plain files).
+_NOT_CARRIED: Final = ("_db", "_zck")
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,7 @@ class _Sync:
         self.fetched: set[str] = set()  # files fetched with the metadata (the .treeinfo)
         self.entered: list[tuple[str, int]] = []  # (sha256, size) of files put in the pool
         self.resolved: list[tuple[int, str, str | None, str | None]] = []  # unit, sha256, alias
+        self.repomd: dict[str, Any] | None = None  # revision, tags, not carried (parse_repomd)
 
     # -- the steps, in order ---------------------------------------------------------------
 
@@ -160,6 +170,8 @@ class _Sync:
             fetched = await self.fetch_metadata(records)
             try:
                 chosen = (await self.ingest(fetched))["chosen"]
+                if MODULES in fetched:  # kept as a file too: no second download
+                    self.keep_fetched(fetched[MODULES])
             finally:
                 for fetched_file in fetched.values():
                     fetched_file.path.unlink(missing_ok=True)
@@ -240,6 +252,11 @@ class _Sync:
         revision, records = parse_repomd(repomd, self.options.allow_weak_checksums)
         if "primary" not in records:
             raise MetadataError("repomd.xml: no primary record")
+        self.repomd = {
+            "revision": revision,
+            "tags": parse_tags(repomd),
+            "not_carried": sorted(t for t in records if t.endswith(_NOT_CARRIED)),
+        }
         return revision, records
 
     async def fetch_metadata(self, records: dict[str, RepomdRecord]) -> dict[str, FetchedMetadata]:
@@ -264,7 +281,7 @@ class _Sync:
                 failures.append(exc)
                 scope.cancel()
 
-        wanted = [records[t] for t in _PARSED if t in records]
+        wanted = [records[t] for t in _READ if t in records]
         urls = {r.type: self.feed.url(r.href, r.base, r.what()) for r in wanted}
         async with anyio.create_task_group() as tg:
             for record in wanted:
@@ -298,6 +315,7 @@ class _Sync:
                 "primary": part("primary"),
                 "updateinfo": part("updateinfo"),
                 "prestodelta": part("prestodelta"),
+                "modules": part(MODULES),
             },
             {**common, "job": "lists", "filelists": part("filelists"), "other": part("other")},
         ]
@@ -325,7 +343,7 @@ class _Sync:
         rows: list[Any] = []
         bases: list[str | None] = []
         for rtype, extra in sorted(records.items()):
-            if rtype in _PARSED or rtype.endswith(("_db", "_zck")):
+            if rtype in _PARSED or rtype.endswith(_NOT_CARRIED):
                 continue
             self.feed.url(extra.href, extra.base, f"{rtype} metadata")  # checked now
             rows.append(
@@ -393,6 +411,15 @@ class _Sync:
             self.entered.append((sha256, len(treeinfo)))
             self.fetched.add(sha256)
         return sha256
+
+    def keep_fetched(self, fetched: FetchedMetadata) -> None:
+        """Enter a metadata file fetched to be read, and kept as a file, in the pool."""
+        checksum_type, checksum = fetched.record.checksum
+        if checksum_type == "sha256" and checksum not in self.fetched:
+            size = fetched.path.stat().st_size
+            self.store.pool.enter(fetched.path, checksum)
+            self.entered.append((checksum, size))
+            self.fetched.add(checksum)
 
     def needs(self) -> list[Need]:
         """The staged files the pool lacks (a stat each); counts the ones it has."""
@@ -465,6 +492,7 @@ class _Sync:
             entered=self.entered,
             resolved=self.resolved,
             retain=self.retain,
+            repomd=self.repomd,
         )
 
     def summary(
