@@ -6,10 +6,6 @@ step runs as ``python -m <module>``: ``run`` sends the step's arguments as one J
 on its stdin, reads JSON lines from its stdout (``{"progress": …}`` as it goes, then one
 ``{"result": …}`` or ``{"error": …, "kind": …}``), and kills it if the task is cancelled.
 The module's ``main`` calls ``serve`` with the function that does the work.
-
-Workers run at a lower priority (``NICENESS``) than the daemon: on a machine whose cores a
-large sync keeps busy, the daemon and its database writer still get the CPU first, so
-requests and task submissions are answered as promptly as when it is idle.
 """
 
 from __future__ import annotations
@@ -37,9 +33,6 @@ log = logging.getLogger("coordd.worker")
 METADATA, FAILED, INTERNAL = "metadata", "failed", "internal"
 
 Emit = Callable[[dict[str, Any]], None]
-
-#: How much lower than the daemon's a worker's scheduling priority is (nice(2)).
-NICENESS = 10
 
 _PARENT = "COORDD_WORKER_PARENT"  # the pid of the daemon, which the worker dies with
 _PR_SET_PDEATHSIG = 1
@@ -154,8 +147,6 @@ def serve(work: Callable[[dict[str, Any], Emit], dict[str, Any]], errors: dict[t
     reported as internal, with its traceback on stderr.
     """
     _die_with_parent(int(os.environ.get(_PARENT, "0")))
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
     out = sys.stdout
 
     def emit(progress: dict[str, Any]) -> None:
