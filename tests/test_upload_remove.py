@@ -524,13 +524,13 @@ def test_uploads_that_never_run_leave_nothing_and_say_why(
     assert versions(daemon) == []
 
 
-def test_a_sync_refuses_a_feed_file_at_the_path_of_an_uploaded_one(
+def test_a_feed_file_at_the_path_of_an_uploaded_one_replaces_it(
     daemon: DaemonProcess,
     tmp_path: Path,
     real_rpms: list[Path],  # noqa: F811
 ) -> None:
-    """The feed lists another build of an uploaded package at the same path: the sync
-    fails, saying so, before it downloads anything; the same file in the feed is fine."""
+    """The feed lists another build of an uploaded package at the same path: the feed's
+    replaces it (one file per path); the same file in the feed is taken from the pool."""
     world = next(p for p in real_rpms if p.name.startswith("coordd-world"))
     other = rebuild(tmp_path / "again", "coordd-world", "2.0")
     feed = build_rpm_feed(tmp_path / "feed", [other], compression="gz")
@@ -538,17 +538,19 @@ def test_a_sync_refuses_a_feed_file_at_the_path_of_an_uploaded_one(
         assert upload(client, "demo", [world])["state"] == "finished"
     with FeedServer(feed.root) as server:
         daemon.call("repo.update", repo_id="demo", importer={"feed": server.url})
-        code, out, _ = run_json(daemon, "repo", "sync", "--repo-id", "demo", "--wait")
-        assert code != 0
-        message = out["task"]["error"]["message"]
-        assert "the feed lists Packages/c/coordd-world-2.0-1.noarch.rpm" in message
-        assert "(uploaded, another checksum)" in message
-        assert server.count(".rpm") == 0
-        assert versions(daemon) == [1]
+        uploaded = daemon.call("repo.content", repo_id="demo", type="rpm")["units"]
+        code, _out, err = run_json(daemon, "repo", "sync", "--repo-id", "demo", "--wait")
+        assert code == 0, err
+        assert server.count(".rpm") == 1
+        assert sorted(versions(daemon)) == [1, 2]
+        diff = daemon.call("repo.versions.diff", repo_id="demo", version=2)
+        assert diff["removed"]["units"] == uploaded
+        assert diff["added"]["counts"]["rpm"] == 1
+        assert nevras(daemon) == {"coordd-world-2.0-1.noarch"}
     same = build_rpm_feed(tmp_path / "same", [world], compression="gz")
     with FeedServer(same.root) as server:
         daemon.call("repo.update", repo_id="demo", importer={"feed": server.url})
-        code, out, err = run_json(daemon, "repo", "sync", "--repo-id", "demo", "--wait")
+        code, _out, err = run_json(daemon, "repo", "sync", "--repo-id", "demo", "--wait")
         assert code == 0, err
         assert server.count(".rpm") == 0  # the pool has it
         assert nevras(daemon) == {"coordd-world-2.0-1.noarch"}

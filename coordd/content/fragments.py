@@ -45,6 +45,8 @@ _DECLARATIONS: Final = {
     "other": f' xmlns="{TYPES["other"]}"'.encode(),
 }
 _OPEN: Final = b"<package"
+#: For reading a fragment back: it was written by lxml, but read it as strictly as a feed.
+_PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 class Fragments:
@@ -92,3 +94,21 @@ class Fragments:
             location = f"<location href={quoteattr(href)}/>".encode()
             data = before + location + after
         return data.decode() + "\n"
+
+    def entries(self, rtype: str, fragment: bytes) -> list[list[Any]]:
+        """What a filelists fragment lists, as ``ListedFile`` entries, or an other one, as
+        changelog entries ``[author, date, text]``: the forms ``rpm_files`` and
+        ``rpm_changelogs`` keep."""
+        ns = TYPES[rtype]
+        wrapped = f'<r xmlns="{ns}">'.encode() + self._decompress(fragment) + b"</r>"
+        package = etree.fromstring(wrapped, _PARSER)[0]
+        if rtype == "filelists":
+            listed: list[list[Any]] = []
+            for entry in package.iter(f"{{{ns}}}file"):
+                head, _, tail = (entry.text or "").rpartition("/")
+                listed.append([entry.get("type") or "", head + "/", tail])
+            return listed
+        return [
+            [entry.get("author") or "", int(entry.get("date") or 0), entry.text or ""]
+            for entry in package.iter(f"{{{ns}}}changelog")
+        ]

@@ -218,11 +218,12 @@ class ContentStore:
         """The sync's commit: the staged units become the repository's feed content.
 
         Units the latest version holds from the feed and the staged set lacks go; staged
-        units it lacks come in; copies and uploads stay. Recorded in the same
-        transaction: the pool files the sync ``entered`` (sha256, size); the sha256 each
-        unit declared with another checksum was found to have (``resolved``: unit id,
-        sha256, declared type and checksum), with that checksum as an alias; and what the
-        sync saw: the ``fingerprint``, and the staged set under ``metadata``
+        units it lacks come in; copies and uploads stay, but for one at a path the feed now
+        gives another file: a published tree has one file per path, and the feed's wins.
+        Recorded in the same transaction: the pool files the sync ``entered`` (sha256,
+        size); the sha256 each unit declared with another checksum was found to have
+        (``resolved``: unit id, sha256, declared type and checksum), with that checksum as
+        an alias; and what the sync saw: the ``fingerprint``, and the staged set under ``metadata``
         (``feed_units``); and ``repomd`` (tags, records not carried) for the new version,
         or for the latest one when the content did not change.
         """
@@ -249,6 +250,15 @@ class ContentStore:
                 " AND origin = 'feed' AND added < ? AND unit_id NOT IN"
                 " (SELECT unit_id FROM staged WHERE repo_id = ?)",
                 (number, repo_id, number, repo_id),
+            )
+            db.execute(
+                "UPDATE repo_content SET removed = ? WHERE repo_id = ? AND removed IS NULL"
+                " AND origin != 'feed' AND unit_id NOT IN"
+                " (SELECT unit_id FROM staged WHERE repo_id = ?)"
+                " AND (SELECT href FROM units WHERE id = repo_content.unit_id) IN"
+                " (SELECT u.href FROM staged s JOIN units u ON u.id = s.unit_id"
+                " WHERE s.repo_id = ? AND u.href IS NOT NULL)",
+                (number, repo_id, repo_id, repo_id),
             )
             version = versions.finish(db, repo_id, number, task_id=task_id, note="sync")
             described = number if version is not None else number - 1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from coordd.content import versions
+from coordd.content.fragments import Fragments
 from coordd.content.records import Delta, Erratum, MetadataFile, Package, TreeFile
 from coordd.content.units import package_from
 from coordd.content.versions import IN_VERSION
@@ -32,10 +33,13 @@ class View:
             self.version = version if version is not None else (latest.number if latest else 0)
             self.info = versions.get(db, self.repo_id, self.version)
             rows = db.execute(
-                "SELECT u.*, rc.origin, f.files, c.changelogs FROM repo_content rc"
+                "SELECT u.*, rc.origin, f.files, c.changelogs, xf.xml AS files_xml,"
+                " xo.xml AS other_xml FROM repo_content rc"
                 " JOIN units u ON u.id = rc.unit_id"
                 " LEFT JOIN rpm_files f ON f.pkgid = u.pkgid"
                 " LEFT JOIN rpm_changelogs c ON c.pkgid = u.pkgid"
+                " LEFT JOIN rpm_xml xf ON xf.pkgid = u.pkgid AND xf.type = 'filelists'"
+                " LEFT JOIN rpm_xml xo ON xo.pkgid = u.pkgid AND xo.type = 'other'"
                 f" WHERE {IN_VERSION} ORDER BY u.id",
                 (self.repo_id, self.version, self.version),
             ).fetchall()
@@ -48,10 +52,16 @@ class View:
         self.metadata_files: list[MetadataFile] = []
         self.sha256: dict[str, str | None] = {}  # href → pool key
         self.treeinfo: TreeFile | None = None
+        fragments = Fragments()
         for row in rows:
             kind = row["kind"]
             if kind == "rpm":
-                package = package_from(row["data"], row["files"], row["changelogs"], row["origin"])
+                files, changelogs = row["files"], row["changelogs"]
+                if files is None and row["files_xml"] is not None:  # kept as the feed wrote it
+                    files = json.dumps(fragments.entries("filelists", row["files_xml"]))
+                if changelogs is None and row["other_xml"] is not None:
+                    changelogs = json.dumps(fragments.entries("other", row["other_xml"]))
+                package = package_from(row["data"], files, changelogs, row["origin"])
                 self.packages[package["href"]] = package
             elif kind == "erratum":
                 self.errata.append(json.loads(row["data"]))

@@ -12,12 +12,13 @@ small metadata, one after the other in a thread of the daemon:
     retention (``retention``) unstages the older versions. When the feed has no
     filelists.xml, primary's file entries are the package's file list.
 ``lists``
-    filelists.xml and other.xml → ``rpm_files`` and ``rpm_changelogs`` by pkgid, skipping
-    packages the database already has (a second repository of the same feed parses but
-    writes nothing).
+    filelists.xml and other.xml → each package's entry as the feed wrote it, by pkgid
+    (``rpm_xml``); only an entry that cannot be kept so is parsed into ``rpm_files`` or
+    ``rpm_changelogs``. Packages the database already has are not written again (a second
+    repository of the same feed parses but writes nothing).
 
-Both keep each package's elements as the feed wrote them (``rpm_xml``,
-``coordd.content.fragments``), which is what a publication writes.
+The packages job keeps each package's primary entry the same way; those entries are what
+a publication writes (``coordd.content.fragments``).
 
 Neither holds more than a batch of records (and one small tuple per package) in memory.
 """
@@ -306,7 +307,9 @@ _LISTS: Final = {
 
 
 def _store_list(out: _Batches, kind: str, metadata: FetchedMetadata, emit: Emit) -> int:
-    """Stream one of filelists.xml and other.xml into its table; return the rows written."""
+    """Stream one of filelists.xml and other.xml into the database; return the packages
+    written. A package's entry is kept as the feed wrote it (``rpm_xml``); only one that
+    cannot be is parsed into the entries of its table."""
     table, column, ns, root, child_tag, parse = _LISTS[kind]
     what = metadata.record.what()
     tag = ns + child_tag
@@ -324,21 +327,26 @@ def _store_list(out: _Batches, kind: str, metadata: FetchedMetadata, emit: Emit)
         }
         rows = [(k, dumps(v)) for k, v in batch.items() if k not in have]
         db.executemany(f"INSERT OR IGNORE INTO {table} (pkgid, {column}) VALUES (?, ?)", rows)
+        before = db.total_changes
         db.executemany(_INSERT_XML, [(k, kind, xml) for k, xml in batch_xml.items()])
-        return len(rows)
+        return len(rows) + db.total_changes - before
 
     for count, element in enumerate(metadata.elements(ns + "package", ns + root), 1):
         pkgid = (element.get("pkgid") or "").lower()
-        batch.setdefault(pkgid, []).extend(parse(c, what) for c in element if c.tag == tag)
-        if pkgid not in batch_xml and (xml := fragments.make(kind, element)) is not None:
+        if pkgid in batch_xml:  # listed twice: the first entry stands
+            continue
+        xml = fragments.make(kind, element) if pkgid not in batch else None
+        if xml is not None:
             batch_xml[pkgid] = xml
-        if len(batch) >= BATCH:
+        else:
+            batch.setdefault(pkgid, []).extend(parse(c, what) for c in element if c.tag == tag)
+        if len(batch) + len(batch_xml) >= BATCH:
             written += out.write(write)
             batch.clear()
             batch_xml.clear()
         if count % _PROGRESS_EVERY == 0:
             emit({kind: count})
-    if batch:
+    if batch or batch_xml:
         written += out.write(write)
     return written
 

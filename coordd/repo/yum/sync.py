@@ -440,7 +440,6 @@ class _Sync:
                     (self.repo_id,),
                 )
             }
-            _check_kept(db, self.repo_id, rows)
             return rows, held
 
         rows, held = self.store.db.read_sync(read)
@@ -529,32 +528,6 @@ class _Sync:
             metadata_files=counts.get("metadata", 0),
             signed_by=self.feed.signed_by,
         )
-
-
-def _check_kept(db: sqlite3.Connection, repo_id: str, staged: list[Any]) -> None:
-    """Refuse a staged file whose path the repository gives to another file it keeps
-    through syncs (uploaded or copied): a published tree has one file per path. ``staged``:
-    the rows ``needs`` read (unit id, kind, href, base, size, type, checksum, sha256)."""
-    kept = {
-        href: (unit_id, digest, origin)
-        for href, unit_id, digest, origin in db.execute(
-            "SELECT u.href, u.id, coalesce(u.sha256, u.checksum), rc.origin FROM repo_content rc"
-            " JOIN units u ON u.id = rc.unit_id WHERE rc.repo_id = ? AND rc.removed IS NULL"
-            " AND rc.origin != 'feed' AND u.href IS NOT NULL",
-            (repo_id,),
-        )
-    }
-    if not kept:
-        return
-    for unit_id, _kind, href, _base, _size, _ctype, csum, sha256 in staged:
-        other = kept.get(href)
-        if other is not None and other[0] != unit_id and other[1] != (sha256 or csum):
-            how = "uploaded" if other[2] == "upload" else "copied"
-            raise OperationFailed(
-                f"the feed lists {href}, which the repository holds as another file ({how},"
-                " another checksum); a published tree has one file per path: remove that"
-                " package (repo remove) and sync again"
-            )
 
 
 def _metadata_key(fingerprint: dict[str, Any]) -> str:
