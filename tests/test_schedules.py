@@ -7,6 +7,8 @@ so a day passes when the test says, and no test sleeps on the wall clock.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import createrepo_c as cr
 import pytest
 
 from coordd.api.errors import InvalidRequest, NotFound
+from tests.helpers import nginx
 from tests.helpers.clock import ClockFile, at
 from tests.helpers.daemon import DaemonProcess, coordctl, held, wait_for
 from tests.helpers.feeds import Pkg, build_feed, default_packages
@@ -24,6 +27,8 @@ DAY = 86400.0
 START = at("2026-12-01T00:00")
 FIRST = at("2026-12-01T02:00")  # the first run of the daily schedules here
 DAILY = "2026-12-01T02:00Z/P1D"
+
+DNF = shutil.which("dnf")
 
 
 @pytest.fixture
@@ -98,8 +103,27 @@ def published_names(daemon: DaemonProcess, repo_id: str) -> set[str]:
     return {p.name for p in packages.values()}
 
 
+def dnf_names_over_http(base: str, work: Path) -> set[str]:
+    """The package names dnf sees in the repository at ``base`` (fresh metadata)."""
+    assert DNF is not None
+    result = subprocess.run(
+        [
+            *(DNF, "-q", "--setopt=reposdir=/nonexistent", "--refresh"),
+            *(f"--repofrompath=t,{base}", "--repo=t", "--setopt=t.skip_if_unavailable=0"),
+            *(f"--setopt=cachedir={work}", "--releasever=1"),
+            *("repoquery", "--qf", "%{name}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
 def test_a_daily_schedule_syncs_and_auto_publish_publishes_each_new_version(
-    daemon: DaemonProcess, clock: ClockFile, feed_server: tuple[Any, FeedServer]
+    daemon: DaemonProcess, clock: ClockFile, feed_server: tuple[Any, FeedServer], tmp_path: Path
 ) -> None:
     feed, server = feed_server
     ok(
@@ -162,6 +186,12 @@ def test_a_daily_schedule_syncs_and_auto_publish_publishes_each_new_version(
     assert publish["args"]["version"] == 2
     assert "zulu" in published_names(daemon, "demo")
     assert daemon.call("repo.show", repo_id="demo")["published_version"] == 2
+    if nginx.NGINX is not None and DNF is not None:  # as a mirror's clients see it
+        with nginx.serve(daemon.state_dir / "published", tmp_path / "nginx") as url:
+            seen = dnf_names_over_http(url + "demo/", tmp_path / "dnf-cache")
+        assert seen == published_names(daemon, "demo")
+        assert "zulu" in seen
+        assert "GET /demo/repodata/repomd.xml" in (tmp_path / "nginx" / "access.log").read_text()
 
     # Day three: nothing changed upstream; the sync makes no version and queues no publish.
     clock.set(FIRST + 2 * DAY + 5)
