@@ -376,3 +376,27 @@ def test_deleting_a_repository_deletes_its_schedules(daemon: DaemonProcess) -> N
     assert [s["id"] for s in daemon.call("schedule.list")["schedules"]] == [kept["id"]]
     listed = ok(coordctl(daemon, "repo", "publish", "schedules", "list", "--repo-id", "kept"))
     assert "There are no schedules." in listed
+
+
+def test_a_publish_a_stop_lost_after_its_sync_is_queued_at_start_up(
+    daemon: DaemonProcess, feed_server: tuple[Any, FeedServer]
+) -> None:
+    """The publish is submitted after the sync's end is committed; a stop in between (here,
+    as after a crash: a finished sync, nothing queued after it, auto_publish on) is made up
+    for when the daemon starts, once."""
+    _feed, server = feed_server
+    ok(coordctl(daemon, "repo", "create", "--repo-id", "demo", "--feed", server.url, "--wait"))
+    sync = json.loads(ok(coordctl(daemon, "repo", "sync", "--repo-id", "demo", "--wait", "--json")))
+    ok(coordctl(daemon, "repo", "update", "--repo-id", "demo", "--auto-publish", "true", "--wait"))
+    assert publishes(daemon) == []
+    daemon.stop()
+    daemon.start()
+    publish = wait_for(lambda: publishes(daemon), "the publish made up for at start-up")[0]
+    publish = ended(daemon, publish["id"])
+    assert publish["state"] == "finished", publish
+    assert publish["parent"] == sync["task"]["id"]
+    assert publish["args"] == {"repo_id": "demo", "version": 1}
+    assert daemon.call("repo.show", repo_id="demo")["published_version"] == 1
+    daemon.stop()
+    daemon.start()
+    assert len(publishes(daemon)) == 1  # made up for once: the sync has a follower now

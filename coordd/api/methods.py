@@ -44,6 +44,7 @@ from coordd.engine.coordinator import Decision, Resource, Verdict
 from coordd.engine.locks import Holder, Locks, parse_resources
 from coordd.engine.runtime import Runtime
 from coordd.engine.tasks import ENDED, State, Task, blocker_to_json
+from coordd.repo.autopublish import AutoPublish
 from coordd.repo.queries import ContentQueries
 from coordd.repo.repositories import (
     REPOSITORY,
@@ -94,6 +95,7 @@ class Services:
     locks: Locks
     queries: ContentQueries | None = None
     scheduler: Scheduler | None = None
+    autopublish: AutoPublish | None = None
 
 
 Method = Callable[..., Awaitable[Any]]

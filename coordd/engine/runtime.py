@@ -368,6 +368,12 @@ class Runtime(Execution):
             raise NotFound(f"no task {task_id}", {"task_id": task_id})
         return stored
 
+    async def has_child(self, task_id: str) -> bool:
+        """Whether some task names ``task_id`` as its parent."""
+        if any(t.parent == task_id for t in self.tasks.values()):
+            return True
+        return await taskrows.has_child(self.store, task_id)
+
     def incomplete(self, resource: Resource | None = None) -> list[Task]:
         """Running tasks first, then waiting ones in the order they will run."""
         if resource is None:

@@ -5,13 +5,18 @@ of that version is submitted at once, as the sync's submitter, with the sync as 
 ``parent`` and a ``reason`` naming it. A sync that failed, was canceled or changed nothing
 queues nothing. The publish is an ordinary task: it may be postponed (a slot, another
 task ahead) or rejected (a delete queued meanwhile), which is logged.
+
+The publish is submitted after the sync's end is committed, not with it; so at start-up
+(``catch_up``) a repository whose latest version a finished sync made, with no task ever
+submitted after that sync and that version not published, gets the publish a crash in
+between lost.
 """
 
 from __future__ import annotations
 
 import logging
 
-from coordd.api.errors import CoorddError
+from coordd.api.errors import CoorddError, NotFound
 from coordd.engine.runtime import Runtime
 from coordd.engine.tasks import State, Task
 from coordd.repo.repositories import Repositories
@@ -39,6 +44,28 @@ class AutoPublish:
         if repo is None or not repo.config.get("auto_publish"):
             return
         self.runtime.start_soon(self._publish, task, repo.id, version)
+
+    async def catch_up(self) -> None:
+        """Queue the publishes that a stop between a sync's end and its publish lost."""
+        for repo_id, repo in list(self.repos.repos.items()):
+            state = self.repos.states.get(repo_id)
+            latest = state.latest if state is not None else None
+            if not repo.config.get("auto_publish") or latest is None or state is None:
+                continue
+            if latest.note != "sync" or latest.task_id is None:
+                continue
+            if state.published is not None and state.published >= latest.number:
+                continue
+            try:
+                sync = await self.runtime.get(latest.task_id)
+            except NotFound:  # purged long since: that sync's publish is not ours to make
+                continue
+            if sync.state is not State.FINISHED or await self.runtime.has_child(sync.id):
+                continue
+            log.info(
+                "repository %s: version %d was not published after its sync", repo_id, latest.number
+            )
+            await self._publish(sync, repo_id, latest.number)
 
     async def _publish(self, sync: Task, repo_id: str, version: int) -> None:
         try:

@@ -88,5 +88,5 @@ async def build_services(
     await queries.refresh()
     scheduler = Scheduler(store, runtime, repos, schedule_clock or WallClock(), own_uid=os.getuid())
     scheduler.configure_orphan_cleanup(config.orphan_cleanup_interval_s)
-    AutoPublish(runtime, repos)
-    return Services(runtime, repos, locks, queries, scheduler)
+    autopublish = AutoPublish(runtime, repos)
+    return Services(runtime, repos, locks, queries, scheduler, autopublish)

@@ -239,6 +239,8 @@ class Daemon:
             assert services.scheduler is not None
             await services.scheduler.start(tg)
             self._scheduler = services.scheduler
+            if services.autopublish is not None:
+                await services.autopublish.catch_up()
             with anyio.CancelScope() as wait_scope:
                 tg.start_soon(_cancel_on, store.fatal_event, wait_scope)
                 await self._stop.wait()

@@ -129,6 +129,12 @@ async def get(store: Store, task_id: str) -> Task | None:
     return _task_from_row(rows[0]) if rows else None
 
 
+async def has_child(store: Store, parent: str) -> bool:
+    """Whether a task was ever submitted with ``parent`` as its parent (and is still kept)."""
+    rows = await store.fetch("SELECT 1 FROM tasks WHERE parent = ? LIMIT 1", (parent,))
+    return bool(rows)
+
+
 async def by_request(store: Store, uid: int, request_id: str) -> Task | None:
     """The task ``uid`` submitted with ``request_id``, if its row is still kept."""
     rows = await store.fetch(

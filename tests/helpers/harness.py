@@ -122,6 +122,8 @@ async def running(
             await services.runtime.start(tg)
             assert services.scheduler is not None
             await services.scheduler.start(tg)
+            if services.autopublish is not None:
+                await services.autopublish.catch_up()
             yield Harness(store, services, Api(services))
             # As the daemon stops: nothing new starts, running tasks stop without an end.
             await services.runtime.shutdown(0)
