@@ -48,10 +48,7 @@ __all__ = [
 
 Command = Callable[["Context", argparse.Namespace], int]
 
-
 TIMEOUT_ENV = "COORDCTL_TIMEOUT"
-
-
 DEFAULT_TIMEOUT_S = 60.0
 
 
