@@ -17,7 +17,7 @@ from coordd.content.versions import MAX_PAGE
 from coordd.repo.queries import ContentQueries
 from coordd.repo.repositories import validate_id
 
-__all__ = ["MAX_VERSION", "ContentMethods", "version_param"]
+__all__ = ["MAX_VERSION", "ContentMethods", "Submit", "version_param"]
 
 MAX_VERSION: Final = 2**53
 Submit = Callable[[str, dict[str, Any], Any, Any], Awaitable[dict[str, Any]]]

@@ -30,12 +30,20 @@ import contextvars
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Container, Iterator
+from typing import Any, Final
 
 from coordd.api.framing import MAX_FDS
 
-__all__ = ["MAX_PER_REQUEST", "MAX_QUEUED", "Passed", "Received", "passed", "passing"]
+__all__ = [
+    "MAX_PER_REQUEST",
+    "MAX_QUEUED",
+    "Passed",
+    "Received",
+    "passed",
+    "passing",
+    "refusal",
+]
 
 log = logging.getLogger("coordd.server")
 
@@ -120,3 +128,27 @@ class Received:
     def close(self) -> None:
         close_all(list(self._queue))
         self._queue.clear()
+
+
+def refusal(
+    request: dict[str, Any],
+    passed: Passed | None,
+    methods: Container[str],
+    takes_fds: Container[str],
+) -> str | None:
+    """Why the descriptors of a checked ``request`` that declares them are refused (and the
+    request is not run), or None; ``passed``: those it took (None: it is a member of a
+    batch); ``methods``: the methods there are, ``takes_fds``: those that take descriptors."""
+    method = request["method"]
+    if method not in methods:
+        return None  # method not found, and its descriptors closed
+    if passed is None:
+        return "invalid params: descriptors cannot be passed in a batch"
+    if method not in takes_fds:
+        return f"invalid params: {method} takes no descriptors (fds)"
+    if len(passed) < request["fds"]:
+        return (
+            f"invalid params: the request declares {request['fds']} descriptors (fds); "
+            f"{len(passed)} arrived with it"
+        )
+    return None

@@ -164,9 +164,7 @@ def check_request(message: Any) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise BadMessage(INVALID_REQUEST, "invalid request: expected an object")
     request_id = message.get("id")
-    id_ok = request_id is None or (
-        isinstance(request_id, str | int) and not isinstance(request_id, bool)
-    )
+    id_ok = valid_id(request_id)
     if isinstance(request_id, float):
         id_ok = request_id.is_integer()
     reply_id = request_id if id_ok else None
@@ -206,6 +204,18 @@ def check_request(message: Any) -> dict[str, Any]:
 
 def is_notification(message: dict[str, Any]) -> bool:
     return "id" not in message
+
+
+def has_id(member: Any) -> bool:
+    """Whether a member of a batch, checked or not, is a request that awaits a reply."""
+    return isinstance(member, dict) and "id" in member
+
+
+def valid_id(request_id: Any) -> bool:
+    """Whether ``request_id`` may be a reply's id: a string, an integer or null."""
+    return request_id is None or (
+        isinstance(request_id, str | int) and not isinstance(request_id, bool)
+    )
 
 
 def declared_fds(message: Any) -> int:

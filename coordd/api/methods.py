@@ -13,7 +13,6 @@ traceback here, never sent to the client).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import logging
 import uuid
@@ -21,24 +20,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import anyio.to_thread
 from jsonrpcserver import Error, Success
 from jsonrpcserver.async_dispatcher import dispatch_request
 from jsonrpcserver.dispatcher import create_request, to_response
 from jsonrpcserver.response import to_serializable
 from jsonrpcserver.sentinels import NOID
 
-from coordd.api import fdpassing, params
+from coordd.api import params
 from coordd.api.content import ContentMethods, version_param
 from coordd.api.errors import (
     INTERNAL_ERROR,
-    Conflict,
     CoorddError,
     InvalidRequest,
     InvalidState,
     NotFound,
     PermissionDenied,
 )
+from coordd.api.packages import PackageMethods
 from coordd.api.schedules import ScheduleMethods
 from coordd.engine.coordinator import Decision, Resource, Verdict
 from coordd.engine.locks import Holder, Locks, parse_resources
@@ -54,7 +52,6 @@ from coordd.repo.repositories import (
     validate_id,
 )
 from coordd.repo.schedules import Scheduler
-from coordd.repo.upload import PendingUpload, parse_nevra, receive
 
 log = logging.getLogger("coordd.rpc")
 
@@ -63,7 +60,6 @@ ALL_STATES = tuple(state.value for state in State)
 DEFAULT_WAIT_S = 30.0
 MAX_WAIT_S = 3600.0
 MAX_LIST = 10_000
-MAX_SELECTORS = 1000  # of each kind, in one repo.remove
 
 
 @dataclass
@@ -132,8 +128,6 @@ class Api:
             "repo.sync": (self.repo_sync, "admin"),
             "repo.publish": (self.repo_publish, "admin"),
             "repo.copy": (self.repo_copy, "admin"),
-            "repo.upload": (self.repo_upload, "admin"),
-            "repo.remove": (self.repo_remove, "admin"),
             "lock.acquire": (self.lock_acquire, "admin"),
             "lock.attach": (self.lock_attach, "admin"),
             "lock.release": (self.lock_release, "admin"),
@@ -144,6 +138,10 @@ class Api:
         self.table.update(content.table())  # type: ignore[arg-type]
         schedules = ScheduleMethods(self._scheduler, lambda: self.services.repos)
         self.table.update(schedules.table())  # type: ignore[arg-type]
+        packages = PackageMethods(
+            lambda: self.services.repos, lambda: self.services.runtime, self._submit
+        )
+        self.table.update(packages.table())  # type: ignore[arg-type]
         self._methods = {
             name: self._guard(name, method, access) for name, (method, access) in self.table.items()
         }
@@ -398,98 +396,6 @@ class Api:
         if version is not None:
             args["version"] = version_param(version)
         return await self._submit("repo.copy", args, caller, request_id)
-
-    async def repo_upload(
-        self, caller: Caller, repo_id: Any, files: Any = None, request_id: Any = None
-    ) -> dict[str, Any]:
-        """Upload the RPM files passed as descriptors; ``files``: their names, for messages."""
-        repo = validate_id(repo_id)
-        fds = fdpassing.passed()
-        if not fds:
-            raise InvalidRequest(
-                "repo.upload takes the files as open descriptors passed with the request"
-                ' ("fds", see coordd-api(7)); none came',
-                {"param": "fds"},
-            )
-        names = [] if files is None else params.string_list(files, "files", max_items=len(fds))
-        rid = params.request_id(request_id)
-        repos = self.services.repos
-        runtime = self.services.runtime
-        decision = runtime.check("repo.upload", {"repo_id": repo})
-        if decision.verdict is Verdict.REJECTED:  # refused before the files are read
-            raise Conflict(
-                "the requested operation conflicts with operations already queued; "
-                "it could never run",
-                {"conflicts": [blocker_to_json(b) for b in decision.blockers]},
-            )
-        for upload_id, stale in list(repos.uploads.items()):
-            if stale.task_id is not None and stale.task_id not in runtime.tasks:
-                del repos.uploads[upload_id]  # its task ended without taking it
-                await anyio.to_thread.run_sync(stale.discard)
-        received = await anyio.to_thread.run_sync(receive, repos.content.pool, fds, names)
-        pending = PendingUpload(repo, received)
-        # A request sent again with its id (the client gave up waiting) must describe the
-        # same task: the same upload id, the same files.
-        upload_id = (
-            uuid.uuid4().hex
-            if rid is None
-            else hashlib.sha256(f"{caller.uid}:{rid}".encode()).hexdigest()[:32]
-        )
-        mine = upload_id not in repos.uploads
-        if mine:
-            repos.uploads[upload_id] = pending
-        args = {
-            "repo_id": repo,
-            "upload_id": upload_id,
-            "files": [uploaded.to_json() for uploaded in received],
-        }
-        try:
-            answer = await self._submit("repo.upload", args, caller, rid)
-        except BaseException:
-            if mine:
-                repos.uploads.pop(upload_id, None)
-            await anyio.to_thread.run_sync(pending.discard)
-            raise
-        if answer.get("repeated") or not mine:
-            if repos.uploads.get(upload_id) is pending:
-                del repos.uploads[upload_id]
-            await anyio.to_thread.run_sync(pending.discard)
-        else:
-            pending.task_id = answer["task"]["id"]
-        return answer
-
-    async def repo_remove(
-        self,
-        caller: Caller,
-        repo_id: Any,
-        names: Any = None,
-        nevras: Any = None,
-        errata: Any = None,
-        request_id: Any = None,
-    ) -> dict[str, Any]:
-        args: dict[str, Any] = {"repo_id": validate_id(repo_id)}
-        if names is not None:
-            args["names"] = params.string_list(names, "names", max_items=MAX_SELECTORS, max_len=200)
-        if nevras is not None:
-            parsed = []
-            for index, text in enumerate(
-                params.string_list(nevras, "nevras", max_items=MAX_SELECTORS, max_len=500)
-            ):
-                try:
-                    parsed.append(list(parse_nevra(text)))
-                except ValueError as exc:
-                    raise InvalidRequest(f"nevras[{index}]: {exc}", {"param": "nevras"}) from None
-            args["nevras"] = parsed
-        if errata is not None:
-            args["errata"] = params.string_list(
-                errata, "errata", max_items=MAX_SELECTORS, max_len=200
-            )
-        if not any(args.get(key) for key in ("names", "nevras", "errata")):
-            raise InvalidRequest(
-                "nothing to remove: give at least one of names (globs), nevras or errata",
-                {"param": "names"},
-            )
-        return await self._submit("repo.remove", args, caller, request_id)
 
     async def _submit(
         self, operation: str, args: dict[str, Any], caller: Caller, request_id: Any

@@ -25,11 +25,9 @@ down. Per connection:
 - the peer's uid/gid/pid come from ``SO_PEERCRED`` once, at accept, and decide its access
   (``coordd.api.access``).
 
-Admission, at accept: at most ``max_connections`` in all, at most
-``max_connections_per_user`` for any one uid (subscribed and lock-holding connections
-count too), and the last ``admin_reserved_connections`` only for root and the admin group,
-so that an administrator can still get in when other users have taken every other place.
-A connection refused gets an error reply and is closed.
+Admission, at accept: at most ``max_connections`` in all, and fewer for one uid and for
+those who are not administrators (``coordd.api.limits``). A connection refused gets an
+error reply and is closed.
 
 The loop is shared fairly: a large request (a large frame, or a method whose replies are
 large) waits for its turn (``coordd.api.turns``), so that clients asking for many large
@@ -45,7 +43,6 @@ import logging
 import math
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -61,6 +58,7 @@ from coordd.api.errors import (
     METHOD_NOT_FOUND,
     PARSE_ERROR,
 )
+from coordd.api.limits import Limits
 from coordd.api.methods import Api, Caller
 from coordd.api.turns import LARGE_BYTES, Turns
 
@@ -78,31 +76,6 @@ TRIM_AFTER_BYTES = 8 << 20
 #: A frame's requests (whether it is a batch, its members), or the encoded error reply.
 Parsed = tuple[bool, list[Any]] | bytes
 _NO_FDS = fdpassing.Passed(())
-
-
-@dataclass
-class Limits:
-    """The server's bounds, set from the daemon's configuration (which holds their defaults
-    and meanings) and changed in place when it is reloaded."""
-
-    max_frame_bytes: int
-    max_batch: int
-    max_connections: int
-    idle_timeout_s: float
-    max_connections_per_user: int
-    admin_reserved_connections: int
-    request_timeout_s: float
-    max_send_queue_bytes: int
-    max_send_queue_total_bytes: int
-
-    @property
-    def reserved(self) -> int:
-        """The places only administrators may take: at most half of them all."""
-        return min(self.admin_reserved_connections, self.max_connections // 2)
-
-    @property
-    def frame_timeout_s(self) -> float:
-        return min(self.request_timeout_s, self.idle_timeout_s)
 
 
 class Connection:
@@ -353,10 +326,10 @@ class Connection:
         parts: list[bytes] = []
         size = 0
         for member in members:
-            if size > limits.max_send_queue_bytes and _has_id(member):
+            if size > limits.max_send_queue_bytes and framing.has_id(member):
                 reply: bytes | None = framing.encode(
                     framing.error_response(
-                        member["id"] if _valid_id(member["id"]) else None,
+                        member["id"] if framing.valid_id(member["id"]) else None,
                         UNAVAILABLE,
                         f"not run: the replies to this batch passed "
                         f"{limits.max_send_queue_bytes} bytes; send this request again",
@@ -382,7 +355,8 @@ class Connection:
             return framing.encode(exc.response())
         method = request["method"]
         if "fds" in request:
-            refusal = self._fds_refusal(request, passed)
+            api = self.server.api
+            refusal = fdpassing.refusal(request, passed, api.table, api.takes_fds)
             if refusal is not None:
                 if framing.is_notification(request):
                     return None
@@ -393,22 +367,6 @@ class Connection:
             with fdpassing.passing(passed or _NO_FDS):
                 return await self._dispatch(request, method)
         return await self._dispatch(request, method)
-
-    def _fds_refusal(self, request: dict[str, Any], passed: fdpassing.Passed | None) -> str | None:
-        """Why a request's descriptors are refused (and it is not run), or None."""
-        method = request["method"]
-        if method not in self.server.api.table:
-            return None  # method not found, and its descriptors closed
-        if passed is None:
-            return "invalid params: descriptors cannot be passed in a batch"
-        if method not in self.server.api.takes_fds:
-            return f"invalid params: {method} takes no descriptors (fds)"
-        if len(passed) < request["fds"]:
-            return (
-                f"invalid params: the request declares {request['fds']} descriptors (fds); "
-                f"{len(passed)} arrived with it"
-            )
-        return None
 
     async def _dispatch(self, request: dict[str, Any], method: str) -> bytes | None:
         if method not in self.server.api.table:
@@ -554,22 +512,6 @@ class Server:
         finally:
             self.acceptor.close()
 
-    def refusal(self, peer: Peer, admin: bool) -> str | None:
-        """Why a new connection of ``peer`` is refused, or None to admit it."""
-        limits = self.limits
-        total = len(self.connections)
-        if total >= limits.max_connections:
-            return f"too many connections (limit {limits.max_connections})"
-        per_user = min(limits.max_connections_per_user, limits.max_connections)
-        if self.per_uid[peer.uid] >= per_user:
-            return f"too many connections for uid {peer.uid} (limit {per_user} per user)"
-        if not admin and total >= limits.max_connections - limits.reserved:
-            return (
-                f"too many connections (limit {limits.max_connections}; "
-                f"the last {limits.reserved} are kept for administrators)"
-            )
-        return None
-
     async def _refuse(self, stream: SocketStream, code: int, message: str) -> None:
         with anyio.move_on_after(1.0):
             await stream.send(framing.encode(framing.error_response(None, code, message)))
@@ -584,7 +526,9 @@ class Server:
                 await stream.aclose()
                 return
             access = self.policy.access_of(peer)
-            reason = self.refusal(peer, "admin" in access)
+            reason = self.limits.refusal(
+                len(self.connections), self.per_uid[peer.uid], peer.uid, "admin" in access
+            )
             if reason is not None:
                 await self._refuse(stream, UNAVAILABLE, reason)
                 return
@@ -632,16 +576,6 @@ class Server:
         if self.queued == 0 and self._queued_peak >= TRIM_AFTER_BYTES:
             self._queued_peak = 0
             _return_memory()
-
-
-def _has_id(member: Any) -> bool:
-    return isinstance(member, dict) and "id" in member
-
-
-def _valid_id(request_id: Any) -> bool:
-    return request_id is None or (
-        isinstance(request_id, str | int) and not isinstance(request_id, bool)
-    )
 
 
 def _load_trim() -> Callable[[int], int] | None:

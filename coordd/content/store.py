@@ -14,34 +14,22 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from coordd.content import versions
+from coordd.content.carry import carry_with
 from coordd.content.database import ContentDB, dumps
-from coordd.content.modules import MODULES, choose, documents, nevra, store_documents, write_modules
+from coordd.content.modules import MODULES
 from coordd.content.pool import Pool
-from coordd.content.records import Package
-from coordd.content.units import (
-    DELTA,
-    ERRATUM,
-    FILE,
-    METADATA,
-    RPM,
-    insert_units,
-    listed_files,
-    metadata_row,
-    package_row,
-)
+from coordd.content.units import ERRATUM, METADATA, RPM, insert_units, listed_files, package_row
+from coordd.content.uploads import Nevra, Uploaded, nevra_of, nevra_text, upload_plan
 from coordd.content.versions import IN_VERSION, Version
 
 __all__ = [
     "DEFAULT_RETAIN",
-    "ContentConflict",
     "ContentStore",
-    "Nevra",
     "PoolStats",
     "RepoState",
-    "Uploaded",
 ]
 
 DEFAULT_RETAIN: Final = 10
@@ -55,35 +43,6 @@ class RepoState:
     published: int | None  # the published version
     synced: dict[str, Any] | None  # the last sync's fingerprint, revision, feed, time
     repomd: dict[str, Any] | None = None  # the latest version's tags, records not carried
-
-
-class ContentConflict(Exception):
-    """A change refused because of what the repository holds; nothing was changed."""
-
-
-#: (name, epoch, version, release, arch), the epoch "0" when there is none.
-Nevra = tuple[str, str, str, str, str]
-
-
-@dataclass(frozen=True)
-class Uploaded:
-    """A package file to upload: its record, and its verified temporary copy in the pool."""
-
-    package: Package
-    tmp: Path
-    sha256: str
-    size: int
-
-
-# A package of the latest version of a repository (parameters: repo id, then the NEVRA and
-# the href): another package of the same NEVRA, or at the same path.
-_SAME_PACKAGE: Final = (
-    "SELECT u.name, u.epoch, u.version, u.release, u.arch, u.href,"
-    " coalesce(u.sha256, u.checksum) FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
-    " WHERE rc.repo_id = ? AND rc.removed IS NULL AND u.kind = 'rpm' AND ((u.name = ?"
-    " AND coalesce(nullif(u.epoch, ''), '0') = ? AND u.version = ? AND u.release = ?"
-    " AND u.arch = ?) OR u.href = ?)"
-)
 
 
 @dataclass(frozen=True)
@@ -153,7 +112,9 @@ class ContentStore:
                     latest.get(repo_id),
                     published.get(repo_id),
                     synced.get(repo_id),
-                    _repomd(db, repo_id, latest[repo_id].number) if repo_id in latest else None,
+                    versions.repomd_of(db, repo_id, latest[repo_id].number)
+                    if repo_id in latest
+                    else None,
                 )
                 for repo_id in {*latest, *published, *synced}
             }
@@ -168,7 +129,7 @@ class ContentStore:
                 latest,
                 versions.published_version(db, repo_id),
                 None if row is None else _synced(row),
-                None if latest is None else _repomd(db, repo_id, latest.number),
+                None if latest is None else versions.repomd_of(db, repo_id, latest.number),
             )
 
         return self.db.read_sync(read)
@@ -263,7 +224,7 @@ class ContentStore:
             version = versions.finish(db, repo_id, number, task_id=task_id, note="sync")
             described = number if version is not None else number - 1
             if repomd is not None and described > 0:
-                _set_repomd(db, repo_id, described, dumps(repomd))
+                versions.set_repomd(db, repo_id, described, dumps(repomd))
             db.execute(
                 "INSERT OR IGNORE INTO feed_units (metadata, unit_id, base)"
                 " SELECT ?, unit_id, base FROM staged WHERE repo_id = ?",
@@ -300,14 +261,8 @@ class ContentStore:
 
         A package whose href the target already gives to another package is left out (a
         publication has one file per path) and reported as a conflict. Without ``name``
-        everything else comes too: errata, delta RPMs, tree files and every metadata
-        record. With ``name``, what applies to the target's packages after the copy: the
-        errata all of whose packages it holds, the delta RPMs of its packages, and, when
-        the filter matched a package, the module streams all of whose artifacts it holds
-        (with the defaults and other documents of their modules) and the other metadata
-        records (comps, productid, …) whole. A
-        record of a type the target already has is not copied (its own stands), except
-        modules.yaml, whose documents are merged into one file.
+        everything else comes too; with it, what applies to the target's packages after
+        the copy (``coordd.content.carry`` says what and why).
         """
         where = f"{IN_VERSION} AND u.kind = ?"
         args: tuple[Any, ...] = (source, number, number, RPM)
@@ -338,7 +293,7 @@ class ContentStore:
                 " VALUES (?, ?, ?, NULL, 'copy')",
                 [(target, uid, number_to) for uid in wanted],
             )
-            carried = _carry_with(
+            carried = carry_with(
                 db,
                 self.pool,
                 (source, number),
@@ -353,7 +308,7 @@ class ContentStore:
             if version is not None:
                 # The target's own tags stand (``finish`` kept them); a target without any
                 # takes the source's.
-                _copy_repomd(db, (target, number_to), (source, number), (target, number_to))
+                versions.copy_repomd(db, (target, number_to), (source, number), (target, number_to))
                 versions.prune(db, target, retain)
             return {
                 "matched": len(matched),
@@ -380,7 +335,7 @@ class ContentStore:
         # Checked before the files enter the pool (a refused upload leaves nothing behind),
         # and again in the transaction that commits; nothing else changes the repository
         # meanwhile (the coordinator sees to that).
-        self.db.read_sync(lambda db: _upload_plan(db, repo_id, files))
+        self.db.read_sync(lambda db: upload_plan(db, repo_id, files))
         for item in files:
             if self.pool.present(item.sha256, item.size):
                 item.tmp.unlink(missing_ok=True)
@@ -388,7 +343,7 @@ class ContentStore:
                 self.pool.enter(item.tmp, item.sha256)
 
         def write(db: sqlite3.Connection) -> dict[str, Any]:
-            wanted, present = _upload_plan(db, repo_id, files)
+            wanted, present = upload_plan(db, repo_id, files)
             db.executemany(
                 "INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)",
                 [(item.sha256, item.size) for item in wanted],
@@ -412,7 +367,7 @@ class ContentStore:
             if version is not None:
                 versions.prune(db, repo_id, retain)
             return {
-                "uploaded": [_shown(_nevra(item.package)) for item in wanted],
+                "uploaded": [nevra_text(nevra_of(item.package)) for item in wanted],
                 "already_present": present,
                 "version": version.number if version else None,
             }
@@ -492,7 +447,7 @@ class ContentStore:
                     "DELETE FROM version_repomd WHERE repo_id = ? AND number = ?",
                     (repo_id, number),
                 )
-                _copy_repomd(db, (repo_id, source), (repo_id, number))
+                versions.copy_repomd(db, (repo_id, source), (repo_id, number))
             if version is not None:
                 versions.prune(db, repo_id, retain)
             return version
@@ -595,234 +550,6 @@ class ContentStore:
         units, files = self.db.write_sync(write)
         freed = sum(self.pool.remove(sha256) for sha256, _size in files)
         return {"units": units, "files": len(files), "bytes": freed}
-
-
-def _upload_plan(
-    db: sqlite3.Connection, repo_id: str, files: Sequence[Uploaded]
-) -> tuple[list[Uploaded], list[str]]:
-    """The files to add, and the NEVRAs the latest version already holds with the same
-    file; ``ContentConflict`` for those it holds with another file (or another file at
-    their path)."""
-    wanted: list[Uploaded] = []
-    present: list[str] = []
-    conflicts: list[str] = []
-    for item in files:
-        package = item.package
-        held = db.execute(_SAME_PACKAGE, (repo_id, *_nevra(package), package["href"])).fetchall()
-        other = next((row for row in held if row[6] != item.sha256), None)
-        if other is not None:
-            conflicts.append(
-                f"{_shown(_nevra(package))} (sha256 {item.sha256[:12]}…): the repository holds"
-                f" {_shown(tuple(other[:5]))} at {other[5]} with another checksum"
-                f" ({str(other[6])[:12]}…)"
-            )
-        elif held:
-            present.append(_shown(_nevra(package)))
-        else:
-            wanted.append(item)
-    if conflicts:
-        raise ContentConflict("; ".join(conflicts))
-    return wanted, present
-
-
-def _nevra(package: Package) -> Nevra:
-    epoch = package["epoch"] or "0"
-    return (package["name"], epoch, package["version"], package["release"], package["arch"])
-
-
-def _shown(nevra: tuple[Any, ...]) -> str:
-    name, epoch, version, release, arch = nevra
-    evr = f"{epoch}:" if epoch not in (None, "", "0") else ""
-    return f"{name}-{evr}{version}-{release}.{arch}"
-
-
-def _latest_units(db: sqlite3.Connection, repo_id: str, kind: str) -> list[sqlite3.Row]:
-    """The identity of the units of ``kind`` the latest version holds (not their data)."""
-    return db.execute(
-        "SELECT u.id, u.name, u.epoch, u.version, u.release, u.arch, u.href, u.checksum_type,"
-        " u.checksum FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
-        " WHERE rc.repo_id = ? AND rc.removed IS NULL AND u.kind = ?",
-        (repo_id, kind),
-    ).fetchall()
-
-
-def _nevras(rows: Iterable[sqlite3.Row]) -> set[str]:
-    return {nevra(r["name"], r["epoch"], r["version"], r["release"], r["arch"]) for r in rows}
-
-
-def _erratum_nevras(data: str) -> set[str]:
-    erratum = json.loads(data)
-    return {
-        nevra(
-            p.get("name") or "",
-            p.get("epoch"),
-            p.get("version") or "",
-            p.get("release") or "",
-            p.get("arch") or "",
-        )
-        for collection in erratum.get("collections") or []
-        for p in collection.get("packages") or []
-    }
-
-
-def _carry_with(
-    db: sqlite3.Connection,
-    pool: Pool,
-    source: tuple[str, int],
-    target: str,
-    number: int,
-    *,
-    whole: bool,
-    with_records: bool,
-) -> dict[str, Any]:
-    """Add to version ``number`` of ``target`` (whose packages are written) what comes with
-    the packages of a copy from version ``source``: everything when ``whole``, else what
-    applies to the target's packages (``ContentStore.copy``), and the metadata records only
-    if ``with_records``; what it added, by kind."""
-    repo_id, version = source
-
-    def in_source(kind: str) -> list[sqlite3.Row]:
-        return db.execute(
-            "SELECT u.* FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
-            f" WHERE {IN_VERSION} AND u.kind = ? ORDER BY u.id",
-            (repo_id, version, version, kind),
-        ).fetchall()
-
-    held = {
-        uid
-        for (uid,) in db.execute(
-            "SELECT unit_id FROM repo_content WHERE repo_id = ? AND removed IS NULL", (target,)
-        )
-    }
-    hrefs = {
-        href
-        for (href,) in db.execute(
-            "SELECT u.href FROM repo_content rc JOIN units u ON u.id = rc.unit_id"
-            " WHERE rc.repo_id = ? AND rc.removed IS NULL AND u.href IS NOT NULL",
-            (target,),
-        )
-    }
-    packages = _nevras(_latest_units(db, target, RPM))
-    added: list[int] = []
-    errata = [
-        row["id"]
-        for row in in_source(ERRATUM)
-        if row["id"] not in held
-        and (whole or (bool(nevras := _erratum_nevras(row["data"])) and nevras <= packages))
-    ]
-    added += errata
-    deltas = [
-        row["id"]
-        for row in in_source(DELTA)
-        if row["id"] not in held
-        and row["href"] not in hrefs
-        and (whole or _nevras([row]) <= packages)
-    ]
-    added += deltas
-    tree = [
-        r["id"] for r in in_source(FILE) if whole and r["id"] not in held and r["href"] not in hrefs
-    ]
-    added += tree
-    own = {row["name"]: row for row in _latest_units(db, target, METADATA)}
-    records: list[str] = []
-    kept: list[str] = []
-    removed: list[int] = []
-    for row in in_source(METADATA) if with_records else ():
-        rtype = row["name"]
-        if row["id"] in held:
-            continue
-        if rtype == MODULES:
-            mine = own.get(MODULES)
-            made = _modules_for(db, pool, row, mine, packages, whole=whole)
-            if made is None:
-                continue
-            added.append(made)
-            records.append(rtype)
-            if mine is not None:
-                removed.append(mine["id"])
-        elif rtype in own:
-            kept.append(rtype)
-        else:
-            added.append(row["id"])
-            records.append(rtype)
-    db.executemany(
-        "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"
-        " VALUES (?, ?, ?, NULL, 'copy')",
-        [(target, uid, number) for uid in added],
-    )
-    db.executemany(
-        "UPDATE repo_content SET removed = ? WHERE repo_id = ? AND unit_id = ? AND removed IS NULL",
-        [(number, target, uid) for uid in removed],
-    )
-    return {
-        "errata": len(errata),
-        "delta_rpms": len(deltas),
-        "tree_files": len(tree),
-        "metadata": sorted(records),
-        "metadata_kept": sorted(kept),
-    }
-
-
-def _modules_for(
-    db: sqlite3.Connection,
-    pool: Pool,
-    source: sqlite3.Row,
-    mine: sqlite3.Row | None,
-    packages: set[str],
-    *,
-    whole: bool,
-) -> int | None:
-    """The modules.yaml unit a copy gives its target: the source's when all of it applies
-    and the target has none, else one of the target's documents and those of the source's
-    that apply (``choose``); None when that changes nothing."""
-    docs = documents(db, f"{source['checksum_type']}:{source['checksum']}")
-    if docs is None:  # never split (not readable as YAML): all or nothing
-        return source["id"] if whole and mine is None else None
-    chosen = docs if whole else choose(docs, packages)
-    if mine is None and chosen == docs:
-        return int(source["id"])
-    theirs = [] if mine is None else documents(db, f"{mine['checksum_type']}:{mine['checksum']}")
-    if theirs is None:
-        return None  # the target's own file cannot be merged: it stands
-    texts = {d.text for d in theirs}
-    merged = [*theirs, *(d for d in chosen if d.text not in texts)]
-    if merged == theirs:
-        return None
-    record, size = write_modules(pool, merged)
-    (unit_id,) = insert_units(db, [metadata_row(record)])
-    db.execute(
-        "INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)", (record["checksum"], size)
-    )
-    store_documents(db, f"sha256:{record['checksum']}", merged)
-    return unit_id
-
-
-def _repomd(db: sqlite3.Connection, repo_id: str, number: int) -> dict[str, Any] | None:
-    row = db.execute(
-        "SELECT repomd FROM version_repomd WHERE repo_id = ? AND number = ?", (repo_id, number)
-    ).fetchone()
-    return None if row is None else cast(dict[str, Any], json.loads(row[0]))
-
-
-def _set_repomd(db: sqlite3.Connection, repo_id: str, number: int, repomd: str) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO version_repomd (repo_id, number, repomd) VALUES (?, ?, ?)",
-        (repo_id, number, repomd),
-    )
-
-
-def _copy_repomd(db: sqlite3.Connection, *sources_then_target: tuple[str, int]) -> None:
-    """Give the last (repository, version) the repomd description of the first of the others
-    that has one."""
-    *sources, (repo_id, number) = sources_then_target
-    for source_repo, source_number in sources:
-        row = db.execute(
-            "SELECT repomd FROM version_repomd WHERE repo_id = ? AND number = ?",
-            (source_repo, source_number),
-        ).fetchone()
-        if row is not None:
-            _set_repomd(db, repo_id, number, row[0])
-            return
 
 
 def _synced(row: sqlite3.Row) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from coordd.content.database import dumps
 from coordd.content.units import KINDS, SUMMARY_COLUMNS, summary
@@ -24,6 +24,7 @@ __all__ = [
     "IN_VERSION",
     "Version",
     "content_page",
+    "copy_repomd",
     "diff",
     "finish",
     "get",
@@ -32,7 +33,9 @@ __all__ = [
     "listing",
     "prune",
     "published_version",
+    "repomd_of",
     "rollback",
+    "set_repomd",
 ]
 
 #: Rows of ``repo_content rc`` in version ``?`` of repository ``?`` (parameters: repo id,
@@ -310,3 +313,33 @@ def diff(
         )
         out[label] = {"counts": counts, "units": [summary(row) for row in rows]}
     return out
+
+
+def repomd_of(db: sqlite3.Connection, repo_id: str, number: int) -> dict[str, Any] | None:
+    """What version ``number`` keeps of its feed's repomd.xml (tags, records not carried)."""
+    row = db.execute(
+        "SELECT repomd FROM version_repomd WHERE repo_id = ? AND number = ?", (repo_id, number)
+    ).fetchone()
+    return None if row is None else cast(dict[str, Any], json.loads(row[0]))
+
+
+def set_repomd(db: sqlite3.Connection, repo_id: str, number: int, repomd: str) -> None:
+    """Give version ``number`` a repomd description (``repomd`` as JSON text)."""
+    db.execute(
+        "INSERT OR REPLACE INTO version_repomd (repo_id, number, repomd) VALUES (?, ?, ?)",
+        (repo_id, number, repomd),
+    )
+
+
+def copy_repomd(db: sqlite3.Connection, *sources_then_target: tuple[str, int]) -> None:
+    """Give the last (repository, version) the repomd description of the first of the others
+    that has one."""
+    *sources, (repo_id, number) = sources_then_target
+    for source_repo, source_number in sources:
+        row = db.execute(
+            "SELECT repomd FROM version_repomd WHERE repo_id = ? AND number = ?",
+            (source_repo, source_number),
+        ).fetchone()
+        if row is not None:
+            set_repomd(db, repo_id, number, row[0])
+            return

@@ -27,14 +27,8 @@ import anyio
 from coordd.api import params
 from coordd.api.errors import InvalidRequest, NotFound, OperationFailed
 from coordd.content import versions, worker
-from coordd.content.store import (
-    DEFAULT_RETAIN,
-    ContentConflict,
-    ContentStore,
-    Nevra,
-    RepoState,
-    Uploaded,
-)
+from coordd.content.store import DEFAULT_RETAIN, ContentStore, RepoState
+from coordd.content.uploads import ContentConflict, Nevra, Uploaded
 from coordd.engine.coordinator import Claim, Resource
 from coordd.engine.operations import Operation, TaskContext
 from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS

@@ -36,8 +36,9 @@ from anyio.abc import SocketListener
 from coordd import __version__
 from coordd.api.access import AccessPolicy
 from coordd.api.errors import Unavailable
+from coordd.api.limits import Limits
 from coordd.api.methods import Api
-from coordd.api.server import Limits, Server
+from coordd.api.server import Server
 from coordd.engine.clock import Clock, FileClock, WallClock
 from coordd.engine.runtime import Runtime
 from coordd.repo.leftovers import clear_leftovers
