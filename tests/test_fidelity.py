@@ -23,9 +23,9 @@ from coordd.repo.repodata import cr_package
 from coordd.repo.yum.decompress import decompressed
 from coordd.repo.yum.modulemd import split_documents
 from tests.helpers.daemon import DaemonProcess, coordctl
+from tests.helpers.dnf import DNF
 from tests.helpers.elfeed import (  # noqa: F401 - fixture
     COMPS,
-    DNF,
     MODULES,
     ElFeed,
     dnf_answer,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import tarfile
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.daemon import DaemonProcess
+from tests.helpers.dnf import DNF, dnf_command
 from tests.helpers.feedserver import FeedServer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "legacy-state.tar.gz"
@@ -31,7 +31,6 @@ REPOS = ("full", "newest")
 PUBLISHED = "newest"
 COPIED = "Packages/a/alpha-1.0-1.x86_64.rpm"  # copied from full into newest
 KINDS = ("rpm", "erratum", "delta", "file", "metadata")
-DNF = shutil.which("dnf")
 
 
 @dataclass(frozen=True)
@@ -131,19 +130,7 @@ def tree(root: Path) -> dict[str, str]:
 
 def dnf_packages(published: Path, tmp_path: Path) -> set[str]:
     """What dnf lists of the publication at ``published``."""
-    assert DNF is not None
-    dnf = [
-        DNF,
-        "-q",
-        "-y",
-        "--setopt=reposdir=/nonexistent",
-        f"--repofrompath=t,{published.as_uri()}",
-        "--repo=t",
-        "--setopt=t.gpgcheck=0",
-        f"--installroot={tmp_path / 'installroot'}",
-        f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
-        "--releasever=1",
-    ]
+    dnf = dnf_command(published.as_uri(), tmp_path / "dnf-cache", tmp_path / "installroot")
     listed = subprocess.run(
         [*dnf, "repoquery", "--qf", "%{name}-%{version}-%{release}.%{arch}"],
         capture_output=True,

@@ -6,7 +6,6 @@ new publish seen at once)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from coordd.repo.yum.options import ImporterOptions
 from tests.helpers import nginx
 from tests.helpers.content import publish
 from tests.helpers.daemon import DaemonProcess, coordctl, create
+from tests.helpers.dnf import DNF, dnf_command
 from tests.helpers.feeds import (  # noqa: F401 - fixture
     Pkg,
     build_feed,
@@ -30,7 +30,6 @@ from tests.helpers.feeds import (  # noqa: F401 - fixture
 from tests.helpers.feedserver import FeedServer
 from tests.helpers.gpg import GPG, make_key, stop_agent, stop_dnf_agents
 
-DNF = shutil.which("dnf")
 COMPRESSED = {
     ".gz": "application/gzip",
     ".zst": "application/zstd",
@@ -82,14 +81,7 @@ def test_dnf_installs_over_http_from_a_tree_nginx_serves(
         with nginx.serve(state / "published", tmp_path / "nginx") as url:
             base = url + "el9/"
             root = tmp_path / "installroot"
-            assert DNF is not None
-            command = [
-                *(DNF, "-q", "-y", "--setopt=reposdir=/nonexistent"),
-                *(f"--repofrompath=t,{base}", "--repo=t", "--setopt=t.gpgcheck=0"),
-                "--setopt=t.skip_if_unavailable=0",
-                *(f"--installroot={root}", f"--setopt=cachedir={tmp_path / 'dnf-cache'}"),
-                *("--releasever=1", "--setopt=install_weak_deps=0"),
-            ]
+            command = dnf_command(base, tmp_path / "dnf-cache", root)
             if signed:
                 command += [
                     "--setopt=t.repo_gpgcheck=1",

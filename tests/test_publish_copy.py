@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import sqlite3
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from coordd.engine.progress import Progress
 from coordd.repo.publish import unpublish
 from coordd.repo.yum.options import ImporterOptions
 from tests.helpers.content import View, copy, publish
+from tests.helpers.dnf import DNF, dnf_command
 from tests.helpers.feeds import (  # noqa: F401 - fixture
     Pkg,
     build_feed,
@@ -264,26 +264,6 @@ def test_publish_empty_repository(tmp_path: Path) -> None:
     assert (packages, advisories) == ({}, [])
 
 
-DNF = shutil.which("dnf")
-
-
-def dnf_command(tmp_path: Path, pub: Path, root: Path) -> list[str]:
-    """dnf on the publication ``pub`` alone, installing into ``root``."""
-    return [
-        str(DNF),
-        "-q",
-        "-y",
-        "--setopt=reposdir=/nonexistent",
-        f"--repofrompath=t,{pub.as_uri()}",
-        "--repo=t",
-        "--setopt=t.gpgcheck=0",
-        f"--installroot={root}",
-        f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
-        "--releasever=1",
-        "--setopt=install_weak_deps=0",
-    ]
-
-
 @pytest.mark.anyio
 @pytest.mark.skipif(DNF is None, reason="dnf is not installed")
 async def test_dnf_installs_from_a_publication(
@@ -297,7 +277,7 @@ async def test_dnf_installs_from_a_publication(
     pub = tmp_path / "published" / "repo"
     publish(repo, pub)
     root = tmp_path / "installroot"
-    dnf = dnf_command(tmp_path, pub, root)
+    dnf = dnf_command(pub.as_uri(), tmp_path / "dnf-cache", root)
 
     def run(*args: str) -> str:
         result = subprocess.run([*dnf, *args], capture_output=True, text=True, timeout=60)
@@ -471,7 +451,7 @@ def test_dnf_installs_from_an_older_version_after_a_rollback(
     assert (shown["latest_version"], shown["published_version"]) == (3, 3)
     pub = Path(shown["published_path"])
     root = tmp_path / "installroot"
-    dnf = dnf_command(tmp_path, pub, root)
+    dnf = dnf_command(pub.as_uri(), tmp_path / "dnf-cache", root)
     result = subprocess.run(
         [*dnf, "install", "coordd-hello"], capture_output=True, text=True, timeout=60
     )

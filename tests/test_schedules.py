@@ -7,7 +7,6 @@ so a day passes when the test says, and no test sleeps on the wall clock.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from coordd.api.errors import InvalidRequest, NotFound
 from tests.helpers import nginx
 from tests.helpers.clock import ClockFile, at
 from tests.helpers.daemon import DaemonProcess, coordctl, held, wait_for
+from tests.helpers.dnf import DNF, dnf_command
 from tests.helpers.feeds import Pkg, build_feed, default_packages
 from tests.helpers.feedserver import FeedServer
 
@@ -27,8 +27,6 @@ DAY = 86400.0
 START = at("2026-12-01T00:00")
 FIRST = at("2026-12-01T02:00")  # the first run of the daily schedules here
 DAILY = "2026-12-01T02:00Z/P1D"
-
-DNF = shutil.which("dnf")
 
 
 @pytest.fixture
@@ -105,14 +103,8 @@ def published_names(daemon: DaemonProcess, repo_id: str) -> set[str]:
 
 def dnf_names_over_http(base: str, work: Path) -> set[str]:
     """The package names dnf sees in the repository at ``base`` (fresh metadata)."""
-    assert DNF is not None
     result = subprocess.run(
-        [
-            *(DNF, "-q", "--setopt=reposdir=/nonexistent", "--refresh"),
-            *(f"--repofrompath=t,{base}", "--repo=t", "--setopt=t.skip_if_unavailable=0"),
-            *(f"--setopt=cachedir={work}", "--releasever=1"),
-            *("repoquery", "--qf", "%{name}"),
-        ],
+        [*dnf_command(base, work, work / "root", "--refresh"), "repoquery", "--qf", "%{name}"],
         capture_output=True,
         text=True,
         timeout=120,

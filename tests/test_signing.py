@@ -24,6 +24,7 @@ from coordd.repo.yum.options import ImporterOptions
 from coordd.service.config import ConfigError, load_config
 from tests.helpers.content import View, publish
 from tests.helpers.daemon import coordctl, create, running_daemon
+from tests.helpers.dnf import DNF, dnf_command
 from tests.helpers.feeds import (  # noqa: F401 - fixtures
     build_feed,
     build_rpm_feed,
@@ -40,8 +41,6 @@ from tests.helpers.gpg import (
     stop_dnf_agents,
     throwaway_key,
 )
-
-DNF = shutil.which("dnf")
 
 
 @pytest.fixture(scope="module")
@@ -203,23 +202,13 @@ def test_the_daemon_shows_why_a_signed_sync_failed(tmp_path: Path, gpg_key) -> N
 
 def dnf_gpg_command(tmp_path: Path, baseurl: str, root: Path, key_url: str) -> list[str]:
     """dnf on ``baseurl`` alone with repo_gpgcheck=1 and the published key, into ``root``."""
-    assert DNF is not None
-    return [
-        DNF,
-        "-q",
-        "-y",
-        "--setopt=reposdir=/nonexistent",
-        f"--repofrompath=t,{baseurl}",
-        "--repo=t",
-        "--setopt=t.gpgcheck=0",
+    return dnf_command(
+        baseurl,
+        root / "dnf-cache",
+        root,
         "--setopt=t.repo_gpgcheck=1",
         f"--setopt=t.gpgkey={key_url}",
-        "--setopt=t.skip_if_unavailable=0",  # a refused repository fails the command
-        f"--installroot={root}",
-        f"--setopt=cachedir={root / 'dnf-cache'}",
-        "--releasever=1",
-        "--setopt=install_weak_deps=0",
-    ]
+    )
 
 
 def repoquery(tmp_path: Path, pub: Path, key: Path, name: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from coordctl.client import Client
 from coordd.api.errors import InvalidRequest, InvalidState
 from coordd.repo.yum.retention import newest_versions
 from tests.helpers.daemon import DaemonProcess, coordctl, create, running_daemon, wait_for
+from tests.helpers.dnf import DNF, dnf_command
 from tests.helpers.feeds import (  # noqa: F401 - fixture
     SPEC,
     Pkg,
@@ -29,8 +29,6 @@ from tests.helpers.feeds import (  # noqa: F401 - fixture
     real_rpms,
 )
 from tests.helpers.feedserver import FeedServer
-
-DNF = shutil.which("dnf")
 
 
 @pytest.fixture
@@ -133,19 +131,7 @@ def test_uploaded_rpms_are_installable_from_the_published_tree(
     assert code == 0, err
     pub = Path(out["task"]["result"]["path"])
     root = tmp_path / "installroot"
-    dnf = [
-        str(DNF),
-        "-q",
-        "-y",
-        "--setopt=reposdir=/nonexistent",
-        f"--repofrompath=t,{pub.as_uri()}",
-        "--repo=t",
-        "--setopt=t.gpgcheck=0",
-        f"--installroot={root}",
-        f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
-        "--releasever=1",
-        "--setopt=install_weak_deps=0",
-    ]
+    dnf = dnf_command(pub.as_uri(), tmp_path / "dnf-cache", root)
     installed = subprocess.run(
         [*dnf, "install", "coordd-hello", "coordd-world"],
         capture_output=True,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-DNF = shutil.which("dnf")
+from tests.helpers.dnf import dnf_command
+
 TOOLS = ("rpmbuild", "createrepo_c", "modifyrepo_c")
 
 REVISION = "20240601"
@@ -367,21 +368,9 @@ def el_feed(tmp_path_factory: pytest.TempPathFactory) -> ElFeed:
 def dnf_base(tree: Path, cache: Path, installroot: Path | None = None) -> list[str]:
     """dnf on ``tree`` alone, with its own cache directory (and installroot)."""
     root = installroot if installroot is not None else cache / "root"
-    return [
-        str(DNF),
-        "-q",
-        "-y",
-        "--refresh",
-        "--setopt=reposdir=/nonexistent",
-        f"--repofrompath=t,{tree.as_uri()}",
-        "--repo=t",
-        "--setopt=t.gpgcheck=0",
-        f"--installroot={root}",
-        f"--setopt=cachedir={cache}",
-        "--releasever=9",
-        "--forcearch=x86_64",
-        "--setopt=install_weak_deps=0",
-    ]
+    return dnf_command(
+        tree.as_uri(), cache, root, "--refresh", "--forcearch=x86_64", releasever="9"
+    )
 
 
 def dnf_answer(
