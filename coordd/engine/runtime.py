@@ -369,9 +369,8 @@ class Runtime(Execution):
         return stored
 
     async def has_child(self, task_id: str) -> bool:
-        """Whether some task names ``task_id`` as its parent."""
-        if any(t.parent == task_id for t in self.tasks.values()):
-            return True
+        """Whether some task names ``task_id`` as its parent (every accepted task has its
+        row: the store answers for those in memory too)."""
         return await taskrows.has_child(self.store, task_id)
 
     def incomplete(self, resource: Resource | None = None) -> list[Task]:
