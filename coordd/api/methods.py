@@ -97,16 +97,6 @@ class Services:
 Method = Callable[..., Awaitable[Any]]
 
 
-class _Absent:
-    """A parameter the request did not give, where ``null`` is a value of its own."""
-
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-ABSENT: Any = _Absent()
-
-
 class Api:
     """The methods, bound to the daemon's services."""
 
@@ -325,14 +315,14 @@ class Api:
         self,
         caller: Caller,
         repo_id: Any,
-        display_name: Any = ABSENT,
-        description: Any = ABSENT,
-        notes: Any = ABSENT,
-        importer: Any = ABSENT,
-        retain_versions: Any = ABSENT,
-        sign_metadata: Any = ABSENT,
-        auto_publish: Any = ABSENT,
-        retain_package_versions: Any = ABSENT,
+        display_name: Any = params.ABSENT,
+        description: Any = params.ABSENT,
+        notes: Any = params.ABSENT,
+        importer: Any = params.ABSENT,
+        retain_versions: Any = params.ABSENT,
+        sign_metadata: Any = params.ABSENT,
+        auto_publish: Any = params.ABSENT,
+        retain_package_versions: Any = params.ABSENT,
         request_id: Any = None,
     ) -> dict[str, Any]:
         # Here null is a value: it clears a descriptive field (or, in importer, an option;
@@ -349,7 +339,7 @@ class Api:
                 ("auto_publish", auto_publish),
                 ("retain_package_versions", retain_package_versions),
             )
-            if value is not ABSENT
+            if value is not params.ABSENT
         }
         if not fields:
             raise InvalidRequest("nothing to update: give at least one field to change")

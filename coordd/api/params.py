@@ -8,6 +8,17 @@ from typing import Any
 
 from coordd.api.errors import InvalidRequest
 
+
+class _Absent:
+    """A parameter the request did not give, where ``null`` is a value of its own."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+#: The default of a parameter whose ``null`` means something (an update's "clear this").
+ABSENT: Any = _Absent()
+
 MAX_TEXT = 4096
 MAX_REQUEST_ID = 128
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]+")

@@ -20,14 +20,6 @@ __all__ = ["ScheduleMethods"]
 MAX_HISTORY = 1000
 
 
-class _Absent:
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-ABSENT: Any = _Absent()
-
-
 class ScheduleMethods:
     """The methods; ``scheduler`` and ``repos`` give the daemon's."""
 
@@ -92,7 +84,7 @@ class ScheduleMethods:
         kind: Any = None,
         repo_id: Any = None,
         schedule: Any = None,
-        failure_threshold: Any = ABSENT,
+        failure_threshold: Any = params.ABSENT,
         enabled: Any = None,
     ) -> dict[str, Any]:
         # failure_threshold null: no threshold any more (never disabled by failures).
@@ -100,7 +92,7 @@ class ScheduleMethods:
         changed = await self._scheduler().update(
             found,
             text=schedule,
-            failure_threshold=None if failure_threshold is ABSENT else failure_threshold,
+            failure_threshold=None if failure_threshold is params.ABSENT else failure_threshold,
             clear_threshold=failure_threshold is None,
             enabled=enabled,
         )
