@@ -181,16 +181,17 @@ class ContentStore:
         Units the latest version holds from the feed and the staged set lacks go; staged
         units it lacks come in; copies and uploads stay, but for one at a path the feed now
         gives another file: a published tree has one file per path, and the feed's wins.
-        Recorded in the same transaction: the pool files the sync ``entered`` (sha256,
-        size); the sha256 each unit declared with another checksum was found to have
-        (``resolved``: unit id, sha256, declared type and checksum), with that checksum as
-        an alias; and what the sync saw: the ``fingerprint``, and the staged set under ``metadata``
-        (``feed_units``); and ``repomd`` (tags, records not carried) for the new version,
-        or for the latest one when the content did not change.
+        Recorded in the same transaction: the sha256 each unit declared with another
+        checksum was found to have (``resolved``: unit id, sha256, declared type and
+        checksum), with that checksum as an alias; the pool file of every staged unit (the
+        sync has made sure the pool holds them all), and the files of ``entered`` (sha256,
+        size: those of no unit, or of a unit of no declared size); and what the sync saw:
+        the ``fingerprint``, and the staged set under ``metadata`` (``feed_units``); and
+        ``repomd`` (tags, records not carried) for the new version, or for the latest one
+        when the content did not change.
         """
 
         def write(db: sqlite3.Connection) -> Version | None:
-            db.executemany("INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)", entered)
             db.executemany(
                 "UPDATE units SET sha256 = ? WHERE id = ?", [(s, u) for u, s, _t, _c in resolved]
             )
@@ -198,6 +199,13 @@ class ContentStore:
                 "INSERT OR REPLACE INTO aliases (checksum_type, checksum, sha256) VALUES (?, ?, ?)",
                 [(t, c, s) for _u, s, t, c in resolved if t is not None and c is not None],
             )
+            db.execute(
+                "INSERT OR IGNORE INTO files (sha256, size) SELECT u.sha256, u.size"
+                " FROM staged s JOIN units u ON u.id = s.unit_id WHERE s.repo_id = ?"
+                " AND u.href IS NOT NULL AND u.sha256 IS NOT NULL AND u.size IS NOT NULL",
+                (repo_id,),
+            )
+            db.executemany("INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)", entered)
             number = versions.latest_number(db, repo_id) + 1
             db.execute(
                 "INSERT INTO repo_content (repo_id, unit_id, added, removed, origin)"

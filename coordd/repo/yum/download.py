@@ -7,6 +7,10 @@ bytes stream when it declares another type). A file the pool already holds is ne
 fetched. Downloads run in parallel, bounded by ``parallel_downloads``; after ``max_errors``
 failures the rest are abandoned.
 
+The files to fetch come as ``Needs``: the unit ids alone, their ``Need`` records read in
+pages as the download reaches them. Records for all 50,000 files of a large feed would hold
+some 40 MB, which the daemon's allocator keeps long after the sync.
+
 Creating a file and renaming one cost the event loop a millisecond or more each on ext4
 under load, and a trip to a worker thread per file costs about as much as the rest of a
 small file's handling; so ``_Files`` opens temporary files ahead and enters verified ones
@@ -18,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -33,7 +39,7 @@ from coordd.repo.fetch import DownloadError, Fetcher
 from coordd.repo.yum.options import ImporterOptions, Limits, scrub
 from coordd.repo.yum.report import Report
 
-__all__ = ["REPORT_KIND", "Downloader", "Need"]
+__all__ = ["REPORT_KIND", "Downloader", "Need", "Needs"]
 
 #: The progress report's name for each kind of unit that has a file.
 REPORT_KIND: Final = {RPM: "rpm", DELTA: "delta_rpm", METADATA: "file", FILE: "tree_file"}
@@ -53,9 +59,48 @@ class Need:
     sha256: str | None  # known before the download when the feed declares sha256
 
 
+@dataclass(slots=True)
+class Needs:
+    """The files to download: their unit ids, and how to read their records (``load``, in
+    a worker thread, for a page of ids), with the count and bytes of each kind."""
+
+    load: Callable[[Sequence[int]], list[Need]]
+    ids: array[int] = field(default_factory=lambda: array("q"))
+    planned: dict[str, list[int]] = field(default_factory=dict)  # kind → [files, bytes]
+
+    def add(self, unit_id: int, kind: str, size: int | None) -> None:
+        self.ids.append(unit_id)
+        counts = self.planned.setdefault(kind, [0, 0])
+        counts[0] += 1
+        counts[1] += size or 0
+
+
+#: Need records read at a time.
+_PAGE: Final = 512
+
+
+class _Pending:
+    """The next ``Need`` of ``needs``, for the download workers, a page read at a time."""
+
+    def __init__(self, needs: Needs) -> None:
+        self.needs = needs
+        self._read = 0  # ids whose records were read
+        self._page: list[Need] = []
+        self._lock = anyio.Lock()
+
+    async def next(self) -> Need | None:
+        async with self._lock:
+            if not self._page and self._read < len(self.needs.ids):
+                ids = self.needs.ids[self._read : self._read + _PAGE]
+                self._read += len(ids)
+                self._page = await anyio.to_thread.run_sync(self.needs.load, ids)
+                self._page.reverse()  # popped from the end: in the order of the ids
+            return self._page.pop() if self._page else None
+
+
 @dataclass(frozen=True, slots=True)
 class Entered:
-    """A file the download put in the pool."""
+    """A file the download put in the pool, whose sha256 or size its unit did not declare."""
 
     unit_id: int
     sha256: str
@@ -80,7 +125,7 @@ class _Files:
         self._verified: list[tuple[Path, Need, Entered]] = []
         self._verified_bytes = 0
         self._lock = anyio.Lock()
-        self.entered: list[Entered] = []
+        self.learned: list[Entered] = []
         self.failed: list[tuple[Need, OSError]] = []
 
     async def take(self) -> tuple[Path, IO[bytes]]:
@@ -110,11 +155,11 @@ class _Files:
     async def _run(self, opening: int) -> None:
         verified, self._verified = self._verified, []
         self._verified_bytes = 0
-        opened, entered, failed, error = await anyio.to_thread.run_sync(
+        opened, learned, failed, error = await anyio.to_thread.run_sync(
             self._batch, verified, opening
         )
         self._stock.extend(opened)
-        self.entered.extend(entered)
+        self.learned.extend(learned)
         self.failed.extend(failed)
         if error is not None and not self._stock:
             raise error
@@ -124,12 +169,13 @@ class _Files:
     ) -> tuple[
         list[tuple[Path, IO[bytes]]], list[Entered], list[tuple[Need, OSError]], OSError | None
     ]:
-        entered: list[Entered] = []
+        learned: list[Entered] = []
         failed: list[tuple[Need, OSError]] = []
         for tmp, need, record in verified:
             try:
                 self.pool.enter(tmp, record.sha256)
-                entered.append(record)
+                if need.sha256 is None or need.size is None:
+                    learned.append(record)
             except OSError as exc:
                 failed.append((need, exc))
                 with contextlib.suppress(OSError):
@@ -139,8 +185,8 @@ class _Files:
             for _ in range(opening):
                 opened.append(self.pool.create_tmp())
         except OSError as exc:  # a full disk, out of descriptors: the caller decides
-            return opened, entered, failed, exc
-        return opened, entered, failed, None
+            return opened, learned, failed, exc
+        return opened, learned, failed, None
 
 
 def _discard(files: list[tuple[Path, IO[bytes]]]) -> None:
@@ -168,7 +214,6 @@ class Downloader:
         self.limits = limits
         self.bytes_downloaded = 0
         self.downloaded = 0
-        self.entered: list[Entered] = []
         self.errors: list[dict[str, Any]] = []
         self.secrets = options.secrets()
         self._files = _Files(pool, 0)
@@ -176,42 +221,44 @@ class Downloader:
     def _retried(self, _error: str) -> None:
         self.report.retried(self.report.content)
 
-    async def download(self, needs: list[Need]) -> list[Entered]:
-        """Fetch every file of ``needs`` into the pool; return what was entered."""
+    async def download(self, needs: Needs) -> list[Entered]:
+        """Fetch every file of ``needs`` into the pool. Return those whose unit declared no
+        sha256 or no size, with what they turned out to have: the pool holds every other
+        as its unit declared it."""
         report = self.report
-        if not needs:
+        count = len(needs.ids)
+        if not count:
             report.state(report.content, FINISHED)
             return []
-        for need in needs:
-            report.plan(REPORT_KIND[need.kind], need.size or 0)
+        for kind, (files, size) in needs.planned.items():
+            report.plan(REPORT_KIND[kind], files, size)
         report.state(report.content, IN_PROGRESS)
-        self._files = _Files(self.pool, len(needs))
+        self._files = _Files(self.pool, count)
         # A fixed set of workers taking the next file, not a task per file: 50,000 waiting
         # tasks would hold hundreds of megabytes for nothing.
-        pending = iter(needs)
+        pending = _Pending(needs)
 
         async def work(scope: anyio.CancelScope) -> None:
-            for need in pending:
+            while (need := await pending.next()) is not None:
                 await self._obtain(need, scope)
 
         try:
             async with anyio.create_task_group() as tg:
-                for _ in range(min(self.options.parallel_downloads, len(needs))):
+                for _ in range(min(self.options.parallel_downloads, count)):
                     tg.start_soon(work, tg.cancel_scope)
         finally:
             await self._files.flush()
-        self.entered = self._files.entered
         for need, exc in self._files.failed:
             self._failed(need, f"{need.href}: cannot enter it into the pool: {exc}")
         if self.errors:
             report.state(report.content, FAILED)
             first = self.errors[0]["error"]
             raise OperationFailed(
-                f"{len(self.errors)} of {len(needs)} downloads failed; first: {first}",
+                f"{len(self.errors)} of {count} downloads failed; first: {first}",
                 {"errors": self.errors[:20]},
             )
         report.state(report.content, FINISHED)
-        return self.entered
+        return self._files.learned
 
     async def _obtain(self, need: Need, scope: anyio.CancelScope) -> None:
         size = need.size

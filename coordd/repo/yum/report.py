@@ -49,10 +49,10 @@ class Report:
         step["state"] = state
         self.progress.touch()
 
-    def plan(self, kind: str, size: int) -> None:
+    def plan(self, kind: str, files: int, size: int) -> None:
         for node in (self.content, self.kinds[kind]):
-            node["items_total"] += 1
-            node["items_left"] += 1
+            node["items_total"] += files
+            node["items_left"] += files
             node["size_total"] += size
             node["size_left"] += size
         self.progress.touch()

@@ -53,6 +53,7 @@ import functools
 import hashlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -70,7 +71,7 @@ from coordd.content.versions import Version
 from coordd.engine.progress import CANCELED, FAILED, FINISHED, IN_PROGRESS, SKIPPED, Progress
 from coordd.repo.fetch import DownloadError, Fetcher, fetcher_for
 from coordd.repo.yum import ingest
-from coordd.repo.yum.download import Downloader, Need
+from coordd.repo.yum.download import Downloader, Need, Needs
 from coordd.repo.yum.errors import MetadataError
 from coordd.repo.yum.feed import Feed
 from coordd.repo.yum.options import DEFAULT_LIMITS, ImporterOptions, Limits, without_userinfo
@@ -178,8 +179,7 @@ class _Sync:
             await self.stage_files(records, treeinfo)
         needs = await anyio.to_thread.run_sync(self.needs)  # checks every location
         report.state(report.metadata, FINISHED)
-        entered = await self.downloader.download(needs)
-        for item in entered:
+        for item in await self.downloader.download(needs):  # undeclared sha256 or size
             self.entered.append((item.sha256, item.size))
             if item.checksum_type != "sha256":
                 self.resolved.append((item.unit_id, item.sha256, item.checksum_type, item.checksum))
@@ -421,45 +421,58 @@ class _Sync:
             self.entered.append((checksum, size))
             self.fetched.add(checksum)
 
-    def needs(self) -> list[Need]:
+    def needs(self) -> Needs:
         """The staged files the pool lacks (a stat each); counts the ones it has."""
         pool = self.store.pool
+        needs = Needs(self._load_needs)
 
-        def read(db: sqlite3.Connection) -> tuple[list[Any], set[int]]:
+        def read(db: sqlite3.Connection) -> None:
             rows = db.execute(
                 "SELECT u.id, u.kind, u.href, s.base, u.size, u.checksum_type, u.checksum,"
-                " coalesce(u.sha256, a.sha256) FROM staged s JOIN units u ON u.id = s.unit_id"
-                " LEFT JOIN aliases a ON u.sha256 IS NULL AND a.checksum_type = u.checksum_type"
-                " AND a.checksum = u.checksum WHERE s.repo_id = ? AND u.href IS NOT NULL",
+                " coalesce(u.sha256, a.sha256), rc.unit_id IS NOT NULL FROM staged s"
+                " JOIN units u ON u.id = s.unit_id LEFT JOIN aliases a ON u.sha256 IS NULL"
+                " AND a.checksum_type = u.checksum_type AND a.checksum = u.checksum"
+                " LEFT JOIN repo_content rc ON rc.repo_id = s.repo_id AND rc.unit_id = u.id"
+                " AND rc.removed IS NULL WHERE s.repo_id = ? AND u.href IS NOT NULL"
+                " ORDER BY u.id",
                 (self.repo_id,),
-            ).fetchall()
-            held = {
-                uid
-                for (uid,) in db.execute(
-                    "SELECT unit_id FROM repo_content WHERE repo_id = ? AND removed IS NULL",
-                    (self.repo_id,),
-                )
-            }
-            return rows, held
-
-        rows, held = self.store.db.read_sync(read)
-        needs: list[Need] = []
-        for unit_id, kind, href, base, size, ctype, csum, sha256 in rows:
-            if sha256 is not None and pool.present(sha256, size):
-                self.entered.append((sha256, size or 0))
+            )
+            for unit_id, kind, href, base, size, ctype, csum, sha256, held in rows:
+                self.feed.url(href, base, f"{kind} {href}")  # checked before any download
+                if sha256 is None or not pool.present(sha256, size):
+                    needs.add(unit_id, kind, size)
+                    continue
+                if size is None:  # the rest are recorded from their units at the commit
+                    self.entered.append((sha256, 0))
                 if ctype != "sha256":  # found by an alias: the unit learns its sha256
                     self.resolved.append((unit_id, sha256, ctype, csum))
-                if unit_id not in held and sha256 not in self.fetched:
+                if not held and sha256 not in self.fetched:
                     self.from_pool += 1
-                continue
+
+        self.store.db.read_sync(read)
+        return needs
+
+    def _load_needs(self, ids: Sequence[int]) -> list[Need]:
+        """The ``Need`` of each unit of ``ids`` (a page of ``needs``), in their order."""
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            marks = ",".join("?" * len(ids))
+            return db.execute(
+                "SELECT u.id, u.kind, u.href, s.base, u.size, u.checksum_type, u.checksum"
+                " FROM staged s JOIN units u ON u.id = s.unit_id"
+                f" WHERE s.repo_id = ? AND u.id IN ({marks}) ORDER BY u.id",
+                (self.repo_id, *ids),
+            ).fetchall()
+
+        needs: list[Need] = []
+        for unit_id, kind, href, base, size, ctype, csum in self.store.db.read_sync(read):
             unverified = ctype is None
-            what = f"{kind} {href}"
             needs.append(
                 Need(
                     unit_id=unit_id,
                     kind=kind,
                     href=href,
-                    url=self.feed.url(href, base, what),
+                    url=self.feed.url(href, base, f"{kind} {href}"),
                     size=size,
                     checksum_type=ctype,
                     checksum=None if unverified else csum,
