@@ -166,7 +166,8 @@ class Schedule:
             "runs": self.runs,
             "remaining_runs": None if repeats is None else max(repeats - self.runs, 0),
             "last_task": self.last_task,
-            "last_fire": self.last_fire,
+            # A copy: the answer is encoded later, and a task ending meanwhile changes it.
+            "last_fire": None if self.last_fire is None else dict(self.last_fire),
             "uid": self.uid,
             "created": iso(self.created),
             "updated": iso(self.updated),
