@@ -166,8 +166,7 @@ class Schedule:
             "runs": self.runs,
             "remaining_runs": None if repeats is None else max(repeats - self.runs, 0),
             "last_task": self.last_task,
-            # A copy: the answer is encoded later, and a task ending meanwhile changes it.
-            "last_fire": None if self.last_fire is None else dict(self.last_fire),
+            "last_fire": self.last_fire,
             "uid": self.uid,
             "created": iso(self.created),
             "updated": iso(self.updated),
@@ -397,7 +396,9 @@ class Scheduler:
         schedule = self.schedules.get(schedule_id)
         if schedule is not None:
             if schedule.last_fire is not None and schedule.last_fire.get("task_id") == task_id:
-                schedule.last_fire["task_state"] = state
+                # A new dict, never a change in place: an answer holding the old one may
+                # not be encoded yet (``schedule.show`` reads the history first).
+                schedule.last_fire = {**schedule.last_fire, "task_state": state}
             if task is not None and task.state is State.ERROR:
                 schedule.failures += 1
                 threshold = schedule.failure_threshold
